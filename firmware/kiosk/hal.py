@@ -1,0 +1,124 @@
+# The thin hardware layer: the only firmware module (with its step-timing
+# backends) that touches `machine`. Drivers get ready objects from here, in
+# logical terms (active/inactive), with the board's pulls and inversions
+# applied once, so no logic ever handles a raw pin.
+from machine import Pin
+from kiosk.board import parse_pin
+
+
+class Out:
+    """A digital output; `set(1)` means active (energised, enabled...)."""
+
+    def __init__(self, spec, active=0):
+        n, _, self._inv = parse_pin(spec)
+        self.num = n
+        self._pin = Pin(n, Pin.OUT, value=(1 if active else 0) ^ self._inv)
+
+    def set(self, active):
+        self._pin.value((1 if active else 0) ^ self._inv)
+
+    def on(self):
+        self.set(1)
+
+    def off(self):
+        self.set(0)
+
+    def active(self):
+        return self._pin.value() ^ self._inv
+
+
+class In:
+    """A digital input (switch, reed, sensor line) read as active or not."""
+
+    def __init__(self, spec):
+        n, pull, self._inv = parse_pin(spec)
+        self.num = n
+        p = Pin.PULL_UP if pull == "up" else Pin.PULL_DOWN if pull == "down" else None
+        self._pin = Pin(n, Pin.IN, p)
+
+    def active(self):
+        return self._pin.value() ^ self._inv
+
+    def on_change(self, handler):
+        """Call handler() on every edge, from the pin interrupt. The handler
+        must not allocate (it may run in a hard IRQ)."""
+        if handler is None:
+            self._pin.irq(None)
+        else:
+            self._pin.irq(lambda p: handler(), Pin.IRQ_RISING | Pin.IRQ_FALLING)
+
+
+_esp32_timers = [0]
+
+
+class OneShot:
+    """A hardware one-shot timer. Its callback runs from the timer interrupt,
+    so it fires even if the main loop is stalled: safety caps use it."""
+
+    def __init__(self, mcu):
+        from machine import Timer
+        if mcu == "esp32":
+            tid = _esp32_timers[0]
+            _esp32_timers[0] += 1
+            self._t = Timer(tid)
+        else:
+            self._t = Timer(-1)
+        self._mcu = mcu
+
+    def arm(self, ms, callback):
+        from machine import Timer
+        try:
+            self._t.init(mode=Timer.ONE_SHOT, period=ms, callback=callback, hard=True)
+        except TypeError:  # ports without hard timer callbacks
+            self._t.init(mode=Timer.ONE_SHOT, period=ms, callback=callback)
+
+    def cancel(self):
+        self._t.deinit()
+
+
+def watchdog(ms):
+    from machine import WDT
+    return WDT(timeout=ms)
+
+
+def onewire_bus(bus):
+    import onewire
+    return onewire.OneWire(Pin(parse_pin(bus["pin"])[0]))
+
+
+def i2c_bus(bus):
+    from machine import I2C
+    scl = Pin(parse_pin(bus["scl_pin"])[0])
+    sda = Pin(parse_pin(bus["sda_pin"])[0])
+    return I2C(bus.get("id", 0), scl=scl, sda=sda, freq=bus.get("freq", 100000))
+
+
+def step_backend(board, carousel):
+    """The step-timing backend the board names: software timing (emulator,
+    any port), RP2 PIO or ESP32 RMT (pulses timed in hardware)."""
+    kind = board["step_timing"]
+    if kind == "pio":
+        from kiosk.step_pio import PioSteps as B
+    elif kind == "rmt":
+        from kiosk.step_rmt import RmtSteps as B
+    else:
+        from kiosk.step_soft import SoftSteps as B
+    return B(carousel["step_pin"], Out(carousel["dir_pin"]), carousel)
+
+
+def reset_cause():
+    import machine
+    c = machine.reset_cause()
+    if c == getattr(machine, "WDT_RESET", -1):
+        return "watchdog"
+    if c == getattr(machine, "PWRON_RESET", -1):
+        return "power_on"
+    if c == getattr(machine, "SOFT_RESET", -1):
+        return "soft"
+    return "hard"
+
+
+def unique_id():
+    import machine
+    import binascii
+    return binascii.hexlify(machine.unique_id()).decode()

@@ -1,0 +1,249 @@
+# The emulator's `machine`: found on sys.path before the built-in one, so
+# firmware imports `machine` exactly as on a board. Pins are wired to the
+# simulated world (simworld); Timer and WDT fire from a service thread, like
+# hardware, so they hold even when the firmware's main loop stalls.
+import time
+import _thread
+import simworld
+
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+
+class Pin:
+    IN = 0
+    OUT = 1
+    OPEN_DRAIN = 2
+    PULL_UP = 1
+    PULL_DOWN = 2
+    IRQ_RISING = 1
+    IRQ_FALLING = 2
+
+    def __init__(self, id, mode=-1, pull=-1, value=None):
+        self._id = id
+        self._mode = self.IN
+        self._pull = None
+        self.init(mode, pull, value)
+
+    def init(self, mode=-1, pull=-1, value=None):
+        if mode != -1:
+            self._mode = mode
+        if pull != -1:
+            self._pull = pull
+        w = simworld.world()
+        w.claim(self._id, self)
+        if value is not None:
+            self.value(value)
+        elif self._mode == self.OUT:
+            w.write(self._id, w.outputs.get(self._id, 0))
+
+    def value(self, v=None):
+        w = simworld.world()
+        if v is None:
+            if self._mode == self.OUT:
+                return w.outputs.get(self._id, 0)
+            return w.read(self._id, self._pull)
+        if self._mode == self.OUT:
+            w.write(self._id, 1 if v else 0)
+
+    __call__ = value
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def high(self):
+        self.value(1)
+
+    def low(self):
+        self.value(0)
+
+    def toggle(self):
+        self.value(1 - self.value())
+
+    def irq(self, handler=None, trigger=IRQ_RISING | IRQ_FALLING, hard=False):
+        simworld.world().set_irq(self._id, self, handler, trigger)
+
+    def __repr__(self):
+        return "Pin(%d)" % self._id
+
+
+class Signal:
+    def __init__(self, pin, invert=False):
+        self._pin = pin
+        self._invert = invert
+
+    def value(self, v=None):
+        if v is None:
+            return self._pin.value() ^ self._invert
+        self._pin.value((1 if v else 0) ^ self._invert)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+# -- timers: one service thread runs every armed timer and the watchdog ----
+
+_lock = _thread.allocate_lock()
+_armed = []          # Timer objects with a deadline
+_thread_started = [False]
+_TICK_MS = 2
+
+
+def _service():
+    while True:
+        time.sleep_ms(_TICK_MS)
+        now = time.ticks_ms()
+        due = None
+        with _lock:
+            for t in _armed:
+                if time.ticks_diff(now, t._deadline) >= 0:
+                    due = t
+                    break
+            if due is not None:
+                if due._mode == Timer.PERIODIC:
+                    due._deadline = time.ticks_add(due._deadline, due._period)
+                else:
+                    _armed.remove(due)
+        if due is not None and due._callback is not None:
+            try:
+                due._callback(due)
+            except Exception as e:  # a dying callback must be loud, not silent
+                import sys
+                sys.print_exception(e)
+        _watchdog_check(now)
+
+
+def _ensure_thread():
+    if not _thread_started[0]:
+        _thread_started[0] = True
+        _thread.start_new_thread(_service, ())
+
+
+class Timer:
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, id=-1, **kw):
+        self._id = id
+        self._mode = self.ONE_SHOT
+        self._period = 0
+        self._deadline = 0
+        self._callback = None
+        if kw:
+            self.init(**kw)
+
+    def init(self, mode=PERIODIC, period=-1, freq=-1, callback=None, hard=True):
+        if freq > 0:
+            period = max(1, int(1000 / freq))
+        if period < 0:
+            raise ValueError("period or freq needed")
+        self.deinit()
+        self._mode = mode
+        self._period = period
+        self._callback = callback
+        self._deadline = time.ticks_add(time.ticks_ms(), period)
+        with _lock:
+            _armed.append(self)
+        _ensure_thread()
+
+    def deinit(self):
+        with _lock:
+            if self in _armed:
+                _armed.remove(self)
+
+
+# -- watchdog: on expiry the board resets (the process ends; the emulator's
+# supervisor restarts it on the same flash, with reset_cause WDT_RESET) ---
+
+_wdt = [None, 0]     # [timeout_ms, last feed]
+
+
+def _watchdog_check(now):
+    if _wdt[0] and time.ticks_diff(now, _wdt[1]) > _wdt[0]:
+        simworld.world().note_reset(WDT_RESET)
+        simworld.hard_exit(WDT_RESET)
+
+
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        if timeout > simworld.world().wdt_limit_ms:
+            raise ValueError("WDT timeout too long")
+        _wdt[0] = timeout
+        _wdt[1] = time.ticks_ms()
+        _ensure_thread()
+
+    def feed(self):
+        _wdt[1] = time.ticks_ms()
+
+
+# -- I2C: transactions go to the simulated devices at each address ---------
+
+class I2C:
+    def __init__(self, id=0, scl=None, sda=None, freq=400000, timeout=50000):
+        self._bus = simworld.world().i2c_bus(id)
+
+    def scan(self):
+        return sorted(a for a, d in self._bus.items() if d.present())
+
+    def _dev(self, addr):
+        d = self._bus.get(addr)
+        if d is None or not d.present():
+            raise OSError(19)  # ENODEV: no ACK, as on a board
+        return d
+
+    def writeto(self, addr, buf, stop=True):
+        self._dev(addr).i2c_write(bytes(buf))
+        return len(buf)
+
+    def readfrom(self, addr, n, stop=True):
+        return self._dev(addr).i2c_read(n)
+
+    def readfrom_into(self, addr, buf, stop=True):
+        data = self._dev(addr).i2c_read(len(buf))
+        for i in range(len(buf)):
+            buf[i] = data[i]
+
+
+SoftI2C = I2C
+
+
+def reset_cause():
+    return simworld.world().reset_cause
+
+
+def reset():
+    simworld.world().note_reset(HARD_RESET)
+    simworld.hard_exit(HARD_RESET)
+
+
+def soft_reset():
+    reset()
+
+
+def unique_id():
+    return simworld.world().uid
+
+
+def freq(*a):
+    return 150000000
+
+
+def idle():
+    time.sleep_ms(1)
+
+
+def disable_irq():
+    return 0
+
+
+def enable_irq(state=0):
+    pass

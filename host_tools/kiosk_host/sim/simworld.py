@@ -1,0 +1,219 @@
+# The simulated world behind the emulator's `machine`: pins at the electrical
+# level, wired to models of the kiosk's mechanics (carousel, locks and doors,
+# temperature sensors) built from the same board file the firmware reads.
+# Tests and the emulator drive it through World.handle(), one JSON-able
+# command at a time, so the same verbs serve both.
+import os
+import time
+from kiosk.board import parse_pin
+
+_MAX_VIOLATIONS = 32
+_world = [None]
+
+
+class SimPin:
+    """A board pin seen from the world's side, in logical terms: the
+    board's '!' (active-low) and pull flags are applied here once."""
+
+    def __init__(self, world, spec):
+        self.world = world
+        self.num, self.pull, self.invert = parse_pin(spec)
+
+    def set(self, active):
+        """Drive an input the firmware reads (a switch or sensor line)."""
+        self.world.drive(self.num, (1 if active else 0) ^ self.invert)
+
+    def get(self):
+        """Logical level the firmware drives on an output."""
+        return self.world.outputs.get(self.num, 0) ^ self.invert
+
+    def watch(self, cb):
+        """cb(active) on each change of the firmware's output."""
+        inv = self.invert
+        self.world.watch(self.num, lambda level: cb(level ^ inv))
+
+
+class World:
+    def __init__(self, board=None):
+        self.board = board
+        self.outputs = {}
+        self.inputs = {}
+        self.claimed = {}
+        self.watchers = {}
+        self.irqs = {}
+        self.i2c_buses = {}
+        self.onewire_buses = {}
+        self.carousels = {}
+        self.locks = {}
+        self.sensors = {}
+        self.violations = []
+        self.violation_count = 0
+        self.uid = (os.getenv("KIOSK_SIM_UID") or "sim-0001").encode()
+        self.wdt_limit_ms = 8388
+        self.state_file = os.getenv("KIOSK_SIM_STATE")
+        self.reset_cause = self._load_reset_cause()
+        if board:
+            self.wdt_limit_ms = board["wdt_max_ms"]
+            self._build(board)
+
+    # -- pins -------------------------------------------------------------
+    def claim(self, num, pin):
+        self.claimed[num] = pin
+
+    def read(self, num, pull):
+        level = self.inputs.get(num)
+        if level is None:  # floating: the pull decides, as on a board
+            return 1 if pull == 1 else 0
+        return level
+
+    def write(self, num, level):
+        if self.outputs.get(num) == level:
+            return
+        self.outputs[num] = level
+        for cb in self.watchers.get(num, ()):
+            cb(level)
+
+    def drive(self, num, level):
+        old = self.inputs.get(num)
+        self.inputs[num] = level
+        irq = self.irqs.get(num)
+        if irq is None or old == level:
+            return
+        pin, handler, trigger = irq
+        if handler and trigger & (1 if level else 2):  # IRQ_RISING=1, IRQ_FALLING=2
+            handler(pin)
+
+    def watch(self, num, cb):
+        self.watchers.setdefault(num, []).append(cb)
+
+    def set_irq(self, num, pin, handler, trigger):
+        self.irqs[num] = (pin, handler, trigger)
+
+    def i2c_bus(self, bus_id):
+        return self.i2c_buses.setdefault(bus_id, {})
+
+    def onewire_bus(self, num):
+        return self.onewire_buses.setdefault(num, [])
+
+    # -- safety observation ----------------------------------------------
+    def violation(self, what):
+        """Record a safety rule broken by the firmware (never by the world)."""
+        self.violation_count += 1
+        if len(self.violations) < _MAX_VIOLATIONS:
+            self.violations.append(what)
+
+    def doors_secure(self):
+        for lk in self.locks.values():
+            if lk.energized() or not lk.door_closed:
+                return False
+        return True
+
+    # -- resets -------------------------------------------------------------
+    def _load_reset_cause(self):
+        if not self.state_file:
+            return 1  # PWRON_RESET
+        try:
+            with open(self.state_file) as f:
+                cause = int(f.read().strip() or 1)
+            os.remove(self.state_file)
+            return cause
+        except (OSError, ValueError):
+            return 1
+
+    def note_reset(self, cause):
+        if self.state_file:
+            try:
+                with open(self.state_file, "w") as f:
+                    f.write(str(cause))
+            except OSError:
+                pass
+
+    # -- building from a board ---------------------------------------------
+    def _build(self, board):
+        import sim_carousel
+        import sim_lock
+        import sim_sensors
+        for c in board["carousels"]:
+            self.carousels[c["name"]] = sim_carousel.Carousel(self, c)
+        for lk in board["locks"]:
+            self.locks[lk["name"]] = sim_lock.Lock(self, lk)
+        buses = board.get("buses") or {}
+        for i, s in enumerate(board.get("sensors") or []):
+            self.sensors[s["name"]] = sim_sensors.make(self, s, buses[s["bus"]], i)
+
+    # -- the control verbs (tests, the emulator's control API) -------------
+    def models_for_fault(self, kind, target):
+        found = []
+        for group in (self.carousels, self.locks, self.sensors):
+            for name, m in group.items():
+                if kind in m.FAULTS and (target is None or target == name):
+                    found.append(m)
+        return found
+
+    def fault_kinds(self):
+        kinds = set()
+        for group in (self.carousels, self.locks, self.sensors):
+            for m in group.values():
+                kinds.update(m.FAULTS)
+        return sorted(kinds)
+
+    def handle(self, cmd):
+        """Apply one control command (a dict) and return a JSON-able result.
+        Raises ValueError with a clear message for a bad command."""
+        op = cmd.get("op")
+        if op == "door":
+            lk = self.locks.get(cmd.get("door"))
+            if lk is None:
+                raise ValueError("no door %r (have %s)" % (cmd.get("door"), ", ".join(self.locks)))
+            return lk.door_action(cmd.get("action"))
+        if op == "sensor":
+            s = self.sensors.get(cmd.get("sensor"))
+            if s is None:
+                raise ValueError("no sensor %r (have %s)" % (cmd.get("sensor"), ", ".join(self.sensors)))
+            s.set(cmd.get("celsius"), cmd.get("humidity"), cmd.get("drift"))
+            return s.state()
+        if op == "fault":
+            kind = cmd.get("kind")
+            target = cmd.get("target")
+            models = self.models_for_fault(kind, target)
+            if not models:
+                raise ValueError("unknown fault %r%s (known: %s)" % (
+                    kind, "" if target is None else " on %r" % target, ", ".join(self.fault_kinds())))
+            for m in models:
+                m.set_fault(kind, bool(cmd.get("on", True)))
+            return {"kind": kind, "on": bool(cmd.get("on", True)), "targets": [m.name for m in models]}
+        if op == "state":
+            return self.state()
+        raise ValueError("unknown op %r" % op)
+
+    def state(self):
+        return {
+            "carousels": {n: m.state() for n, m in self.carousels.items()},
+            "locks": {n: m.state() for n, m in self.locks.items()},
+            "sensors": {n: m.state() for n, m in self.sensors.items()},
+            "violations": list(self.violations),
+            "violation_count": self.violation_count,
+        }
+
+
+def install(board):
+    """Make a fresh world for this board the one `machine` talks to."""
+    _world[0] = World(board)
+    return _world[0]
+
+
+def world():
+    if _world[0] is None:
+        _world[0] = World(None)
+    return _world[0]
+
+
+def hard_exit(cause):
+    """End this process the way a reset ends a board's run: at once, from
+    any thread, with no cleanup."""
+    os.system("kill -9 $PPID")
+    time.sleep(10)
+
+
+def now_ms():
+    return time.ticks_ms()
