@@ -3,9 +3,10 @@
 # boot with a message naming the field, never discovered by a motor.
 # Runs under MicroPython and CPython alike (host tools validate before deploy).
 import json
+from kiosk.schema import check as _check_fields, SchemaError
 
 
-class BoardError(ValueError):
+class BoardError(SchemaError):
     pass
 
 
@@ -17,8 +18,7 @@ STEP_TIMING = ("soft", "pio", "rmt")
 LOCK_KINDS = ("solenoid", "strike")
 SENSOR_TYPES = {"ds18b20": "onewire", "sht3x": "i2c", "sht4x": "i2c"}
 
-# field: (kind, required). Kinds: str, int (>=0), pos (>0), num (>0),
-# pin, bool, or a tuple of allowed strings.
+# field: (kind, required); kinds are described in kiosk/schema.py.
 _TOP = {
     "board": ("str", 1), "description": ("str", 0), "mcu": (tuple(MCU_PINS), 1),
     "free_heap": ("pos", 1), "wdt_max_ms": ("pos", 1),
@@ -68,46 +68,6 @@ def parse_pin(spec):
     if name.startswith("gpio") and name[4:].isdigit():
         return int(name[4:]), pull, invert
     raise BoardError("bad pin %r: expected [^|~][!]gpioN" % spec)
-
-
-def _check_fields(obj, schema, where, errors):
-    if not isinstance(obj, dict):
-        errors.append("%s: must be an object" % where)
-        return
-    for key in obj:
-        if key not in schema:
-            errors.append("%s.%s: unknown field (typo?)" % (where, key))
-    for key in schema:
-        kind, required = schema[key]
-        path = "%s.%s" % (where, key)
-        if key not in obj:
-            if required:
-                errors.append("%s: missing" % path)
-            continue
-        v = obj[key]
-        if isinstance(kind, tuple):
-            if v not in kind:
-                errors.append("%s: must be one of %s, got %r" % (path, ", ".join(str(k) for k in kind), v))
-        elif kind == "str":
-            if not isinstance(v, str) or not v:
-                errors.append("%s: must be a non-empty string" % path)
-        elif kind in ("int", "pos"):
-            if not isinstance(v, int) or isinstance(v, bool) or v < (kind == "pos"):
-                errors.append("%s: must be a %s integer, got %r" % (path, "positive" if kind == "pos" else "non-negative", v))
-        elif kind == "bool":
-            if not isinstance(v, bool):
-                errors.append("%s: must be true or false" % path)
-        elif kind == "list":
-            if not isinstance(v, list):
-                errors.append("%s: must be a list" % path)
-        elif kind == "dict":
-            if not isinstance(v, dict):
-                errors.append("%s: must be an object" % path)
-        elif kind == "pin":
-            try:
-                parse_pin(v)
-            except BoardError as e:
-                errors.append("%s: %s" % (path, e))
 
 
 def validate(b, source="board"):
