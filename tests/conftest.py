@@ -1,0 +1,34 @@
+"""Shared pytest setup.
+
+tests/mp/ holds MicroPython tests. They are never imported by CPython:
+their top-level `def test_*` / `async def test_*` functions are found with
+`ast`, and tests/test_firmware_mp.py runs each one under the unix-port
+`micropython` (through tests/mp/runner.py) as the `mp_case` parameter.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from kiosk_host import paths
+
+# MicroPython code: not for CPython's collector.
+collect_ignore = ["mp"]
+
+
+def mp_test_cases(mp_dir: Path = paths.TESTS_MP_DIR) -> list[tuple[str, str]]:
+    """(module, function) for each top-level test function in tests/mp/test_*.py."""
+    cases = []
+    for path in sorted(mp_dir.glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+                cases.append((path.stem, node.name))
+    return cases
+
+
+def pytest_generate_tests(metafunc):
+    if "mp_case" in metafunc.fixturenames:
+        cases = mp_test_cases()
+        metafunc.parametrize("mp_case", cases, ids=[f"{m}.{f}" for m, f in cases])

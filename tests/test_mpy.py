@@ -1,0 +1,54 @@
+"""kiosk_host.mpy (heap size, module path) and the console entry points."""
+
+from __future__ import annotations
+
+import pytest
+
+from kiosk_host import cli, mpy, paths
+
+
+def test_heap_is_the_smallest_board_free_heap(tmp_path):
+    assert mpy.heap_size(tmp_path) == mpy.DEFAULT_HEAP == 90 * 1024
+    (tmp_path / "pico.json").write_text('{"free_heap": 210000}')
+    (tmp_path / "esp32.json").write_text('{"mcu": {"free_heap": "91k"}}')
+    (tmp_path / "other.json").write_text('{"name": "no heap given"}')
+    assert mpy.heap_size(tmp_path) == 91 * 1024
+    (tmp_path / "bad.json").write_text('{"free_heap": "lots"}')
+    with pytest.raises(ValueError, match="bad.json"):
+        mpy.heap_size(tmp_path)
+
+
+def test_mp_path_order(tmp_path, monkeypatch):
+    monkeypatch.delenv("KIOSK_FIRMWARE_DIR", raising=False)
+    assert mpy.mp_path() == [
+        str(paths.TESTS_MP_DIR),
+        str(paths.SIM_DIR),
+        str(paths.FIRMWARE_DIR.resolve()),
+        str(paths.MPYLIB_DIR),
+        ".frozen",
+    ]
+    monkeypatch.setenv("KIOSK_FIRMWARE_DIR", str(tmp_path))
+    assert mpy.mp_path()[2:4] == [str(tmp_path.resolve()), str(tmp_path.resolve() / "lib")]
+    env = mpy.mp_env()
+    assert env["MICROPYPATH"].split(":")[2] == str(tmp_path.resolve())
+    assert env["KIOSK_REPO"] == str(paths.REPO_ROOT)
+
+
+def test_run_mp_uses_the_heap_and_cwd(tmp_path):
+    proc = mpy.run_mp(
+        ["-c", "import gc, os; print(gc.mem_free() + gc.mem_alloc(), os.getenv('KIOSK_MP_HEAP'), os.getcwd())"],
+        cwd=tmp_path,
+        heap=64 * 1024,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stdout
+    total, heap, cwd = proc.stdout.split()
+    assert heap == str(64 * 1024)
+    assert int(total) <= 64 * 1024
+    assert cwd == str(tmp_path)
+
+
+@pytest.mark.parametrize("entry, command", [(cli.bridge_main, "demo"), (cli.kioskctl_main, "deploy")])
+def test_cli_stubs_say_not_implemented(entry, command, capsys):
+    assert entry([command]) == 2
+    assert f"not implemented yet: {command}" in capsys.readouterr().err
