@@ -1,0 +1,56 @@
+# Toolchain entry points. Everything runs from the project venv (.venv),
+# which `make venv` creates with $(PY) and the pinned deps in pyproject.toml.
+
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST := $(VPY) -m pytest -q -rs
+FIRMWARE_OUT := build/firmware
+
+.PHONY: all venv mpylibs build test test-src test-compiled demo bench torture clean distclean
+
+all: build
+
+# Re-installs only when pyproject.toml changes (or the venv is missing).
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -e '.[test]'
+	touch $@
+
+# Third-party MicroPython modules (umqtt) from mpylibs.lock into build/mpylib.
+mpylibs: $(STAMP)
+	$(VPY) -m kiosk_host.mpylibs --dest build/mpylib --cache build/cache
+
+# Flash tree: compiled firmware, lib/, boards/, manifest.json.
+build: $(STAMP) mpylibs
+	$(VPY) -m kiosk_host.build --out $(FIRMWARE_OUT)
+
+# All tests, then the MicroPython tests again against the compiled tree.
+test: test-src test-compiled
+
+test-src: $(STAMP) mpylibs build
+	$(PYTEST) tests
+
+test-compiled: $(STAMP) mpylibs build
+	KIOSK_FIRMWARE_DIR=$(FIRMWARE_OUT) $(PYTEST) tests/test_firmware_mp.py
+
+demo: $(STAMP) mpylibs build
+	$(VENV)/bin/kiosk-bridge demo
+
+bench: $(STAMP)
+	@echo "make bench: not implemented yet (will run $(VPY) -m kiosk_host.bench)" >&2
+	@exit 1
+
+torture: $(STAMP)
+	@echo "make torture: not implemented yet (will run the tests in tests/torture)" >&2
+	@exit 1
+
+clean:
+	rm -rf build .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
