@@ -1,0 +1,385 @@
+# Append-only event journal on flash: every door, lock, motor, temperature
+# event and refused request, sequence-numbered, written and synced before it
+# is reported to anyone. It is also the MQTT outbox: records stay until the
+# host acknowledges them and are replayed in order after a reconnect or a
+# reboot. See docs/journal.md for the format and the reasons behind it.
+#
+# One record per line:  {"s":SEQ,"b":BOOT,"t":TIME,"k":KIND,...}\tCRC32\n
+# A line counts only if it ends in "\n" and its CRC matches, so a record torn
+# by a power cut is skipped, never half-read.
+#
+# Not for interrupt handlers: append() allocates and writes flash.
+import os
+import json
+import time
+import binascii
+from micropython import const
+
+_HDR = b"#KJ1 "  # segment header: "#KJ1 <first seq> <boot>\n"
+_MIN_LINE = const(30)  # shortest possible record line
+_TAIL = const(10)  # "\t" + 8 hex digits + "\n"
+_MAX_LINE = const(512)  # longest record line: bounds RAM when reading
+_REC = b'{"s":'
+
+try:
+    json.dumps(1, separators=(",", ":"))
+    _SEP = (",", ":")
+except TypeError:  # builds without separators: spaces, still valid JSON
+    _SEP = None
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=_SEP) if _SEP else json.dumps(obj)
+
+
+def _seq(line):
+    """The sequence number of a valid record line, or -1 (torn, bad CRC,
+    header or garbage)."""
+    n = len(line)
+    if n < _MIN_LINE or line[n - 1] != 10 or line[n - _TAIL] != 9 or line[:5] != _REC:
+        return -1
+    if b"%08x" % binascii.crc32(memoryview(line)[: n - _TAIL]) != line[n - 9 : n - 1]:
+        return -1
+    s = 0
+    i = 5
+    while i < n:
+        c = line[i]
+        if c == 44:  # ","
+            break
+        if c < 48 or c > 57:
+            return -1
+        s = s * 10 + c - 48
+        i += 1
+    return s if i > 5 else -1
+
+
+def _header(line):
+    """(first seq, boot) from a complete segment header line, else None."""
+    if line[:5] != _HDR or line[-1:] != b"\n":
+        return None
+    try:
+        a, b = line[5:-1].split()
+        return int(a), int(b)
+    except ValueError:
+        return None
+
+
+def _read_int(path):
+    """A counter file's value ("123\n"): the larger of the file and a
+    complete temp file a power cut left before its rename; 0 if neither
+    is readable (absent or torn)."""
+    v = 0
+    for p in (path, path + ".tmp"):
+        try:
+            with open(p, "rb") as f:  # binary: garbage must not raise
+                s = f.read(24)
+        except OSError:
+            continue
+        if len(s) > 1 and s[-1] == 10 and s[:-1].isdigit():
+            v = max(v, int(s[:-1]))
+    return v
+
+
+class Journal:
+    def __init__(self, path="journal", segment_bytes=8192, max_segments=8,
+                 ack_persist_ms=5000, ack_every=64, clock=None):
+        if max_segments < 2 or segment_bytes < 1:
+            raise ValueError("journal: need max_segments >= 2, segment_bytes >= 1")
+        self._dir = path
+        self._segb = segment_bytes
+        self._maxs = max_segments
+        self._ack_ms = ack_persist_ms
+        self._ack_every = ack_every
+        self._clock = clock or time.time
+        self._osync = getattr(os, "sync", None)
+        self._f = None
+        self._torn = 0
+        self._ser = []  # segment serial numbers, oldest first
+        self._first = []  # first seq each segment holds (or would hold)
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass
+        self._open()
+
+    # -- opening -------------------------------------------------------
+
+    def _seg(self, ser):
+        return "%s/%08d.log" % (self._dir, ser)
+
+    def _scan(self, path, full):
+        """Read a segment: (first seq, boot in header, last valid line, ends
+        with a complete line). Stops at the first seq unless full."""
+        first = None
+        hboot = 0
+        last = None
+        clean = True
+        with open(path, "rb") as f:
+            while True:
+                line = f.readline(_MAX_LINE)
+                if not line:
+                    break
+                clean = line[-1] == 10
+                s = _seq(line)
+                if s > 0:
+                    last = line
+                    if first is None:
+                        first = s
+                elif first is None and _header(line):
+                    first, hboot = _header(line)
+                elif full:
+                    self._torn += 1
+                if first is not None and not full:
+                    break
+        return first, hboot, last, clean
+
+    def _open(self):
+        d = self._dir
+        names = [n for n in os.listdir(d)
+                 if len(n) == 12 and n[8:] == ".log" and n[:8].isdigit()]
+        names.sort()
+        for n in names:
+            first = self._scan(d + "/" + n, False)[0]
+            if first is None:
+                # Zero-length, torn header, nothing valid: holds no record.
+                os.remove(d + "/" + n)
+                self._torn += 1
+            else:
+                self._ser.append(int(n[:8]))
+                self._first.append(first)
+        last = boot = 0
+        clean = True
+        if self._ser:
+            _, boot, line, clean = self._scan(self._seg(self._ser[-1]), True)
+            last = self._first[-1] - 1
+            if line:
+                last = _seq(line)
+                try:
+                    boot = max(boot, json.loads(line[: -_TAIL])["b"])
+                except (ValueError, KeyError):
+                    pass
+        acked = _read_int(d + "/ack")
+        # Never reuse a seq, not even one below what the host acknowledged.
+        self._last = max(last, acked)
+        self._acked = self._saved = acked
+        self._ack_n = 0
+        self._ack_t = time.ticks_add(time.ticks_ms(), -self._ack_ms)
+        self._boot = max(_read_int(d + "/boot"), boot) + 1
+        self._put(d + "/boot", self._boot)
+        if self._ser and clean:
+            path = self._seg(self._ser[-1])
+            self._size = os.stat(path)[6]
+            self._f = open(path, "ab")
+        else:
+            # A torn tail stays where it is; appending after it would glue
+            # the next record to it, so start a fresh segment.
+            self._new_segment()
+
+    def _put(self, path, n):
+        """Replace a counter file atomically (write temp, rename over)."""
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % n)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # FAT will not rename over a file
+            os.remove(path)
+            os.rename(tmp, path)
+        if self._osync:
+            self._osync()
+
+    # -- writing -------------------------------------------------------
+
+    def _new_segment(self):
+        ser = self._ser[-1] + 1 if self._ser else 1
+        if self._f:
+            self._f.close()
+            self._f = None
+        f = open(self._seg(ser), "wb")
+        hdr = b"#KJ1 %d %d\n" % (self._last + 1, self._boot)
+        f.write(hdr)
+        f.flush()
+        if self._osync:
+            self._osync()
+        self._f = f
+        self._size = len(hdr)
+        self._ser.append(ser)
+        self._first.append(self._last + 1)
+        # Over budget: drop the oldest. Acked records go silently; unacked
+        # ones only here, when the budget is full of them, and the loss is
+        # recorded (before the delete, so a power cut cannot hide it).
+        drop = len(self._ser) - self._maxs
+        if drop <= 0:
+            return
+        lo = hi = 0
+        for i in range(drop):
+            a = max(self._first[i], self._acked + 1)
+            b = self._first[i + 1] - 1
+            if a <= b:
+                if not lo:
+                    lo = a
+                hi = b
+        if lo:
+            self._write("journal_overflow", {"lost_from": lo, "lost_to": hi})
+        for i in range(drop):
+            try:
+                os.remove(self._seg(self._ser[0]))
+            except OSError:
+                pass
+            self._ser.pop(0)
+            self._first.pop(0)
+
+    def _write(self, kind, fields):
+        seq = self._last + 1
+        if fields and ("s" in fields or "b" in fields or "k" in fields):
+            raise ValueError("journal: s, b, k are reserved")
+        if fields and "t" in fields:
+            # The caller knows when it happened (a sample's time): keep it.
+            js = '{"s":%d,"b":%d,"k":%s' % (seq, self._boot, _dumps(kind))
+        else:
+            js = '{"s":%d,"b":%d,"t":%d,"k":%s' % (seq, self._boot, int(self._clock()), _dumps(kind))
+        if fields:
+            js = js + "," + _dumps(fields)[1:]
+        else:
+            js = js + "}"
+        js = js.encode()
+        if len(js) > _MAX_LINE - _TAIL:
+            raise ValueError("journal: record too long")
+        line = b"%s\t%08x\n" % (js, binascii.crc32(js))
+        try:
+            self._f.write(line)
+            self._f.flush()
+            if self._osync:
+                self._osync()
+        except OSError:
+            # Maybe half written: the next record must not follow it.
+            self._size = self._segb
+            raise
+        self._size += len(line)
+        self._last = seq
+        return seq
+
+    def append(self, kind, fields=None):
+        """Write and sync one record; return its seq. Only report or
+        acknowledge the event after this returns."""
+        if self._size >= self._segb:
+            self._new_segment()
+        return self._write(kind, fields)
+
+    # -- outbox --------------------------------------------------------
+
+    def ack(self, seq):
+        """The host has stored everything up to seq. Persisted at most every
+        ack_persist_ms or every ack_every acks, and at flush()."""
+        if seq > self._last:
+            seq = self._last
+        if seq > self._acked:
+            self._acked = seq
+            self._ack_n += 1
+            if (self._ack_n >= self._ack_every
+                    or time.ticks_diff(time.ticks_ms(), self._ack_t) >= self._ack_ms):
+                self._save_ack()
+        return self._acked
+
+    def _save_ack(self):
+        self._put(self._dir + "/ack", self._acked)
+        self._saved = self._acked
+        self._ack_n = 0
+        self._ack_t = time.ticks_ms()
+
+    def flush(self):
+        """Persist the ack pointer now (call before a planned reset and from
+        a slow loop)."""
+        if self._acked != self._saved:
+            self._save_ack()
+
+    def close(self):
+        self.flush()
+        if self._f:
+            self._f.close()
+            self._f = None
+
+    @property
+    def acked(self):
+        return self._acked
+
+    @property
+    def last_seq(self):
+        return self._last
+
+    @property
+    def boot(self):
+        return self._boot
+
+    def first_seq(self):
+        """The oldest seq still on flash (last_seq + 1 if none)."""
+        return self._first[0] if self._first else self._last + 1
+
+    def pending(self):
+        """How many records on flash the host has not acknowledged."""
+        return self._last - max(self._acked, self.first_seq() - 1)
+
+    def _records(self, seq):
+        # Start in the last segment whose first seq <= seq; move on by
+        # serial so a rotation between two yields does not derail it.
+        ser = self._ser[0] if self._ser else 0
+        for i in range(len(self._first)):
+            if self._first[i] <= seq:
+                ser = self._ser[i]
+        while ser:
+            try:
+                f = open(self._seg(ser), "rb")
+            except OSError:  # rotated away meanwhile
+                f = None
+            if f:
+                with f:
+                    while True:
+                        line = f.readline(_MAX_LINE)
+                        if not line:
+                            break
+                        s = _seq(line)
+                        if s >= seq:
+                            seq = s + 1
+                            yield s, line[: -_TAIL]
+            nxt = 0
+            for x in self._ser:
+                if x > ser:
+                    nxt = x
+                    break
+            ser = nxt
+
+    def read_from(self, seq, limit=16, last=None):
+        """Up to limit records [(seq, json_bytes)] from seq (or the oldest
+        kept, if seq was rotated away) on, in order, up to last if given.
+        For replay after (re)connect: read_from(acked + 1); for a resend of
+        120..135: read_from(120, 16, 135)."""
+        out = []
+        if limit <= 0 or seq > self._last:
+            return out
+        g = self._records(seq)
+        try:
+            for rec in g:
+                if last is not None and rec[0] > last:
+                    break
+                out.append(rec)
+                if len(out) >= limit:
+                    break
+        finally:
+            g.close()
+        return out
+
+    def iter_lines(self, seq_from=None):
+        """Generator of (seq, json_bytes) over the whole journal (or from
+        seq_from), for the logs tool. Exhaust it or close() it."""
+        return self._records(seq_from or 1)
+
+    def stats(self):
+        total = 0
+        for ser in self._ser:
+            try:
+                total += os.stat(self._seg(ser))[6]
+            except OSError:
+                pass
+        return {"segments": len(self._ser), "bytes": total, "first_seq": self.first_seq(),
+                "last_seq": self._last, "acked": self._acked, "pending": self.pending(),
+                "boot": self._boot, "torn_skipped": self._torn}
