@@ -130,16 +130,21 @@ class World:
 
     # -- building from a board ---------------------------------------------
     def _build(self, board):
-        import sim_carousel
-        import sim_lock
-        import sim_sensors
-        for c in board["carousels"]:
-            self.carousels[c["name"]] = sim_carousel.Carousel(self, c)
-        for lk in board["locks"]:
-            self.locks[lk["name"]] = sim_lock.Lock(self, lk)
+        # Each model module is imported only if the board has such models:
+        # compiling one from source costs heap a test may not have to spare.
+        if board["carousels"]:
+            import sim_carousel
+            for c in board["carousels"]:
+                self.carousels[c["name"]] = sim_carousel.Carousel(self, c)
+        if board["locks"]:
+            import sim_lock
+            for lk in board["locks"]:
+                self.locks[lk["name"]] = sim_lock.Lock(self, lk)
         buses = board.get("buses") or {}
-        for i, s in enumerate(board.get("sensors") or []):
-            self.sensors[s["name"]] = sim_sensors.make(self, s, buses[s["bus"]], i)
+        if board.get("sensors"):
+            import sim_sensors
+            for i, s in enumerate(board["sensors"]):
+                self.sensors[s["name"]] = sim_sensors.make(self, s, buses[s["bus"]], i)
 
     # -- the control verbs (tests, the emulator's control API) -------------
     def models_for_fault(self, kind, target):
