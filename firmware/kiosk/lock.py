@@ -89,6 +89,7 @@ class DoorLock:
         self._timer = timer
         self._bolt_in = bolt_in
         self._door_in = door_in
+        self.cfg = cfg
         self.name = cfg["name"]
         self.kind = cfg["kind"]
         self.max_energize_ms = cfg["max_energize_ms"]
