@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(VPY) -m pytest -q -rs
 FIRMWARE_OUT := build/firmware
 
-.PHONY: all venv mpylibs build test test-src test-compiled demo bench torture clean distclean
+.PHONY: all venv mpylibs build test demo bench torture clean distclean
 
 all: build
 
@@ -28,14 +28,10 @@ mpylibs: $(STAMP)
 build: $(STAMP) mpylibs
 	$(VPY) -m kiosk_host.build --out $(FIRMWARE_OUT)
 
-# All tests, then the MicroPython tests again against the compiled tree.
-test: test-src test-compiled
-
-test-src: $(STAMP) mpylibs build
+# Every test. MicroPython tests run the compiled tree, as a board does;
+# KIOSK_FIRMWARE_DIR=firmware runs them against the sources instead.
+test: $(STAMP) mpylibs build
 	$(PYTEST) tests
-
-test-compiled: $(STAMP) mpylibs build
-	KIOSK_FIRMWARE_DIR=$(FIRMWARE_OUT) $(PYTEST) tests/test_firmware_mp.py
 
 demo: $(STAMP) mpylibs build
 	$(VENV)/bin/kiosk-bridge demo

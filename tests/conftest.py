@@ -17,6 +17,16 @@ from kiosk_host import paths
 collect_ignore = ["mp"]
 
 
+def pytest_sessionstart(session):
+    """Compile the flash tree and the emulator's modules first, so the
+    MicroPython tests always run the current sources as a board would."""
+    from kiosk_host import build
+
+    if paths.MPYLIB_DIR.is_dir():
+        build.build()
+        build.build_sim()
+
+
 def mp_test_cases(mp_dir: Path = paths.TESTS_MP_DIR) -> list[tuple[str, str]]:
     """(module, function) for each top-level test function in tests/mp/test_*.py."""
     cases = []

@@ -7,19 +7,21 @@ import pytest
 from kiosk_host import cli, mpy, paths
 
 
-def test_heap_is_the_smallest_board_free_heap(tmp_path):
-    assert mpy.heap_size(tmp_path) == mpy.DEFAULT_HEAP == 90 * 1024
+def test_heap_is_the_smallest_board_plus_the_simulated_world(tmp_path):
     (tmp_path / "pico.json").write_text('{"free_heap": 210000}')
-    (tmp_path / "esp32.json").write_text('{"mcu": {"free_heap": "91k"}}')
-    (tmp_path / "other.json").write_text('{"name": "no heap given"}')
-    assert mpy.heap_size(tmp_path) == 91 * 1024
+    (tmp_path / "esp32.json").write_text('{"free_heap": 91000}')
+    assert mpy.board_heap(tmp_path) == 91000
     (tmp_path / "bad.json").write_text('{"free_heap": "lots"}')
     with pytest.raises(ValueError, match="bad.json"):
-        mpy.heap_size(tmp_path)
+        mpy.board_heap(tmp_path)
+    # The world is real MicroPython objects: measured, not guessed.
+    overhead = mpy.sim_overhead()
+    assert 10_000 < overhead < 200_000
+    assert mpy.heap_size() == mpy.board_heap() + overhead
 
 
 def test_mp_path_order(tmp_path, monkeypatch):
-    monkeypatch.delenv("KIOSK_FIRMWARE_DIR", raising=False)
+    monkeypatch.setenv("KIOSK_FIRMWARE_DIR", "firmware")
     assert mpy.mp_path() == [
         str(paths.TESTS_MP_DIR),
         str(paths.SIM_DIR),
@@ -27,6 +29,8 @@ def test_mp_path_order(tmp_path, monkeypatch):
         str(paths.MPYLIB_DIR),
         ".frozen",
     ]
+    monkeypatch.delenv("KIOSK_FIRMWARE_DIR")
+    assert mpy.mp_path()[1:4] == [str(paths.SIM_BUILD_DIR), str(paths.FIRMWARE_BUILD_DIR), str(paths.FIRMWARE_BUILD_DIR / "lib")]
     monkeypatch.setenv("KIOSK_FIRMWARE_DIR", str(tmp_path))
     assert mpy.mp_path()[2:4] == [str(tmp_path.resolve()), str(tmp_path.resolve() / "lib")]
     env = mpy.mp_env()

@@ -203,6 +203,19 @@ def build(
     return write_manifest(out, version, board)
 
 
+def build_sim(out_dir: str | os.PathLike[str] = paths.SIM_BUILD_DIR) -> Path:
+    """Compile the emulator's MicroPython modules (the simulated machine and
+    world) to .mpy, as the firmware is, so the emulator loads both alike."""
+    out = Path(out_dir).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for src in sorted(paths.SIM_DIR.glob("*.py")):
+        if src.name != "__init__.py":
+            compile_py(src, out / (src.stem + ".mpy"), src.name)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kiosk_host.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=paths.FIRMWARE_BUILD_DIR, help="output tree (default: %(default)s)")
@@ -218,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     total = sum(f["size"] for f in manifest["files"].values())
     print(f"built firmware {manifest['version']} into {args.out}: {len(manifest['files'])} files, {total} bytes")
+    if args.out.resolve() == paths.FIRMWARE_BUILD_DIR.resolve():
+        build_sim()
     return 0
 
 

@@ -26,6 +26,7 @@ BUILD_DIR = REPO_ROOT / "build"
 MPYLIB_DIR = BUILD_DIR / "mpylib"
 CACHE_DIR = BUILD_DIR / "cache"
 FIRMWARE_BUILD_DIR = BUILD_DIR / "firmware"
+SIM_BUILD_DIR = BUILD_DIR / "sim"
 
 
 def find_executable(name: str) -> Path:
