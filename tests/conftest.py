@@ -1,14 +1,14 @@
 """Shared pytest setup.
 
 tests/mp/ holds MicroPython tests. They are never imported by CPython:
-their top-level `def test_*` / `async def test_*` functions are found with
-`ast`, and tests/test_firmware_mp.py runs each one under the unix-port
+their top-level `def test_*` / `async def test_*` functions are found by a
+line match, and tests/test_firmware_mp.py runs each one under the unix-port
 `micropython` (through tests/mp/runner.py) as the `mp_case` parameter.
 """
 
 from __future__ import annotations
 
-import ast
+import re
 from pathlib import Path
 
 from kiosk_host import paths
@@ -27,14 +27,18 @@ def pytest_sessionstart(session):
         build.build_sim()
 
 
+_TEST_DEF = re.compile(r"^(?:async\s+)?def\s+(test_\w+)\s*\(", re.MULTILINE)
+
+
 def mp_test_cases(mp_dir: Path = paths.TESTS_MP_DIR) -> list[tuple[str, str]]:
-    """(module, function) for each top-level test function in tests/mp/test_*.py."""
+    """(module, function) for each top-level test function in tests/mp/test_*.py.
+
+    Found by a line match, not CPython's parser: MicroPython accepts a few
+    forms CPython rejects, and these files are never run by CPython."""
     cases = []
     for path in sorted(mp_dir.glob("test_*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
-                cases.append((path.stem, node.name))
+        for name in _TEST_DEF.findall(path.read_text(encoding="utf-8")):
+            cases.append((path.stem, name))
     return cases
 
 

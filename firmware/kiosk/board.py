@@ -25,6 +25,7 @@ _TOP = {
     "step_timing": (STEP_TIMING, 1), "reserved_pins": ("list", 0),
     "carousels": ("list", 1), "locks": ("list", 1),
     "buses": ("dict", 0), "sensors": ("list", 0), "status_led": ("pin", 0),
+    "mpy_march": ("str", 0),
 }
 _CAROUSEL = {
     "name": ("str", 1), "bins": ("pos", 1), "steps_per_bin": ("pos", 1),

@@ -122,3 +122,16 @@ def unique_id():
     import machine
     import binascii
     return binascii.hexlify(machine.unique_id()).decode()
+
+
+_feeder = []
+
+
+def feed_while_idle(wdt):
+    """Once the controller is stopped at the REPL (Ctrl-C) the watchdog,
+    which cannot be stopped, is fed from a timer so the field team can work;
+    the hardware is already safe by then."""
+    from machine import Timer
+    t = Timer(-1)
+    t.init(mode=Timer.PERIODIC, period=1000, callback=lambda _t: wdt.feed())
+    _feeder.append(t)
