@@ -1,0 +1,83 @@
+# Boot: bring the kiosk up in a safe order. Pins are inputs after reset (the
+# lock drivers' pull-downs keep coils off), so a bad config or board file
+# leaves the hardware safe and the REPL free for the field team.
+import asyncio
+import gc
+import sys
+from kiosk.version import VERSION
+
+kiosk = None   # the running App, for the REPL (kiosk.debug uses it)
+
+
+class App:
+    def __init__(self, cfg_path="config.json"):
+        from kiosk import config, board as boardmod, hal, journal, ops, climate
+        from kiosk import stepper, lock, sensors
+        from kiosk.controller import Controller
+        self.cfg = config.load(cfg_path)
+        self.board = boardmod.load("boards/%s.json" % self.cfg.board)
+        b = self.board
+        # Safe state first: drivers de-energise locks and disable motors as
+        # they are built, before anything else can act.
+        self.locks = {}
+        for c in b["locks"]:
+            self.locks[c["name"]] = lock.from_board(b, c)
+        self.carousels = [stepper.from_board(b, c) for c in b["carousels"]]
+        self.journal = journal.Journal()
+        self.journal.append("boot", {"cause": hal.reset_cause(), "fw": VERSION, "board": b["board"]})
+        gone = ops.interrupted()
+        if gone:
+            gone["op"] = gone.pop("kind")
+            self.journal.append("op", gone)
+        self.sensors = sensors.from_board(b, roms=self.cfg.sensor_roms)
+        self.climate = climate.Climate(self.sensors.names(), self.cfg.policies)
+        self.climate.load(climate.PATH)
+        wdt_ms = min(b["wdt_max_ms"], 8000)
+        self.wdt = hal.watchdog(wdt_ms)
+        self.ctl = Controller(b, self.cfg, self.journal, self.carousels, self.locks,
+                              self.sensors, self.climate, self.wdt)
+        self.link = None
+
+    def start(self):
+        self.ctl.start()
+        try:
+            from kiosk.link import Link
+        except ImportError:
+            return
+        self.link = Link(self.cfg, self.journal, self.ctl, VERSION, self.board["board"])
+        self.link.start()
+
+    async def stop(self):
+        from kiosk import hal
+        await self.ctl.stop()
+        if self.link:
+            self.link.stop()
+        self.journal.flush()
+        hal.feed_while_idle(self.wdt)
+
+
+async def _run(app):
+    app.start()
+    while True:
+        await asyncio.sleep(3600)
+
+
+def main(cfg_path="config.json"):
+    """Boot the kiosk and run until Ctrl-C, which leaves the hardware safe."""
+    global kiosk
+    try:
+        kiosk = App(cfg_path)
+    except Exception as e:
+        print("kiosk: not started:", e)
+        return None
+    gc.collect()
+    try:
+        asyncio.run(_run(kiosk))
+    except KeyboardInterrupt:
+        print("kiosk: stopping (Ctrl-C): locks de-energised, motors disabled")
+    except Exception as e:
+        sys.print_exception(e)
+    finally:
+        asyncio.run(kiosk.stop())
+        asyncio.new_event_loop()
+    return kiosk

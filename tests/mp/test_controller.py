@@ -1,0 +1,85 @@
+# The controller on the simulated kiosk: flows end to end, each way a
+# pickup can fail, and the interlocks no command can override.
+import asyncio
+import kit
+
+FAST = {"door_open_timeout_s": 3, "door_held_open_s": 2, "relock_verify_s": 2,
+        "sample_period_s": 1}
+
+
+async def _up(policies=FAST):
+    app, w = kit.boot(policies=policies)
+    r = kit.Replies(app.ctl)
+    app.ctl.start()
+    return app, w, r
+
+
+async def _restock(app, w, r, bin_no, order):
+    ctl = app.ctl
+    ctl.submit("s-%d" % bin_no, "service_start", {"session": "tech-1"})
+    tech = asyncio.create_task(kit.person(w, "service"))
+    ctl.submit("r-%d" % bin_no, "restock", {"order": order, "bin": bin_no})
+    state, info = await r.final("r-%d" % bin_no)
+    await tech
+    ctl.submit("e-%d" % bin_no, "service_end", {})
+    return state, info
+
+
+async def _pickup_ok():
+    app, w, r = await _up()
+    ctl = app.ctl
+    state, info = await _restock(app, w, r, 5, "RX-5")
+    assert state == "succeeded", (state, info)
+    assert ctl.stock == {"5": "RX-5"}
+    patient = asyncio.create_task(kit.person(w, "pickup"))
+    assert ctl.submit("p-1", "pickup", {"order": "RX-5", "bin": 5}) == "queued"
+    state, info = await r.final("p-1")
+    await patient
+    assert state == "succeeded", (state, info)
+    assert r.states("p-1")[:2] == ["queued", "in_progress"]
+    steps = [i.get("step") for s, i in r.seen["p-1"] if s == "in_progress" and i.get("step")]
+    assert steps == ["moving", "unlocking", "waiting_open", "waiting_close", "verifying"], steps
+    # The world agrees: bin 5 (index 4) at the door, doors shut and locked.
+    car = w.carousels["A"].state()
+    assert car["position"] == 4 * 40, car
+    assert not car["enabled"]
+    for lk in w.locks.values():
+        assert lk.door_closed and not lk.energized() and lk.bolt_engaged()
+    assert w.violation_count == 0, w.violations
+    assert ctl.stock == {}
+    picks = kit.journal_kinds(app.journal, "pickup")
+    assert len(picks) == 1 and picks[0]["order"] == "RX-5" and picks[0]["bin"] == 5
+    await app.stop()
+
+
+def test_full_pickup_after_restock():
+    asyncio.run(_pickup_ok())
+
+
+async def _refusals():
+    app, w, r = await _up()
+    ctl = app.ctl
+    cases = [
+        ("a1", "pickup", {"order": "RX-1", "bin": 3}, "bin_empty"),
+        ("a2", "pickup", {"order": "RX-1", "bin": 99}, "bad_bin"),
+        ("a3", "pickup", {"order": "RX-1"}, "bad_args"),
+        ("a4", "pickup", {"order": "RX-1", "bin": "3"}, "bad_args"),
+        ("a5", "launch", {}, "unknown_op"),
+        ("a6", "restock", {"order": "RX-1", "bin": 3}, "no_service_session"),
+        ("a7", "unlock", {"door": "service"}, "no_service_session"),
+        ("a8", "jog", {"bins": 1}, "no_service_session"),
+    ]
+    for op_id, kind, args, why in cases:
+        ctl.submit(op_id, kind, args)
+        state, info = await r.final(op_id)
+        assert state == "rejected" and info["reason"] == why, (op_id, state, info)
+    ctl.submit("a1", "home", {})
+    assert r.last("a1")[1]["reason"] == "duplicate"
+    refused = kit.journal_kinds(app.journal, "refused")
+    assert [x["why"] for x in refused] == [c[3] for c in cases] + ["duplicate"]
+    assert w.carousels["A"].state()["moves"] == 0 and w.locks["pickup"].energize_count == 0
+    await app.stop()
+
+
+def test_bad_requests_are_refused_journaled_and_never_actuate():
+    asyncio.run(_refusals())
