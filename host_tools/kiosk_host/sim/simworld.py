@@ -52,6 +52,8 @@ class World:
         self.wdt_limit_ms = 8388
         self.state_file = os.getenv("KIOSK_SIM_STATE")
         self.reset_cause = self._load_reset_cause()
+        self.network_up = True  # Wi-Fi and the route to the broker (sim socket, network)
+        self.network_drops = 0  # each drop breaks the sockets open at the time
         if board:
             self.wdt_limit_ms = board["wdt_max_ms"]
             self._build(board)
@@ -187,6 +189,12 @@ class World:
             for m in models:
                 m.set_fault(kind, bool(cmd.get("on", True)))
             return {"kind": kind, "on": bool(cmd.get("on", True)), "targets": [m.name for m in models]}
+        if op == "network":
+            up = bool(cmd.get("up", True))
+            if self.network_up and not up:
+                self.network_drops += 1
+            self.network_up = up
+            return {"up": up, "drops": self.network_drops}
         if op == "state":
             return self.state()
         raise ValueError("unknown op %r" % op)
