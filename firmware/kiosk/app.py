@@ -30,8 +30,9 @@ class App:
             gone["op"] = gone.pop("kind")
             self.journal.append("op", gone)
         self.sensors = sensors.from_board(b, roms=self.cfg.sensor_roms)
-        self.climate = climate.Climate(self.sensors.names(), self.cfg.policies)
-        self.climate.load(climate.PATH)
+        self.climate = climate.Climate(self.sensors.names(), self.cfg.policies, boot=self.journal.boot)
+        if self.climate.load(climate.PATH) == "corrupt":
+            self.journal.append("temp", {"ev": "history_lost", "why": str(self.climate.load_error)})
         wdt_ms = min(b["wdt_max_ms"], 8000)
         self.wdt = hal.watchdog(wdt_ms)
         self.ctl = Controller(b, self.cfg, self.journal, self.carousels, self.locks,

@@ -34,6 +34,19 @@ IMMEDIATE = {
 _NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock")
 
 
+def centi(v):
+    """Events are signed, and floats have no canonical form across
+    MicroPython and CPython: temperatures and humidity are journaled and
+    sent as integer hundredths (21.37 C -> 2137)."""
+    if isinstance(v, float):
+        return int(round(v * 100))
+    if isinstance(v, dict):
+        return {k: centi(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [centi(x) for x in v]
+    return v
+
+
 class Refused(Exception):
     """A request the interlocks or the rules refuse; code says why."""
 
@@ -72,7 +85,7 @@ class Controller:
 
     # -- journal first, then tell ----------------------------------------
     def event(self, kind, fields):
-        seq = self.journal.append(kind, fields)
+        seq = self.journal.append(kind, centi(fields))
         for cb in self.listeners:
             cb(seq)
         return seq
@@ -196,9 +209,11 @@ class Controller:
             self.service = None
             return {}
         if kind == "clear_excursion":
-            if not self.climate.clear(args["excursion"]):
+            ev = self.climate.clear(args["excursion"])
+            if not ev:
                 raise Refused("unknown_excursion")
-            self.event("temp", {"ev": "excursion_cleared", "excursion": args["excursion"]})
+            self.event("temp", ev)
+            self.climate.save()
             return {}
         if kind == "cancel":
             return self._cancel(args["target"])
@@ -442,16 +457,24 @@ class Controller:
             await asyncio.sleep_ms(_MONITOR_MS)
 
     async def sampler(self):
+        """Sample every sensor on a fixed period; climate state is saved to
+        flash every ten minutes and whenever an alarm changes."""
         period = self.policies["sample_period_s"] * 1000
+        saved = time.ticks_ms()
         while not self.stopped:
             t0 = time.ticks_ms()
             events = await self.sensors.sample()
             for ev in events:
                 self.event("sensor", {"sensor": ev[1], "ev": ev[0], "code": ev[2] if len(ev) > 2 else None})
             now_s = int(time.time())
+            changed = False
             for name, val in self.sensors.values().items():
                 for ev in self.climate.add(name, val[0], val[1], now_s, self.stocked_bins):
                     self.event("temp", ev)
+                    changed = True
+            if changed or time.ticks_diff(time.ticks_ms(), saved) > 600000:
+                self.climate.save()
+                saved = time.ticks_ms()
             left = period - time.ticks_diff(time.ticks_ms(), t0)
             await asyncio.sleep_ms(left if left > 0 else 0)
 

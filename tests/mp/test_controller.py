@@ -83,3 +83,37 @@ async def _refusals():
 
 def test_bad_requests_are_refused_journaled_and_never_actuate():
     asyncio.run(_refusals())
+
+
+async def _excursion():
+    pol = dict(FAST)
+    pol["hold_pickups_on_excursion"] = True
+    app, w, r = await _up(pol)
+    ctl = app.ctl
+    state, _ = await _restock(app, w, r, 2, "RX-2")
+    assert state == "succeeded"
+    w.handle({"op": "sensor", "sensor": "cabinet", "celsius": 31.5, "drift": 0})
+    assert await kit.wait_for(lambda: ctl.climate.pickups_held(), 8000)
+    ctl.submit("p-held", "pickup", {"order": "RX-2", "bin": 2})
+    state, info = await r.final("p-held")
+    assert state == "rejected" and info["reason"] == "excursion_hold", (state, info)
+    w.handle({"op": "sensor", "sensor": "cabinet", "celsius": 22.0, "drift": 0})
+    temps = []
+    assert await kit.wait_for(lambda: any(t.get("ev") == "excursion_end" for t in kit.journal_kinds(app.journal, "temp")), 8000)
+    temps = kit.journal_kinds(app.journal, "temp")
+    start = [t for t in temps if t.get("ev") == "excursion_start"][0]
+    end = [t for t in temps if t.get("ev") == "excursion_end"][0]
+    # Journaled in centi-degrees, signable, with the stocked bin named.
+    assert end["max"] >= 3100 and isinstance(end["max"], int), end
+    assert 2 in end["bins"], end
+    assert ctl.climate.pickups_held(), "an ended excursion stays held until the host clears it"
+    ctl.submit("c-1", "clear_excursion", {"excursion": str(start["id"])})
+    assert r.last("c-1")[0] == "succeeded", r.last("c-1")
+    assert not ctl.climate.pickups_held()
+    ctl.submit("c-2", "clear_excursion", {"excursion": "nope"})
+    assert r.last("c-2")[1]["reason"] == "unknown_excursion"
+    await app.stop()
+
+
+def test_excursion_holds_pickups_until_cleared():
+    asyncio.run(_excursion())
