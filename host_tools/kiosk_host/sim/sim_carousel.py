@@ -1,0 +1,182 @@
+# The simulated bin carousel: a stepper driver and motor turning a ring of
+# bins, with the home switch and the optional index sensor it trips. It reads
+# the firmware's STEP/DIR/EN lines and drives the switch lines back, so the
+# firmware's step counting, homing and missed-step checks meet a real
+# counterpart. Faults make the mechanics lie the way hardware does.
+import time
+from simworld import SimPin
+
+_WAKE_US = 1000   # A4988/DRV8825: 1 ms from enable to the first step
+
+
+class Carousel:
+    # stall: steps do not move the carousel (motor stalled, belt off)
+    # slip: one step in `slip_every` is lost (partial stall, missed steps)
+    # home_broken / home_stuck: home switch never / always active
+    # index_broken: index sensor never active
+    FAULTS = ("stall", "slip", "home_broken", "home_stuck", "index_broken")
+
+    def __init__(self, world, cfg):
+        self.world = world
+        self.name = cfg["name"]
+        self.spb = cfg["steps_per_bin"]
+        self.bins = cfg["bins"]
+        self.total = self.spb * self.bins
+        self.window = cfg.get("home_window", 1)
+        self.slow_driver = cfg["driver"] in ("a4988", "drv8825")
+        self.slip_every = 10
+        self.position = 0
+        self.faults = {}
+        for k in self.FAULTS:
+            self.faults[k] = False
+        self._stall_after = -1       # stall starts after this many more moving steps
+        self.steps = 0               # step pulses seen
+        self.moved_steps = 0         # steps that turned the carousel
+        self.dropped_steps = 0       # steps lost to stall/slip while enabled
+        self.steps_while_disabled = 0
+        self.early_steps = 0         # steps sooner than the driver's wake time
+        self.short_pulses = 0        # step pulses under 2 us
+        self.moves = 0               # enable periods in which the carousel moved
+        self._slip_n = 0
+        self._rise_us = 0
+        self._enabled_us = 0
+        self._first_step = False
+        self._moved = False
+        self._violated = False
+        self._home_level = None
+        self._index_level = None
+        self._diag_level = None
+        self._step = SimPin(world, cfg["step_pin"])
+        self._dir = SimPin(world, cfg["dir_pin"])
+        self._en = SimPin(world, cfg["enable_pin"])
+        self._home = SimPin(world, cfg["home_pin"])
+        self._index = SimPin(world, cfg["index_pin"]) if "index_pin" in cfg else None
+        self._diag = SimPin(world, cfg["diag_pin"]) if "diag_pin" in cfg else None
+        self._fwd = self._dir.get()
+        self.enabled = self._en.get()
+        self._step.watch(self._on_step)
+        self._dir.watch(self._on_dir)
+        self._en.watch(self._on_enable)
+        self._set_diag(False)
+        self._update()
+
+    # -- the firmware's outputs -------------------------------------------
+    def _on_dir(self, active):
+        self._fwd = active
+
+    def _on_enable(self, active):
+        self.enabled = active
+        if active:
+            self._enabled_us = time.ticks_us()
+            self._first_step = True
+            self._moved = False
+            self._violated = False
+        else:
+            self._set_diag(False)
+
+    def _on_step(self, active):
+        if not active:
+            if self.slow_driver and time.ticks_diff(time.ticks_us(), self._rise_us) < 2:
+                self.short_pulses += 1
+            return
+        self._rise_us = time.ticks_us()
+        self.steps += 1
+        if not self.enabled:
+            self.steps_while_disabled += 1
+            return
+        if self._first_step:
+            self._first_step = False
+            if self.slow_driver and time.ticks_diff(self._rise_us, self._enabled_us) < _WAKE_US:
+                self.early_steps += 1
+        if self._stall_after >= 0:
+            if self._stall_after == 0:
+                self._stall_after = -1
+                self.faults["stall"] = True
+            else:
+                self._stall_after -= 1
+        if self.faults["stall"]:
+            self.dropped_steps += 1
+            self._set_diag(True)
+            return
+        if self.faults["slip"]:
+            self._slip_n += 1
+            if self._slip_n >= self.slip_every:
+                self._slip_n = 0
+                self.dropped_steps += 1
+                return
+        self._set_diag(False)
+        w = self.world
+        if not self._violated and w.locks and not w.doors_secure():
+            self._violated = True
+            w.violation("carousel moved while a door was open or unlocked")
+        if not self._moved:
+            self._moved = True
+            self.moves += 1
+        self.moved_steps += 1
+        p = self.position + (1 if self._fwd else -1)
+        if p < 0:
+            p += self.total
+        elif p >= self.total:
+            p -= self.total
+        self.position = p
+        self._update()
+
+    # -- the lines the firmware reads ---------------------------------------
+    def _near(self, r, period):
+        return r <= self.window or r >= period - self.window
+
+    def _update(self):
+        f = self.faults
+        p = self.position
+        home = not f["home_broken"] and (f["home_stuck"] or self._near(p, self.total))
+        if home != self._home_level:
+            self._home_level = home
+            self._home.set(home)
+        if self._index is not None:
+            idx = not f["index_broken"] and self._near(p % self.spb, self.spb)
+            if idx != self._index_level:
+                self._index_level = idx
+                self._index.set(idx)
+
+    def _set_diag(self, on):
+        if self._diag is not None and on != self._diag_level:
+            self._diag_level = on
+            self._diag.set(on)
+
+    # -- model interface ----------------------------------------------------
+    def set_position(self, steps):
+        """Put the carousel somewhere (a test's power-on position)."""
+        self.position = steps % self.total
+        self._update()
+
+    def set_fault(self, kind, on, after=0):
+        """Switch a fault on or off; a stall can be armed to start after
+        `after` more moving steps (a jam partway through a move)."""
+        if kind not in self.FAULTS:
+            raise ValueError("carousel %s has no fault %r" % (self.name, kind))
+        if kind == "stall" and on and after > 0:
+            self._stall_after = after
+            return
+        if kind == "stall":
+            self._stall_after = -1
+        self.faults[kind] = bool(on)
+        if not on and kind == "stall":
+            self._set_diag(False)
+        self._update()
+
+    def state(self):
+        return {
+            "position": self.position,
+            "bin": self.position / self.spb,
+            "enabled": bool(self.enabled),
+            "home": bool(self._home_level),
+            "index": bool(self._index_level),
+            "moves": self.moves,
+            "steps": self.steps,
+            "moved_steps": self.moved_steps,
+            "dropped_steps": self.dropped_steps,
+            "steps_while_disabled": self.steps_while_disabled,
+            "early_steps": self.early_steps,
+            "short_pulses": self.short_pulses,
+            "faults": [k for k in self.FAULTS if self.faults[k]],
+        }
