@@ -1,0 +1,378 @@
+# The kiosk's link to its host: MQTT over a non-blocking socket, pumped by
+# one asyncio task in short synchronous steps, so the control loop is never
+# held up by the network, whether the broker is slow, dead or restarting.
+# umqtt.simple encodes the packets (kiosk/mqttio.py), kiosk/conn.py moves
+# the bytes; this module keeps the session alive (pings, reconnect with
+# backoff and jitter, a will) and runs the protocol of docs/protocol.md:
+# birth, the outbox of journal events, host acks, commands through the
+# gate, replies and telemetry.
+import asyncio
+import gc
+import os
+import time
+from micropython import const
+from kiosk import clock, net, mqttio
+from kiosk.conn import Conn
+from kiosk.gate import Gate
+from kiosk.mqttio import Wire, pub_size
+from kiosk.outbox import Outbox
+from kiosk.proto import Proto
+
+_REPLIES = const(16)  # replies kept while they cannot be sent
+_RESEND_MAX = const(1000)  # records one resend request may ask for
+_BIRTH_SEQ = const(-1)
+_BURST = const(8)  # packets handled per step
+
+
+class Drop(Exception):
+    """End this connection; the argument says why."""
+
+
+class Link:
+    def __init__(self, cfg, journal, ctl, fw="", board="", readings=None, window=8,
+                 rx_size=1536, tx_size=2048, seen_path="seen.json", tick_ms=10,
+                 backoff_ms=(1000, 60000), connect_timeout_ms=10000,
+                 ack_timeout_ms=30000):
+        """cfg: kiosk.config.Config; ctl: the controller (submit, snapshot,
+        listeners, reply, event); readings() -> {sensor: (celsius, rh)} for
+        telemetry (default ctl.sensors.values())."""
+        b = cfg.broker
+        tls = b.get("tls", False)
+        self.conn = Conn(b.get("host"), b.get("port") or (8883 if tls else 1883), tls, b.get("ca"))
+        self.ka = b.get("keepalive_s") or 30
+        self.wifi = getattr(cfg, "wifi", None) or getattr(cfg, "_data", {}).get("wifi")
+        self.tele_ms = cfg.policies.get("telemetry_period_s", 60) * 1000
+        key = cfg.key_bytes()
+        self.j = journal
+        self.ctl = ctl
+        self.p = Proto(cfg.kiosk_id, key, fw, board)
+        self.wire = Wire(cfg.kiosk_id.encode(), self.ka, b.get("user"), b.get("password"),
+                         rx_size, tx_size)
+        self.wire.set_callback(self._on_msg)
+        self.ms = self.wire.sock
+        self.box = Outbox(journal, window, ack_timeout_ms)
+        self.gate = Gate(key, cfg.policies["command_max_age_s"], self.event, ctl.submit,
+                         self.reply, {"resend": self._resend}, seen_path)
+        self.readings = readings
+        self.handlers = {}  # extra topic (bytes) -> handler(payload)
+        self.replies = []
+        self.tick_ms = tick_ms
+        self._bo = backoff_ms
+        self._conn_ms = connect_timeout_ms
+        self._ev = asyncio.Event()
+        self._tasks = []
+        self._stopping = False
+        self._birth = False
+        self.up = False
+        self.connects = self.drops = 0
+        self.last_error = None
+        self.max_stall_us = 0
+        self.replies_dropped = 0
+        self.rx_msgs = 0
+
+    # -- what the rest of the firmware calls --------------------------------
+    def start(self):
+        self.ctl.reply = self.reply
+        self.ctl.listeners.append(self.notify)
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._tick())]
+
+    def stop(self):
+        """Say goodbye (retained death, DISCONNECT) if connected, then end."""
+        self._stopping = True
+        if self.up:
+            try:
+                self.ms.reset()
+                self.wire.publish(self.p.t_state, self.p.death(self.j.boot, "stopped"),
+                                  self.box.pid(), 1, True)
+                self.wire.disconnect()
+                self.conn.send(self.ms.txmv[:self.ms.tn])
+            except Exception:
+                pass
+        self.up = False
+        self.conn.close()
+        for t in self._tasks:
+            t.cancel()
+
+    def notify(self, seq):
+        """Controller listener: a record was journaled; send it now."""
+        self._ev.set()
+
+    def event(self, kind, fields):
+        """Journal an event of the link's own (refusals, clock steps)."""
+        ev = getattr(self.ctl, "event", None)
+        if ev:
+            return ev(kind, fields)
+        seq = self.j.append(kind, fields)
+        self._ev.set()
+        return seq
+
+    def reply(self, op_id, state, info):
+        """Controller and gate: tell the host how a command is doing.
+        Best effort: the journal has the outcome for certain."""
+        try:
+            r = self.p.reply(op_id, state, info)
+        except Exception:
+            return
+        if len(self.replies) >= _REPLIES:
+            self.replies.pop(0)
+            self.replies_dropped += 1
+        self.replies.append(r)
+        self._ev.set()
+
+    def subscribe(self, suffix, handler):
+        """Also take messages on kiosk/<id>/<suffix> (QoS 0). Call before
+        start()."""
+        self.handlers[self.p.prefix + suffix.encode()] = handler
+
+    def stats(self):
+        return {"connected": self.up, "connects": self.connects, "drops": self.drops,
+                "last_error": self.last_error, "max_stall_us": self.max_stall_us,
+                "inflight": self.box.n, "sent": self.box.sent, "pubacks": self.box.pubacks,
+                "acked": self.j.acked, "pending": self.box.unacked(),
+                "rssi": net.rssi(), "clock_offset_s": clock.offset()}
+
+    # -- the tasks ---------------------------------------------------------------
+    async def _tick(self):
+        while True:
+            await asyncio.sleep_ms(self.tick_ms)
+            self._ev.set()
+
+    def _stall(self, t0):
+        d = time.ticks_diff(time.ticks_us(), t0)
+        if d > self.max_stall_us:
+            self.max_stall_us = d
+
+    def _fail(self, e):
+        if isinstance(e, OSError):
+            self.last_error = "os_error %s" % (e.args[0] if e.args else "")
+        elif e.args and isinstance(e.args[0], str):
+            self.last_error = e.args[0]
+        else:
+            self.last_error = type(e).__name__
+        if self.up:
+            self.drops += 1
+        self.up = False
+
+    async def _run(self):
+        delay = self._bo[0]
+        fails = 0
+        while not self._stopping:
+            t0 = time.ticks_us()
+            ok = net.ready(self.wifi)
+            if ok:
+                try:
+                    self.conn.open()
+                except Exception as e:
+                    self._fail(e)
+                    ok = None
+            else:
+                self.last_error = "wifi_down"
+            self._stall(t0)
+            if ok is False:
+                await asyncio.sleep_ms(500)
+                continue
+            if ok and await self._session():
+                delay = self._bo[0]
+                fails = 0
+            else:
+                fails += 1
+                if fails % 4 == 0:
+                    self.conn.forget()  # look the broker up again
+            self.up = False
+            self.conn.close()
+            if self._stopping:
+                break
+            r = os.urandom(2)
+            wait = delay // 2 + (r[0] << 8 | r[1]) % (delay // 2 + 1)
+            delay = min(delay * 2, self._bo[1])
+            await asyncio.sleep_ms(wait)
+
+    async def _session(self):
+        """One connection, until it fails. True if it got as far as CONNACK."""
+        got = False
+        try:
+            self._t_open = time.ticks_ms()
+            while True:
+                t0 = time.ticks_us()
+                ok = self.conn.connected()
+                self._stall(t0)
+                if ok:
+                    break
+                if time.ticks_diff(time.ticks_ms(), self._t_open) > self._conn_ms:
+                    raise Drop("connect_timeout")
+                await asyncio.sleep_ms(self.tick_ms)
+            t0 = time.ticks_us()
+            self.wire.connect(self.p.t_state, self.p.death(self.j.boot))
+            self._rx_t = self._tx_t = time.ticks_ms()
+            self._tele_t = time.ticks_add(self._rx_t, -self.tele_ms)
+            self._stall(t0)
+            while not self._stopping:
+                t0 = time.ticks_us()
+                busy = self._pump()
+                self._stall(t0)
+                got = got or self.up
+                if busy:
+                    await asyncio.sleep_ms(0)
+                elif self.box.n:  # awaiting PUBACKs: look again soon
+                    await asyncio.sleep_ms(1)
+                else:
+                    self._ev.clear()
+                    await self._ev.wait()
+        except Exception as e:
+            self._fail(e)
+        return got
+
+    # -- one step ---------------------------------------------------------------
+    def _pump(self):
+        """Move bytes, handle what came in, send what is due. Returns True
+        while there is more to do at once."""
+        ms = self.ms
+        now = time.ticks_ms()
+        if not net.ready(self.wifi):
+            raise Drop("wifi_down")
+        if ms.tn:
+            self._out()
+        ms.compact()
+        if ms.rn < len(ms.rx):
+            n = self.conn.recv_into(ms.rxmv[ms.rn:])
+            if n:
+                ms.rn += n
+                self._rx_t = now
+        n = 0
+        while n < _BURST and self._packet():
+            n += 1
+        if self.up:
+            self._send(now)
+            if time.ticks_diff(now, self._tx_t) >= self.ka * 500 and ms.room() >= 2:
+                self.wire.ping()
+                self._tx_t = now
+        elif time.ticks_diff(now, self._t_open) > self._conn_ms:
+            raise Drop("connack_timeout")
+        if time.ticks_diff(now, self._rx_t) > self.ka * 1500:
+            raise Drop("keepalive_timeout")
+        if ms.tn:
+            self._out()
+        return n == _BURST or ms.tn > 0
+
+    def _out(self):
+        ms = self.ms
+        n = self.conn.send(ms.txmv[:ms.tn])
+        if n:
+            ms.sent(n)
+            self._tx_t = time.ticks_ms()
+
+    def _packet(self):
+        w = self.wire
+        k = w.next()
+        if k == mqttio.NOTHING:
+            return False
+        if k == mqttio.PUBACK:
+            self.box.puback(w.arg)
+        elif k == mqttio.MESSAGE:
+            self.rx_msgs += 1
+        elif k == mqttio.CONNACK:
+            if w.arg:
+                raise Drop("connack_refused %d" % w.arg)
+            self.up = True
+            self.connects += 1
+            self.last_error = None
+            self.box.restart()
+            self._birth = True
+        elif k == mqttio.SUBACK:
+            if w.arg == 0x80:
+                raise Drop("subscribe_refused")
+        elif k == mqttio.OVERSIZED:
+            if w.arg == self.p.t_cmd:
+                self.gate.refuse("oversized")
+            elif w.arg == self.p.t_ack:
+                self.event("refused", {"why": "oversized", "topic": "ack"})
+        return True
+
+    def _send(self, now):
+        ms = self.ms
+        p = self.p
+        box = self.box
+        w = self.wire
+        if self._birth:
+            try:
+                snap = self.ctl.snapshot()
+            except Exception as e:
+                snap = {"error": type(e).__name__}
+            b = p.birth(self.j.boot, snap, self.j.last_seq, self.j.acked)
+            if box.n >= box.window or not ms.reserve(pub_size(p.t_state, b) + 96):
+                return
+            pid = box.pid()
+            w.publish(p.t_state, b, pid, 1, True)
+            box.track(pid, _BIRTH_SEQ)
+            w.subscribe(p.t_cmd, 1, box.pid())
+            w.subscribe(p.t_ack, 0, box.pid())
+            for t in self.handlers:
+                if ms.room() > len(t) + 8:
+                    w.subscribe(t, 0, box.pid())
+            self._birth = False
+        while self.replies and ms.reserve(pub_size(p.t_reply, self.replies[0])):
+            w.publish(p.t_reply, self.replies.pop(0), box.pid(), 1)
+        box.check_ack_timeout(now)
+        while box.n < box.window:
+            rec = box.peek()
+            if rec is None or ms.room() < len(rec[1]) + 160 + len(p.id):
+                break
+            payload = p.event(rec[1], rec[2])
+            if not ms.reserve(pub_size(p.t_evt, payload)):
+                break
+            box.pop()
+            pid = box.pid()
+            w.publish(p.t_evt, payload, pid, 1)
+            box.track(pid, rec[0])
+            box.sent += 1
+        if time.ticks_diff(now, self._tele_t) >= self.tele_ms and ms.room() > 700:
+            self._tele_t = now
+            t = p.tele(self.j.boot, self._readings(), gc.mem_free(), self.stats())
+            if ms.reserve(pub_size(p.t_tele, t)):
+                w.publish(p.t_tele, t)
+
+    def _readings(self):
+        try:
+            if self.readings:
+                return self.readings()
+            return self.ctl.sensors.values()
+        except Exception:
+            return {}
+
+    # -- what comes in -------------------------------------------------------------
+    def _on_msg(self, topic, msg):
+        """umqtt's callback, for each whole PUBLISH received."""
+        try:
+            if topic == self.p.t_cmd:
+                self.gate.handle(msg)
+            elif topic == self.p.t_ack:
+                self._on_ack(msg)
+            else:
+                h = self.handlers.get(topic)
+                if h:
+                    h(msg)
+        except Exception as e:
+            self.last_error = "handler %s" % type(e).__name__
+
+    def _on_ack(self, msg):
+        r = self.p.check_ack(msg)
+        if not isinstance(r, tuple) or r[0] > self.j.last_seq:
+            self.event("refused", {"why": r if isinstance(r, str) else "bad_ack",
+                                   "topic": "ack"})
+            return
+        if self.box.host_ack(r[0]):
+            clock.adjust(r[1], self.event)
+
+    def _resend(self, cid, args):
+        """Command op "resend" {"from": a, "to": b}: the host's gap request."""
+        a = args.get("from")
+        b = args.get("to")
+        if (len(args) != 2 or not isinstance(a, int) or not isinstance(b, int)
+                or isinstance(a, bool) or isinstance(b, bool)
+                or a < 1 or b < a or b - a >= _RESEND_MAX):
+            return None
+        if not self.box.resend(a, b):
+            return self.gate.refuse("busy", cid, "resend")
+        self.reply(cid, "succeeded", {"from": a, "to": b})
+        self._ev.set()
+        return "succeeded"
