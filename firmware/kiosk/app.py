@@ -20,8 +20,9 @@ class App:
         # Safe state first: drivers de-energise locks and disable motors as
         # they are built, before anything else can act.
         self.locks = {}
+        held = self.cfg.policies["door_held_open_s"] * 1000
         for c in b["locks"]:
-            self.locks[c["name"]] = lock.from_board(b, c)
+            self.locks[c["name"]] = lock.from_board(b, c, held_open_ms=held)
         self.carousels = [stepper.from_board(b, c) for c in b["carousels"]]
         self.journal = journal.Journal()
         self.journal.append("boot", {"cause": hal.reset_cause(), "fw": VERSION, "board": b["board"]})

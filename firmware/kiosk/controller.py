@@ -170,7 +170,7 @@ class Controller:
                 raise Refused("duplicate")
         if (self.op and self.op.id == op_id) or any(q.id == op_id for q in self.queue):
             raise Refused("duplicate")
-        spec = PHYSICAL.get(kind) or IMMEDIATE.get(kind)
+        spec = PHYSICAL[kind] if kind in PHYSICAL else IMMEDIATE.get(kind)
         if spec is None:
             raise Refused("unknown_op")
         if not isinstance(args, dict):

@@ -117,3 +117,104 @@ async def _excursion():
 
 def test_excursion_holds_pickups_until_cleared():
     asyncio.run(_excursion())
+
+
+async def _stocked():
+    app, w, r = await _up()
+    state, _ = await _restock(app, w, r, 4, "RX-4")
+    assert state == "succeeded"
+    return app, w, r
+
+
+def _safe(w):
+    car = w.carousels["A"].state()
+    assert not car["enabled"], car
+    for lk in w.locks.values():
+        assert not lk.energized(), lk.state()
+    assert w.violation_count == 0, w.violations
+
+
+async def _door_never_opened():
+    app, w, r = await _stocked()
+    app.ctl.submit("p", "pickup", {"order": "RX-4", "bin": 4})
+    state, info = await r.final("p")
+    assert (state, info["reason"]) == ("timed_out", "door_not_opened"), (state, info)
+    _safe(w)
+    assert app.ctl.stock == {"4": "RX-4"}, "the medicine is still in its bin"
+    await app.stop()
+
+
+def test_pickup_door_never_opened_times_out_locked():
+    asyncio.run(_door_never_opened())
+
+
+async def _held_open():
+    app, w, r = await _stocked()
+    patient = asyncio.create_task(kit.person(w, "pickup", hold=12000))
+    app.ctl.submit("p", "pickup", {"order": "RX-4", "bin": 4})
+    state, info = await r.final("p", 15000)
+    patient.cancel()
+    assert (state, info["reason"]) == ("failed", "door_left_open"), (state, info)
+    doors = kit.journal_kinds(app.journal, "door")
+    assert any(d["ev"] == "door_held_open" and d["door"] == "pickup" for d in doors), doors
+    assert not w.locks["pickup"].energized()
+    await app.stop()
+
+
+def test_pickup_door_held_open_alarms_and_fails():
+    asyncio.run(_held_open())
+
+
+async def _bolt_jam():
+    app, w, r = await _stocked()
+    patient = asyncio.create_task(kit.person(w, "pickup"))
+    app.ctl.submit("p", "pickup", {"order": "RX-4", "bin": 4})
+    assert await kit.wait_for(lambda: w.locks["pickup"].energized(), 10000)
+    w.handle({"op": "fault", "kind": "lock_jam", "target": "pickup", "on": True})
+    state, info = await r.final("p")
+    await patient
+    assert (state, info["reason"]) == ("failed", "bolt_not_engaged"), (state, info)
+    await app.stop()
+
+
+def test_pickup_lock_not_engaging_fails_with_alarm():
+    asyncio.run(_bolt_jam())
+
+
+async def _stall():
+    app, w, r = await _up()
+    app.ctl.submit("h", "home", {})
+    assert (await r.final("h"))[0] == "succeeded"
+    app.ctl.submit("s", "service_start", {"session": "tech"})
+    w.handle({"op": "fault", "kind": "stall", "on": True})
+    app.ctl.submit("r", "restock", {"order": "RX-4", "bin": 4})
+    state, info = await r.final("r")
+    assert state == "failed" and info["reason"] == "position_lost", (state, info)
+    _safe(w)
+    assert w.locks["service"].energize_count == 0, "never unlock at a wrong bin"
+    assert "position_lost" in app.ctl.faults
+    faults = kit.journal_kinds(app.journal, "fault")
+    assert faults and faults[-1]["code"] == "position_lost", faults
+    assert app.ctl.stock == {}
+    await app.stop()
+
+
+def test_stall_fails_the_pickup_before_any_door_opens():
+    asyncio.run(_stall())
+
+
+async def _forced():
+    app, w, r = await _up()
+    await asyncio.sleep_ms(1500)
+    w.handle({"op": "door", "door": "pickup", "action": "force"})
+    assert await kit.wait_for(lambda: any(d["ev"] == "door_forced" for d in kit.journal_kinds(app.journal, "door")), 4000)
+    # While a door stands open nothing may move: the home request is refused.
+    app.ctl.submit("h", "home", {})
+    state, info = await r.final("h")
+    assert (state, info["reason"]) == ("rejected", "door_not_secure"), (state, info)
+    assert w.carousels["A"].state()["moves"] == 0
+    await app.stop()
+
+
+def test_forced_door_alarms_and_blocks_motion():
+    asyncio.run(_forced())
