@@ -2,8 +2,7 @@
 # place that reads and validates them, so a typo or a bad pin is refused at
 # boot with a message naming the field, never discovered by a motor.
 # Runs under MicroPython and CPython alike (host tools validate before deploy).
-import json
-from kiosk.schema import check as _check_fields, SchemaError
+from kiosk.schema import check as _check_fields, read_file, SchemaError
 
 
 class BoardError(SchemaError):
@@ -171,14 +170,7 @@ def _check_pins(b, source, errors):
 
 def load(path):
     """Read and validate a board file; errors name the file and field."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise BoardError("%s: cannot read (%s)" % (path, e))
-    except ValueError as e:
-        raise BoardError("%s: not valid JSON (%s)" % (path, e))
-    return validate(data, path)
+    return validate(read_file(path, BoardError), path)
 
 
 def bin_count(b):

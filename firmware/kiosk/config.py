@@ -2,7 +2,7 @@
 # broker, board name and policies. Validated at boot with messages that name
 # the field; secrets are kept out of every printout and report.
 import json
-from kiosk.schema import check, SchemaError
+from kiosk.schema import check, read_file, SchemaError
 
 PATH = "config.json"
 SECRET_FIELDS = ("key", "password", "psk")
@@ -111,14 +111,7 @@ def mask(obj):
 
 
 def load(path=PATH):
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ConfigError("%s: cannot read (%s)" % (path, e))
-    except ValueError as e:
-        raise ConfigError("%s: not valid JSON (%s)" % (path, e))
-    return Config(data, path)
+    return Config(read_file(path, ConfigError), path)
 
 
 def save(data, path=PATH):

@@ -7,6 +7,19 @@ class SchemaError(ValueError):
     pass
 
 
+def read_file(path, error=SchemaError):
+    """The JSON object in path; an unreadable or torn file raises `error`
+    with the path in the message."""
+    import json
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise error("%s: cannot read (%s)" % (path, e))
+    except ValueError as e:
+        raise error("%s: not valid JSON (%s)" % (path, e))
+
+
 def _pin_ok(v):
     from kiosk.board import parse_pin
     parse_pin(v)
