@@ -22,7 +22,6 @@ PHYSICAL = {
     "restock": {"order": str, "bin": int},
     "home": {},
     "jog": {"bins": int},
-    "selftest": {},
     "unlock": {"door": str},
 }
 IMMEDIATE = {
@@ -31,7 +30,7 @@ IMMEDIATE = {
     "clear_excursion": {"excursion": str},
     "cancel": {"target": str},
 }
-_NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock")
+_NEEDS_SERVICE = ("restock", "jog", "unlock")
 
 
 def centi(v):
@@ -434,10 +433,6 @@ class Controller:
         self._step(op, "moving")
         await self._motor(c.move_to_bin(target), "jog %d" % a["bins"])
         return {"bin": target + 1}
-
-    async def _op_selftest(self, op, a):
-        from kiosk import selftest
-        return await selftest.run(self, op)
 
     # -- background tasks -----------------------------------------------------
     async def monitor(self):
