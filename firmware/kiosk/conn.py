@@ -10,6 +10,21 @@ _EINPROGRESS = const(115)
 _ECONNREFUSED = const(111)
 
 
+def der(cert):
+    """A certificate as DER: some ports' TLS cannot parse PEM, so the
+    first PEM block is decoded here; DER passes through."""
+    if cert[:10] != b"-----BEGIN":
+        return cert
+    import binascii
+    lines = cert.split(b"\n")
+    b64 = []
+    for ln in lines[1:]:
+        if ln.startswith(b"-----END"):
+            break
+        b64.append(ln.strip())
+    return binascii.a2b_base64(b"".join(b64))
+
+
 class Closed(Exception):
     """The other end closed the connection."""
 
@@ -69,7 +84,7 @@ class Conn:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if self.ca:
             with open(self.ca, "rb") as f:
-                ctx.load_verify_locations(cadata=f.read())
+                ctx.load_verify_locations(cadata=der(f.read()))
             ctx.verify_mode = ssl.CERT_REQUIRED
         else:
             ctx.verify_mode = ssl.CERT_NONE
