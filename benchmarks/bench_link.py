@@ -1,0 +1,176 @@
+"""Benchmark of the firmware's MQTT link under the unix MicroPython.
+
+    .venv/bin/python benchmarks/bench_link.py [--events 5000]
+
+Prints (does not assert):
+- time from process start to the birth message on the broker;
+- events per second from one emulated kiosk, the host acking as it goes
+  (journal append, sign, publish QoS 1, PUBACK, host ack);
+- the longest control-loop stall while the broker is down and the link keeps
+  reconnecting, and while it comes back (a 10 ms asyncio timer in the
+  harness measures its own lateness; the link reports its longest
+  synchronous step);
+- the same for a TLS connection (handshake included), if openssl is there.
+
+Needs mosquitto and a built tree (make build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from link_support import Host, Kiosk, Mosquitto  # noqa: E402
+
+SEGMENT = 8192  # journal segment bytes (the firmware's default); 64 of them hold the burst
+
+
+def births(h):
+    return [d for d, _ in h.states if d.get("online")]
+
+
+def wait_acked(k, seq, timeout):
+    end = time.monotonic() + timeout
+    while True:
+        s = k.stats()
+        if s["acked"] >= seq:
+            return s
+        if time.monotonic() > end:
+            raise SystemExit(f"kiosk acked only {s['acked']} of {seq}")
+        time.sleep(0.02)
+
+
+def bench_start_and_throughput(tmp: Path, n: int) -> None:
+    b = Mosquitto(tmp / "broker").start()
+    h = Host(b.port, ack_ms=10)
+    try:
+        k = Kiosk(tmp / "flash", b.port, journal={"segment_bytes": SEGMENT, "max_segments": 64})
+        t0 = time.monotonic()
+        k.start()
+        h.wait(lambda: births(h), 20, "birth")
+        print(f"start to birth:              {1000 * (time.monotonic() - t0):8.0f} ms")
+        s0 = k.stats()
+        first = s0["last_seq"]
+        t0 = time.monotonic()
+        k.events(n)
+        last = k.wait_line(lambda d: "events_done" in d, 120)["last_seq"]
+        t_journal = time.monotonic() - t0
+        h.wait(lambda: h.contig is not None and h.contig >= last, 120, "all events")
+        s = wait_acked(k, last, 30)
+        dt = time.monotonic() - t0
+        count = last - first
+        print(f"events with host acks:       {count / dt:8.0f} events/s ({count} in {dt:.2f} s; "
+              f"journaling alone took {t_journal:.2f} s)")
+        print(f"  longest link step:         {s['stats']['max_stall_us'] / 1000:8.1f} ms; "
+              f"10 ms timer late by at most {s['late_us'] / 1000:.1f} ms")
+        k.quit()
+    finally:
+        h.close()
+        b.stop()
+
+
+def bench_outage(tmp: Path) -> None:
+    b = Mosquitto(tmp / "broker2").start()
+    h = Host(b.port)
+    try:
+        k = Kiosk(tmp / "flash2", b.port, link={"backoff_ms": [1000, 60000]}).start()
+        h.wait(lambda: births(h), 20, "birth")
+        k.send({"do": "reset"})
+        k.wait_line(lambda d: "reset" in d)
+        b.stop()
+        k.events(200, every_ms=20)  # the control loop keeps journaling throughout
+        time.sleep(8)  # several reconnect attempts to a dead broker (refused)
+        s = k.stats()
+        print(f"broker down 8 s:             longest link step {s['stats']['max_stall_us'] / 1000:.2f} ms, "
+              f"10 ms timer late by at most {s['late_us'] / 1000:.1f} ms "
+              f"(last error: {s['stats']['last_error']})")
+        k.send({"do": "reset"})
+        k.wait_line(lambda d: "reset" in d)
+        t0 = time.monotonic()
+        b.start()
+        last = s["last_seq"]
+        h.wait(lambda: h.contig is not None and h.contig >= last, 90, "events after the outage")
+        s = wait_acked(k, last, 30)
+        print(f"broker back, backlog sent:   longest link step {s['stats']['max_stall_us'] / 1000:.2f} ms, "
+              f"10 ms timer late by at most {s['late_us'] / 1000:.1f} ms, "
+              f"all delivered {time.monotonic() - t0:.1f} s after the restart")
+        k.quit()
+    finally:
+        h.close()
+        b.stop()
+
+
+def bench_blackhole(tmp: Path) -> None:
+    """A broker address that never answers: connect attempts time out."""
+    k = Kiosk(tmp / "flash3", 1883, broker={"host": "192.0.2.1"},
+              link={"backoff_ms": [500, 1000], "connect_timeout_ms": 1500}).start()
+    try:
+        k.send({"do": "reset"})
+        k.wait_line(lambda d: "reset" in d)
+        k.events(100, every_ms=20)
+        time.sleep(5)
+        s = k.stats()
+        print(f"unreachable broker 5 s:      longest link step {s['stats']['max_stall_us'] / 1000:.2f} ms, "
+              f"10 ms timer late by at most {s['late_us'] / 1000:.1f} ms "
+              f"(last error: {s['stats']['last_error']})")
+    finally:
+        k.quit()
+
+
+def bench_tls(tmp: Path) -> None:
+    if not shutil.which("openssl"):
+        print("TLS: skipped (no openssl to make certificates)")
+        return
+    d = tmp / "certs"
+    d.mkdir()
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench CA")
+    ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "s.key", "-out", "s.csr", "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost\n")
+    ssl("x509", "-req", "-in", "s.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "s.pem", "-days", "2", "-extfile", "ext.cnf")
+    b = Mosquitto(tmp / "broker4", tls={"ca": str(d / "ca.pem"), "cert": str(d / "s.pem"),
+                                        "key": str(d / "s.key")}).start()
+    try:
+        k = Kiosk(tmp / "flash4", b.port, broker={"host": "localhost", "tls": True,
+                                                   "ca": str(d / "ca.pem")}).start()
+        end = time.monotonic() + 15
+        while not k.stats()["stats"]["connected"]:
+            if time.monotonic() > end:
+                raise SystemExit("no TLS connection")
+            time.sleep(0.05)
+        s = k.stats()
+        print(f"TLS connect (ECDHE P-256):   longest link step {s['stats']['max_stall_us'] / 1000:.2f} ms, "
+              f"10 ms timer late by at most {s['late_us'] / 1000:.1f} ms")
+        k.quit()
+    finally:
+        b.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=5000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        bench_start_and_throughput(tmp, args.events)
+        bench_outage(tmp)
+        bench_blackhole(tmp)
+        bench_tls(tmp)
+
+
+if __name__ == "__main__":
+    main()
