@@ -81,11 +81,9 @@ def test_birth_is_retained_and_signed_and_the_will_reports_a_power_cut(broker, s
     assert SNAPSHOT_KEYS <= set(d["snap"])
     assert d["journal"]["last"] >= 1
     assert protocol.verify(KEY, d) and not h2.bad_sig
-    t_kill = time.monotonic()
     k.kill()
-    dead = h1.wait(lambda: deaths(h1), 8, "the will (death) after a power cut")[0]
     # The broker gives up after 1.5 x keepalive (3 s), then publishes the will.
-    assert time.monotonic() - t_kill < 7
+    dead = h1.wait(lambda: deaths(h1), 8, "the will (death) after a power cut")[0]
     assert dead["boot"] == 1 and dead["why"] == "lost" and protocol.verify(KEY, dead)
     h3 = host(broker.port, auto_ack=False)
     d3, retained = h3.wait(lambda: h3.states and h3.states[0], 5, "retained death")

@@ -74,6 +74,9 @@ class Link:
     def start(self):
         self.ctl.reply = self.reply
         self.ctl.listeners.append(self.notify)
+        if not self.conn.host:
+            self.last_error = "no_broker"  # config.json has no broker: stay offline
+            return
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._tick())]
 
     def stop(self):
@@ -288,18 +291,35 @@ class Link:
                 self.event("refused", {"why": "oversized", "topic": "ack"})
         return True
 
+    def _make(self, fn, *args):
+        """Build a payload, or None when the heap is short just now (it is
+        retried at the next step; nothing half-built reaches the wire)."""
+        try:
+            return fn(*args)
+        except MemoryError:
+            gc.collect()
+            self.last_error = "no_memory"
+            return None
+
+    def _fits(self, topic, payload, extra=0):
+        try:
+            return self.ms.reserve(pub_size(topic, payload) + extra)
+        except MemoryError:  # no room for a one-off buffer: later
+            gc.collect()
+            return False
+
     def _send(self, now):
         ms = self.ms
         p = self.p
         box = self.box
         w = self.wire
         if self._birth:
-            try:
-                snap = self.ctl.snapshot()
-            except Exception as e:
-                snap = {"error": type(e).__name__}
-            b = p.birth(self.j.boot, snap, self.j.last_seq, self.j.acked)
-            if box.n >= box.window or not ms.reserve(pub_size(p.t_state, b) + 96):
+            if box.n >= box.window:
+                return
+            b = self._make(self._birth_msg)
+            if b is None:  # the snapshot does not fit the heap: say so instead
+                b = self._make(p.birth, self.j.boot, {"error": "no_memory"}, self.j.last_seq, self.j.acked)
+            if b is None or not self._fits(p.t_state, b, 96):
                 return
             pid = box.pid()
             w.publish(p.t_state, b, pid, 1, True)
@@ -310,15 +330,15 @@ class Link:
                 if ms.room() > len(t) + 8:
                     w.subscribe(t, 0, box.pid())
             self._birth = False
-        while self.replies and ms.reserve(pub_size(p.t_reply, self.replies[0])):
+        while self.replies and self._fits(p.t_reply, self.replies[0]):
             w.publish(p.t_reply, self.replies.pop(0), box.pid(), 1)
         box.check_ack_timeout(now)
         while box.n < box.window:
             rec = box.peek()
             if rec is None or ms.room() < len(rec[1]) + 160 + len(p.id):
                 break
-            payload = p.event(rec[1], rec[2])
-            if not ms.reserve(pub_size(p.t_evt, payload)):
+            payload = self._make(p.event, rec[1], rec[2])
+            if payload is None or not self._fits(p.t_evt, payload):
                 break
             box.pop()
             pid = box.pid()
@@ -327,9 +347,18 @@ class Link:
             box.sent += 1
         if time.ticks_diff(now, self._tele_t) >= self.tele_ms and ms.room() > 700:
             self._tele_t = now
-            t = p.tele(self.j.boot, self._readings(), gc.mem_free(), self.stats())
-            if ms.reserve(pub_size(p.t_tele, t)):
+            t = self._make(p.tele, self.j.boot, self._readings(), gc.mem_free(), self.stats())
+            if t is not None and self._fits(p.t_tele, t):
                 w.publish(p.t_tele, t)
+
+    def _birth_msg(self):
+        try:
+            snap = self.ctl.snapshot()
+        except MemoryError:
+            raise
+        except Exception as e:
+            snap = {"error": type(e).__name__}
+        return self.p.birth(self.j.boot, snap, self.j.last_seq, self.j.acked)
 
     def _readings(self):
         try:

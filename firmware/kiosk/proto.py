@@ -5,21 +5,11 @@
 # the kiosk and the host), so a float field `x` is sent as the integer
 # `x_centi` (hundredths) and a float inside a list as hundredths.
 import json
+import binascii
 from kiosk import auth, clock
 
 VERSION = 1
 MAX_PAYLOAD = 1024  # largest command or ack accepted, bytes
-
-try:
-    json.dumps(1, separators=(",", ":"))
-    _SEP = (",", ":")
-except TypeError:
-    _SEP = None
-
-
-def dumps(obj):
-    return json.dumps(obj, separators=_SEP) if _SEP else json.dumps(obj)
-
 
 def centi(x):
     try:
@@ -28,24 +18,25 @@ def centi(x):
         return None
 
 
-def signable(v):
+def signable(v, inplace=False):
     """v with floats turned into hundredths and tuples into lists, ready
-    for the canonical encoding. Dicts are changed in place."""
+    for the canonical encoding. Nested containers are copied (they may be
+    the controller's own); the top dict is changed in place if asked."""
     if isinstance(v, float):
         return centi(v)
     if isinstance(v, dict):
-        ks = [k for k in v if isinstance(v[k], float) or not isinstance(k, str)]
-        for k in ks:
-            x = v.pop(k)
-            if isinstance(x, float):
-                v[str(k) + "_centi"] = centi(x)
-            else:
-                v[str(k)] = x
-        for k in v:
+        d = v if inplace else {}
+        for k in list(v):
             x = v[k]
-            if isinstance(x, (dict, list, tuple)):
-                v[k] = signable(x)
-        return v
+            if isinstance(x, float):
+                if inplace:
+                    del d[k]
+                d[str(k) + "_centi"] = centi(x)
+            else:
+                if inplace and not isinstance(k, str):
+                    del d[k]
+                d[str(k)] = signable(x) if isinstance(x, (dict, list, tuple)) else x
+        return d
     if isinstance(v, (list, tuple)):
         return [signable(x) if isinstance(x, (float, dict, list, tuple)) else x for x in v]
     return v
@@ -67,16 +58,23 @@ class Proto:
         self.prefix = b.encode()
 
     def seal(self, obj):
-        """Add v and kiosk, sign, encode: the bytes to publish."""
+        """Add v and kiosk, sign, encode: the bytes to publish. The
+        canonical encoding is itself compact JSON, so it is sent as it is
+        with the signature appended (same bytes auth.sign would sign, one
+        encoding instead of two)."""
         obj["v"] = VERSION
         obj["kiosk"] = self.id
         try:
-            auth.sign(self.key, signable(obj))
-        except auth.Unsignable:  # nested too deep: say so rather than drop it
-            obj = {"v": VERSION, "kiosk": self.id, "unsignable": True,
-                   "s": obj.get("s"), "b": obj.get("b"), "k": obj.get("k")}
-            auth.sign(self.key, obj)
-        return dumps(obj).encode()
+            c = auth.canonical(signable(obj, True))
+        except auth.Unsignable:
+            # Nested too deep, or an object JSON cannot hold: keep the plain
+            # top-level fields (seq, id, state...) and say what is missing.
+            obj = {k: v for k, v in obj.items()
+                   if v is None or isinstance(v, (int, str)) and k != "sig"}
+            obj["unsignable"] = True
+            c = auth.canonical(obj)
+        sig = binascii.hexlify(auth.hmac_sha256(self.key, c))
+        return b"%s,\"sig\":\"%s\"}" % (c[:-1], sig)
 
     def event(self, line, replayed):
         """A journal record (its JSON bytes) as an evt payload."""

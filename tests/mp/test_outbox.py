@@ -134,8 +134,13 @@ def test_payloads_are_signed_and_float_free():
         x["d"] = {}
         x = x["d"]
     u = json.loads(p.seal({"s": 9, "deep": deep}))
-    assert auth.verify(KEY, u) and u["unsignable"] and u["s"] == 9
+    assert auth.verify(KEY, u) and u["unsignable"] and u["s"] == 9 and "deep" not in u
+    u = json.loads(p.reply("c9", "succeeded", {"obj": object()}))
+    assert auth.verify(KEY, u) and u["unsignable"] and u["id"] == "c9" and u["state"] == "succeeded"
     assert signable({1: 2.0}) == {"1_centi": 200}
+    live = {"sensors": {"a": 1.5}, "t": (1, 2.25)}
+    assert signable(live) == {"sensors": {"a_centi": 150}, "t": [1, 225]}
+    assert live == {"sensors": {"a": 1.5}, "t": (1, 2.25)}, "the caller's data is not changed"
 
 
 def test_host_ack_checks():
