@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -375,7 +376,8 @@ def test_fuzz_ten_thousand_bad_commands(tmp_path, started):
         s = k.stats()
         assert s["mem_alloc"] - mem0 < 12_000, f"heap grew from {mem0} to {s['mem_alloc']}"
         assert s["stats"]["drops"] == 0
-        print(f"fuzz: {len(payloads)} commands in {elapsed:.1f} s, refusals {s['refused']}")
+        print(f"fuzz: {len(payloads)} commands in {elapsed:.1f} s, heap {mem0} -> {s['mem_alloc']} bytes, "
+              f"refusals {s['refused']}")
     finally:
         b.stop()
 
@@ -448,3 +450,37 @@ def test_tls_with_the_brokers_ca(tmp_path, started):
         assert not s["connected"] and s["connects"] == 0 and s["last_error"]
     finally:
         b.stop()
+
+
+def test_telemetry_is_periodic_signed_and_float_free(broker, started):
+    kiosk, host = started
+    h = host(broker.port)
+    kiosk(broker.port, policies={"telemetry_period_s": 1})
+    h.wait(lambda: len(h.tele) >= 2, 6, "two telemetry messages")
+    t = h.tele[-1]
+    assert protocol.verify(KEY, t) and t["v"] == 1 and t["boot"] == 1
+    assert t["temp_centi"] == {"shelf": 425} and t["rh_centi"] == {"shelf": 4550}
+    assert isinstance(t["heap"], int) and t["heap"] > 0
+    assert t["link"]["connected"] and t["link"]["rssi"] == -58 and "max_stall_us" in t["link"]
+
+
+def test_a_broker_that_stops_answering_is_dropped_by_keepalive(broker, started):
+    kiosk, host = started
+    h = host(broker.port)
+    k = kiosk(broker.port, keepalive=2, link={"connect_timeout_ms": 3000})
+    h.wait(lambda: births(h), 10, "birth")
+    broker.proc.send_signal(signal.SIGSTOP)  # alive, connected, silent
+    try:
+        k.events(5)
+        deadline = time.monotonic() + 8
+        while True:
+            s = k.stats()["stats"]
+            if s["drops"] >= 1:
+                break
+            assert time.monotonic() < deadline, f"no drop after the broker went silent: {s}"
+            time.sleep(0.2)
+        assert s["last_error"] == "keepalive_timeout"
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    h.wait(lambda: h.contig == 6, 20, "events after the broker woke up")
+    assert k.stats()["stats"]["connected"]
