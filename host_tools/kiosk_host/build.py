@@ -139,14 +139,13 @@ def compile_py(src: Path, dest: Path, source_name: str, march: str | None = None
 
 
 def _prepare_out(out_dir: Path) -> None:
-    """Empty the output directory, refusing to wipe anything that is not a previous build."""
+    """Refuse to replace anything that is not a previous build."""
     if out_dir.exists():
         if not out_dir.is_dir():
             raise BuildError(f"{out_dir} exists and is not a directory")
         if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
             raise BuildError(f"{out_dir} is not empty and holds no {MANIFEST}; refusing to overwrite it")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _compile_tree(src_root: Path, out_root: Path, prefix: str, march: str | None, keep_source: frozenset[str]) -> None:
@@ -194,25 +193,46 @@ def build(
         march = board_march(boards, board)
     version = firmware_version(fw)
     _prepare_out(out)
-    _compile_tree(fw, out, "", march, BOOT_SOURCES)
-    _compile_tree(mpylib, out / "lib", "lib/", march, frozenset())
+    tmp = _staging(out)
+    _compile_tree(fw, tmp, "", march, BOOT_SOURCES)
+    _compile_tree(mpylib, tmp / "lib", "lib/", march, frozenset())
     if boards.is_dir():
         for path in sorted(boards.glob("*.json")):
-            (out / "boards").mkdir(exist_ok=True)
-            shutil.copyfile(path, out / "boards" / path.name)
-    return write_manifest(out, version, board)
+            (tmp / "boards").mkdir(exist_ok=True)
+            shutil.copyfile(path, tmp / "boards" / path.name)
+    manifest = write_manifest(tmp, version, board)
+    _swap_in(tmp, out)
+    return manifest
+
+
+def _staging(out: Path) -> Path:
+    """A fresh sibling folder to build into: a tree in use (by a running
+    emulator or another test session) is replaced only when complete."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def build_sim(out_dir: str | os.PathLike[str] = paths.SIM_BUILD_DIR) -> Path:
     """Compile the emulator's MicroPython modules (the simulated machine and
     world) to .mpy, as the firmware is, so the emulator loads both alike."""
     out = Path(out_dir).resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    tmp = _staging(out)
     for src in sorted(paths.SIM_DIR.glob("*.py")):
         if src.name != "__init__.py":
-            compile_py(src, out / (src.stem + ".mpy"), src.name)
+            compile_py(src, tmp / (src.stem + ".mpy"), src.name)
+    _swap_in(tmp, out)
     return out
 
 
