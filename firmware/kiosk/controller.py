@@ -22,6 +22,7 @@ PHYSICAL = {
     "restock": {"order": str, "bin": int},
     "home": {},
     "jog": {"bins": int},
+    "selftest": {},
     "unlock": {"door": str},
 }
 IMMEDIATE = {
@@ -30,7 +31,7 @@ IMMEDIATE = {
     "clear_excursion": {"excursion": str},
     "cancel": {"target": str},
 }
-_NEEDS_SERVICE = ("restock", "jog", "unlock")
+_NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock")
 
 
 def centi(v):
@@ -77,6 +78,7 @@ class Controller:
         self.reply = None                   # reply(op_id, state, info) for the host link
         self.heartbeat = time.ticks_ms()
         self._wake = asyncio.Event()
+        self._sampling = asyncio.Lock()
         self._motion = None
         self._tasks = []
         self._runner_task = None
@@ -434,6 +436,10 @@ class Controller:
         await self._motor(c.move_to_bin(target), "jog %d" % a["bins"])
         return {"bin": target + 1}
 
+    async def _op_selftest(self, op, a):
+        from kiosk import selftest
+        return await selftest.run(self, op)
+
     # -- background tasks -----------------------------------------------------
     async def monitor(self):
         """Every few ms: debounce the door and lock inputs, journal what they
@@ -458,9 +464,7 @@ class Controller:
         saved = time.ticks_ms()
         while not self.stopped:
             t0 = time.ticks_ms()
-            events = await self.sensors.sample()
-            for ev in events:
-                self.event("sensor", {"sensor": ev[1], "ev": ev[0], "code": ev[2] if len(ev) > 2 else None})
+            await self.sample()
             now_s = int(time.time())
             changed = False
             for name, val in self.sensors.values().items():
@@ -472,6 +476,15 @@ class Controller:
                 saved = time.ticks_ms()
             left = period - time.ticks_diff(time.ticks_ms(), t0)
             await asyncio.sleep_ms(left if left > 0 else 0)
+
+    async def sample(self):
+        """One round of sensor readings; the sampler and the self-test share
+        the bus, one round at a time."""
+        async with self._sampling:
+            events = await self.sensors.sample()
+        for ev in events:
+            self.event("sensor", {"sensor": ev[1], "ev": ev[0], "code": ev[2]})
+        return events
 
     async def watchdog_feeder(self):
         while not self.stopped:

@@ -218,3 +218,32 @@ async def _forced():
 
 def test_forced_door_alarms_and_blocks_motion():
     asyncio.run(_forced())
+
+
+async def _selftest(fault=None):
+    app, w, r = await _up()
+    app.ctl.submit("s", "service_start", {"session": "tech"})
+    if fault:
+        w.handle(fault)
+    app.ctl.submit("t", "selftest", {})
+    state, info = await r.final("t", 30000)
+    rec = kit.journal_kinds(app.journal, "selftest")
+    _safe(w)
+    await app.stop()
+    return state, info, rec
+
+
+def test_selftest_passes_on_healthy_hardware():
+    state, info, rec = asyncio.run(_selftest())
+    assert state == "succeeded", (state, info)
+    assert rec and rec[-1]["passed"] is True
+    assert set(rec[-1]["locks"]) == {"pickup", "service"} and set(rec[-1]["sensors"]) == {"shelf_top", "shelf_bottom", "cabinet"}
+
+
+def test_selftest_names_each_failed_part():
+    state, info, rec = asyncio.run(_selftest({"op": "fault", "kind": "lock_jam", "target": "service", "on": True}))
+    assert (state, info.get("reason")) == ("failed", "selftest_failed"), (state, info)
+    assert rec[-1]["locks"] == {"pickup": "ok", "service": "bolt_did_not_release"}, rec[-1]
+    state, info, rec = asyncio.run(_selftest({"op": "fault", "kind": "sensor_unplugged", "target": "cabinet", "on": True}))
+    assert state == "failed" and rec[-1]["sensors"]["cabinet"] != "ok", rec[-1]
+    assert rec[-1]["sensors"]["shelf_top"] == "ok"
