@@ -14,7 +14,7 @@ _MONITOR_MS = const(20)
 _POLL_MS = const(50)
 _QUEUE_MAX = const(4)
 _RECENT_MAX = const(16)
-_HEALTHY_MS = const(2000)   # the monitor must have run this recently to feed the WDT
+_HEALTHY_MS = const(2000)   # at most this stale a heartbeat still counts as healthy
 
 # Operation kinds and the argument each needs (name: type).
 PHYSICAL = {
@@ -57,7 +57,7 @@ class Refused(Exception):
 
 
 class Controller:
-    def __init__(self, board, cfg, journal, carousels, locks, sensors, climate, wdt=None):
+    def __init__(self, board, cfg, journal, carousels, locks, sensors, climate, wdt=None, wdt_ms=8000):
         self.board = board
         self.cfg = cfg
         self.policies = cfg.policies
@@ -68,6 +68,9 @@ class Controller:
         self.sensors = sensors
         self.climate = climate
         self.wdt = wdt
+        # The watchdog is fed only while the monitor (the loop that keeps the
+        # doors and the motor safe) is seen running well inside its timeout.
+        self._healthy_ms = min(_HEALTHY_MS, wdt_ms // 2)
         self.stock = store.read_json(STOCK, {})
         self.op = None
         self.queue = []
@@ -487,10 +490,11 @@ class Controller:
         return events
 
     async def watchdog_feeder(self):
+        period = self._healthy_ms // 2
         while not self.stopped:
-            if self.wdt and time.ticks_diff(time.ticks_ms(), self.heartbeat) < _HEALTHY_MS:
+            if self.wdt and time.ticks_diff(time.ticks_ms(), self.heartbeat) < self._healthy_ms:
                 self.wdt.feed()
-            await asyncio.sleep_ms(500)
+            await asyncio.sleep_ms(period)
 
     def start(self):
         """Start the control tasks. Locks are already de-energised and motors
