@@ -10,7 +10,7 @@ Prints (does not assert):
   reconnecting, and while it comes back (a 10 ms asyncio timer in the
   harness measures its own lateness; the link reports its longest
   synchronous step);
-- the same for a TLS connection (handshake included), if openssl is there.
+- the same for a TLS connection (handshake included; tests/tls certificates).
 
 Needs mosquitto and a built tree (make build).
 """
@@ -18,8 +18,6 @@ Needs mosquitto and a built tree (make build).
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -126,27 +124,12 @@ def bench_blackhole(tmp: Path) -> None:
 
 
 def bench_tls(tmp: Path) -> None:
-    if not shutil.which("openssl"):
-        print("TLS: skipped (no openssl to make certificates)")
-        return
-    d = tmp / "certs"
-    d.mkdir()
-
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=bench CA")
-    ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "s.key", "-out", "s.csr", "-subj", "/CN=localhost")
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost\n")
-    ssl("x509", "-req", "-in", "s.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "s.pem", "-days", "2", "-extfile", "ext.cnf")
-    b = Mosquitto(tmp / "broker4", tls={"ca": str(d / "ca.pem"), "cert": str(d / "s.pem"),
-                                        "key": str(d / "s.key")}).start()
+    tls = ROOT / "tests" / "tls"
+    b = Mosquitto(tmp / "broker4", tls={"ca": str(tls / "ca.pem"), "cert": str(tls / "server.pem"),
+                                        "key": str(tls / "server.key")}).start()
     try:
         k = Kiosk(tmp / "flash4", b.port, broker={"host": "localhost", "tls": True,
-                                                   "ca": str(d / "ca.pem")}).start()
+                                                   "ca": str(tls / "ca.pem")}).start()
         end = time.monotonic() + 15
         while not k.stats()["stats"]["connected"]:
             if time.monotonic() > end:

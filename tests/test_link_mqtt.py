@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -402,25 +401,13 @@ def test_against_the_amqtt_broker(tmp_path, started):
         b.stop()
 
 
-def _make_certs(d: Path) -> dict[str, str]:
-    d.mkdir()
-
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kiosk test CA")
-    ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
-    return {"ca": str(d / "ca.pem"), "cert": str(d / "server.pem"), "key": str(d / "server.key")}
+TLS_DIR = Path(__file__).parent / "tls"
+CERTS = {"ca": str(TLS_DIR / "ca.pem"), "cert": str(TLS_DIR / "server.pem"), "key": str(TLS_DIR / "server.key")}
 
 
 def test_tls_with_the_brokers_ca(tmp_path, started):
     kiosk, host = started
-    certs = _make_certs(tmp_path / "certs")
+    certs = CERTS
     b = Mosquitto(tmp_path / "broker", tls=certs).start()
     try:
         import paho.mqtt.client as mqtt
@@ -442,9 +429,9 @@ def test_tls_with_the_brokers_ca(tmp_path, started):
         c.loop_stop()
         c.disconnect()
         # The wrong CA: the kiosk refuses the broker and never connects.
-        other = _make_certs(tmp_path / "other")
         k.quit()
-        k2 = kiosk(b.port, flash=tmp_path / "flash2", broker={"host": "localhost", "tls": True, "ca": other["ca"]})
+        other = str(TLS_DIR / "other_ca.pem")
+        k2 = kiosk(b.port, flash=tmp_path / "flash2", broker={"host": "localhost", "tls": True, "ca": other})
         time.sleep(2)
         s = k2.stats()["stats"]
         assert not s["connected"] and s["connects"] == 0 and s["last_error"]
