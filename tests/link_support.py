@@ -59,13 +59,21 @@ class Mosquitto:
     persistence). stop() and start() again keep the port, as a broker restart."""
 
     def __init__(self, workdir: Path, port: int | None = None, tls: dict[str, str] | None = None,
-                 extra: list[str] | None = None):
+                 extra: list[str] | None = None, users: dict[str, str] | None = None):
         self.exe = mosquitto_exe()
         self.port = port or free_port()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf = self.workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}",
+                 "persistence false"]
+        if users:
+            pw = self.workdir / "passwords"
+            for i, (user, password) in enumerate(users.items()):
+                subprocess.run([shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd", "-b"]
+                               + ([] if i else ["-c"]) + [str(pw), user, password], check=True,
+                               capture_output=True)
+            lines.append(f"password_file {pw}")
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to `mosquitto`, who cannot read our temp files
         if tls:

@@ -471,3 +471,22 @@ def test_a_broker_that_stops_answering_is_dropped_by_keepalive(broker, started):
         broker.proc.send_signal(signal.SIGCONT)
     h.wait(lambda: h.contig == 6, 20, "events after the broker woke up")
     assert k.stats()["stats"]["connected"]
+
+
+def test_broker_credentials_and_a_refused_connect(tmp_path, started):
+    kiosk, host = started
+    b = Mosquitto(tmp_path / "broker", users={"k1": "s3cret", "host": "hostpw"}).start()
+    try:
+        k = kiosk(b.port, broker={"user": "k1", "password": "s3cret"})
+        deadline = time.monotonic() + 10
+        while not k.stats()["stats"]["connected"]:
+            assert time.monotonic() < deadline, k.output()
+            time.sleep(0.05)
+        k.quit()
+        bad = kiosk(b.port, flash=tmp_path / "flash2", broker={"user": "k1", "password": "wrong"})
+        time.sleep(1.5)
+        s = bad.stats()["stats"]
+        assert not s["connected"] and s["connects"] == 0
+        assert s["last_error"] == "connack_refused 5"  # not authorised
+    finally:
+        b.stop()

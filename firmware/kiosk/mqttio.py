@@ -156,6 +156,12 @@ class Wire:
     def __init__(self, client_id, keepalive_s, user=None, password=None,
                  rx_size=1536, tx_size=2048):
         self.sock = MemSock(rx_size, tx_size)
+        if isinstance(user, str):  # lengths on the wire are in bytes
+            user = user.encode()
+        if isinstance(password, str):
+            password = password.encode()
+        if user is not None and password is None:
+            password = b""
         self.c = simple.MQTTClient(client_id, "mem", 1, user, password, keepalive_s)
         self.c.sock = self.sock
         self._net = _Net(self.sock)

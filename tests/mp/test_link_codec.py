@@ -39,6 +39,14 @@ def test_connect_bytes_with_will_and_credentials():
     assert _tx(w) == b"\x10" + bytes([len(body)]) + body
 
 
+def test_connect_credentials_given_as_text_are_sent_as_utf8():
+    w, _ = _wire(user="kiosk-\u00e9", password=None)
+    w.connect(b"kiosk/k1/state", b"bye")
+    body = (_s(b"MQTT") + b"\x04\xee\x00\x1e" + _s(b"k1") + _s(b"kiosk/k1/state") + _s(b"bye")
+            + _s("kiosk-\u00e9".encode()) + _s(b""))
+    assert _tx(w) == b"\x10" + bytes([len(body)]) + body
+
+
 def test_connect_bytes_without_credentials():
     w, _ = _wire()
     w.connect(b"kiosk/k1/state", b"x" * 200)
