@@ -216,7 +216,7 @@ class Link:
                 got = got or self.up
                 if busy:
                     await asyncio.sleep_ms(0)
-                elif self.box.n:  # awaiting PUBACKs: look again soon
+                elif self.box.n or self.ms.tn:  # awaiting PUBACKs or socket room
                     await asyncio.sleep_ms(1)
                 else:
                     self._ev.clear()
@@ -228,7 +228,7 @@ class Link:
     # -- one step ---------------------------------------------------------------
     def _pump(self):
         """Move bytes, handle what came in, send what is due. Returns True
-        while there is more to do at once."""
+        while there is more to do at once (not while the socket is full)."""
         ms = self.ms
         now = time.ticks_ms()
         if not net.ready(self.wifi):
@@ -253,9 +253,10 @@ class Link:
             raise Drop("connack_timeout")
         if time.ticks_diff(now, self._rx_t) > self.ka * 1500:
             raise Drop("keepalive_timeout")
+        moved = 0
         if ms.tn:
-            self._out()
-        return n == _BURST or ms.tn > 0
+            moved = self._out()
+        return n == _BURST or (ms.tn > 0 and moved > 0)
 
     def _out(self):
         ms = self.ms
@@ -263,6 +264,7 @@ class Link:
         if n:
             ms.sent(n)
             self._tx_t = time.ticks_ms()
+        return n
 
     def _packet(self):
         w = self.wire
