@@ -49,8 +49,8 @@ def wait_acked(k, seq, timeout):
 def bench_start_and_throughput(tmp: Path, n: int) -> None:
     b = Mosquitto(tmp / "broker").start()
     h = Host(b.port, ack_ms=10)
+    k = Kiosk(tmp / "flash", b.port, journal={"segment_bytes": SEGMENT, "max_segments": 64})
     try:
-        k = Kiosk(tmp / "flash", b.port, journal={"segment_bytes": SEGMENT, "max_segments": 64})
         t0 = time.monotonic()
         k.start()
         h.wait(lambda: births(h), 20, "birth")
@@ -69,8 +69,8 @@ def bench_start_and_throughput(tmp: Path, n: int) -> None:
               f"journaling alone took {t_journal:.2f} s)")
         print(f"  longest link step:         {s['stats']['max_stall_us'] / 1000:8.1f} ms; "
               f"10 ms timer late by at most {s['late_us'] / 1000:.1f} ms")
-        k.quit()
     finally:
+        k.quit()
         h.close()
         b.stop()
 
@@ -78,8 +78,9 @@ def bench_start_and_throughput(tmp: Path, n: int) -> None:
 def bench_outage(tmp: Path) -> None:
     b = Mosquitto(tmp / "broker2").start()
     h = Host(b.port)
+    k = Kiosk(tmp / "flash2", b.port, link={"backoff_ms": [1000, 60000]})
     try:
-        k = Kiosk(tmp / "flash2", b.port, link={"backoff_ms": [1000, 60000]}).start()
+        k.start()
         h.wait(lambda: births(h), 20, "birth")
         k.send({"do": "reset"})
         k.wait_line(lambda d: "reset" in d)
@@ -100,8 +101,8 @@ def bench_outage(tmp: Path) -> None:
         print(f"broker back, backlog sent:   longest link step {s['stats']['max_stall_us'] / 1000:.2f} ms, "
               f"10 ms timer late by at most {s['late_us'] / 1000:.1f} ms, "
               f"all delivered {time.monotonic() - t0:.1f} s after the restart")
-        k.quit()
     finally:
+        k.quit()
         h.close()
         b.stop()
 
@@ -109,8 +110,9 @@ def bench_outage(tmp: Path) -> None:
 def bench_blackhole(tmp: Path) -> None:
     """A broker address that never answers: connect attempts time out."""
     k = Kiosk(tmp / "flash3", 1883, broker={"host": "192.0.2.1"},
-              link={"backoff_ms": [500, 1000], "connect_timeout_ms": 1500}).start()
+              link={"backoff_ms": [500, 1000], "connect_timeout_ms": 1500})
     try:
+        k.start()
         k.send({"do": "reset"})
         k.wait_line(lambda d: "reset" in d)
         k.events(100, every_ms=20)
@@ -127,9 +129,9 @@ def bench_tls(tmp: Path) -> None:
     tls = ROOT / "tests" / "tls"
     b = Mosquitto(tmp / "broker4", tls={"ca": str(tls / "ca.pem"), "cert": str(tls / "server.pem"),
                                         "key": str(tls / "server.key")}).start()
+    k = Kiosk(tmp / "flash4", b.port, broker={"host": "localhost", "tls": True, "ca": str(tls / "ca.pem")})
     try:
-        k = Kiosk(tmp / "flash4", b.port, broker={"host": "localhost", "tls": True,
-                                                   "ca": str(tls / "ca.pem")}).start()
+        k.start()
         end = time.monotonic() + 15
         while not k.stats()["stats"]["connected"]:
             if time.monotonic() > end:
@@ -138,8 +140,8 @@ def bench_tls(tmp: Path) -> None:
         s = k.stats()
         print(f"TLS connect (ECDHE P-256):   longest link step {s['stats']['max_stall_us'] / 1000:.2f} ms, "
               f"10 ms timer late by at most {s['late_us'] / 1000:.1f} ms")
-        k.quit()
     finally:
+        k.quit()
         b.stop()
 
 
