@@ -1,7 +1,6 @@
 # The kiosk's own configuration (config.json on flash): identity, keys,
 # broker, board name and policies. Validated at boot with messages that name
 # the field; secrets are kept out of every printout and report.
-import json
 from kiosk.schema import check, read_file, SchemaError
 
 PATH = "config.json"
@@ -117,9 +116,6 @@ def load(path=PATH):
 def save(data, path=PATH):
     """Validate, then replace the file atomically (a power cut leaves the old
     or the new file, never half of one)."""
-    import os
+    from kiosk import store
     validate(data)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.rename(tmp, path)
+    store.write_json(path, data)
