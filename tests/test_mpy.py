@@ -7,17 +7,18 @@ import pytest
 from kiosk_host import cli, mpy, paths
 
 
-def test_heap_is_the_smallest_board_plus_the_simulated_world(tmp_path):
+def test_heap_is_the_smallest_board_plus_world_and_code(tmp_path):
     (tmp_path / "pico.json").write_text('{"free_heap": 210000}')
     (tmp_path / "esp32.json").write_text('{"free_heap": 91000}')
     assert mpy.board_heap(tmp_path) == 91000
     (tmp_path / "bad.json").write_text('{"free_heap": "lots"}')
     with pytest.raises(ValueError, match="bad.json"):
         mpy.board_heap(tmp_path)
-    # The world is real MicroPython objects: measured, not guessed.
-    overhead = mpy.sim_overhead()
-    assert 10_000 < overhead < 200_000
-    assert mpy.heap_size() == mpy.board_heap() + overhead
+    # The world and the firmware's bytecode are measured, not guessed.
+    world, code = mpy.sim_overhead(), mpy.code_overhead()
+    assert 10_000 < world < 200_000
+    assert 50_000 < code < 400_000
+    assert mpy.heap_size() == mpy.board_heap() + world + code
 
 
 def test_mp_path_order(tmp_path, monkeypatch):

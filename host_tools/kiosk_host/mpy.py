@@ -8,11 +8,14 @@ as deployed to a board) unless KIOSK_FIRMWARE_DIR or firmware_dir names
 another tree (firmware/ runs the sources). The emulator's own modules (the
 simulated machine and world) come from build/sim beside a compiled tree.
 
-Heap: the firmware gets the smallest board's free heap (boards/*.json
-free_heap). The simulated world lives in the same VM but is not on any
-board, so its measured footprint is added on top (sim_overhead()); the
-firmware's share is therefore what a board would have, and on this 64-bit
-VM every object is larger than on a 32-bit board, which errs on the safe side.
+Heap: the firmware's data gets the smallest board's free heap (boards/*.json
+free_heap). Two things share the VM that a production board does not keep
+in its heap, and their measured footprints are added on top:
+- the simulated world (sim_overhead()), which no board carries;
+- the firmware's bytecode (code_overhead()), which production boards keep in
+  flash: firmware/manifest.py freezes it into the MicroPython image.
+On this 64-bit VM every object is larger than on a 32-bit board, which errs
+on the safe side.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from . import paths
 DEFAULT_TIMEOUT = 60.0
 HEAP_ENV = "KIOSK_MP_HEAP"
 BOARD_HEAP_ENV = "KIOSK_BOARD_HEAP"
+BASE_HEAP_ENV = "KIOSK_BASE_HEAP"   # world + firmware code: not the board's data budget
 REPO_ENV = "KIOSK_REPO"
 
 _PROBE = """
@@ -72,9 +76,45 @@ def sim_overhead() -> int:
         raise RuntimeError(f"cannot measure the simulated world's heap:\n{proc.stdout}") from None
 
 
+_CODE_PROBE = """
+import gc, os
+import simworld
+from kiosk import board
+simworld.install(board.load(%r))
+import asyncio
+gc.collect()
+base = gc.mem_alloc()
+for name in sorted(os.listdir("kiosk")):
+    if name.endswith(".mpy") or name.endswith(".py"):
+        try:
+            __import__("kiosk." + name.rsplit(".", 1)[0])
+        except ImportError:  # another port's backend (rp2 PIO, esp32 RMT)
+            pass
+import umqtt.simple
+gc.collect()
+print(gc.mem_alloc() - base)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def code_overhead() -> int:
+    """Bytes the firmware's modules (and umqtt) take once imported: the
+    bytecode a production board keeps frozen in flash."""
+    tree = paths.FIRMWARE_BUILD_DIR if paths.FIRMWARE_BUILD_DIR.is_dir() else paths.FIRMWARE_DIR
+    proc = subprocess.run(
+        mp_command(["-c", _CODE_PROBE % str(paths.BOARDS_DIR / "emulator.json")], 2 * 1024 * 1024),
+        env=mp_env(tree), cwd=tree,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30, check=False,
+    )
+    try:
+        return int(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"cannot measure the firmware's code size:\n{proc.stdout}") from None
+
+
 def heap_size() -> int:
-    """-X heapsize for a VM holding the firmware and the simulated world."""
-    return board_heap() + sim_overhead()
+    """-X heapsize for a VM holding the firmware, its code and the simulated world."""
+    return board_heap() + sim_overhead() + code_overhead()
 
 
 def firmware_dir(chosen: str | os.PathLike[str] | None = None) -> Path:
@@ -130,6 +170,7 @@ def run_mp(
     child_env = mp_env(firmware_dir, base=env)
     child_env[HEAP_ENV] = str(heap)
     child_env[BOARD_HEAP_ENV] = str(board_heap())
+    child_env[BASE_HEAP_ENV] = str(sim_overhead() + code_overhead())
     return subprocess.run(
         mp_command(args, heap), cwd=cwd, env=child_env, input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
