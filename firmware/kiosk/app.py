@@ -24,7 +24,8 @@ class App:
         for c in b["locks"]:
             self.locks[c["name"]] = lock.from_board(b, c, held_open_ms=held)
         self.carousels = [stepper.from_board(b, c) for c in b["carousels"]]
-        self.journal = journal.Journal()
+        from kiosk import clock
+        self.journal = journal.Journal(clock=clock.now)   # host-corrected time
         self.journal.append("boot", {"cause": hal.reset_cause(), "fw": VERSION, "board": b["board"]})
         gone = ops.interrupted()
         if gone:

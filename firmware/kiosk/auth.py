@@ -5,6 +5,7 @@
 # the same rules; tests/vectors/canonical.json keeps both honest.
 import hashlib
 import binascii
+import io
 
 _BLOCK = 64
 
@@ -24,62 +25,99 @@ class Unsignable(ValueError):
     pass
 
 
+# Floats have no canonical form across MicroPython and CPython, so signed
+# messages carry them as integer hundredths under a key that says so: a
+# float field `x` becomes `x_centi`, a float inside a list its hundredths.
+def centi(x):
+    try:
+        return int(round(x * 100))
+    except (ValueError, OverflowError):  # nan, inf
+        return None
+
+
+def signable(v, inplace=False):
+    """v with floats turned into hundredths and tuples into lists, ready
+    for the canonical encoding. Nested containers are copied (they may be
+    the controller's own); the top dict is changed in place if asked."""
+    if isinstance(v, float):
+        return centi(v)
+    if isinstance(v, dict):
+        d = v if inplace else {}
+        for k in list(v):
+            x = v[k]
+            if isinstance(x, float):
+                if inplace:
+                    del d[k]
+                d[str(k) + "_centi"] = centi(x)
+            else:
+                if inplace and not isinstance(k, str):
+                    del d[k]
+                d[str(k)] = signable(x) if isinstance(x, (dict, list, tuple)) else x
+        return d
+    if isinstance(v, (list, tuple)):
+        return [signable(x) if isinstance(x, (float, dict, list, tuple)) else x for x in v]
+    return v
+
+
 def _str(s, out):
-    out.append('"')
+    w = out.write
+    w('"')
     start = 0
     for i, ch in enumerate(s):
         if ch == '"' or ch == "\\" or ch < " ":
-            out.append(s[start:i])
-            out.append("\\u%04x" % ord(ch))
+            w(s[start:i])
+            w("\\u%04x" % ord(ch))
             start = i + 1
-    out.append(s[start:])
-    out.append('"')
+    w(s[start:])
+    w('"')
 
 
 def _enc(v, out, depth):
     if depth > 8:
         raise Unsignable("nested too deep")
+    w = out.write
     if v is None:
-        out.append("null")
+        w("null")
     elif v is True:
-        out.append("true")
+        w("true")
     elif v is False:
-        out.append("false")
+        w("false")
     elif isinstance(v, int):
-        out.append(str(v))
+        w(str(v))
     elif isinstance(v, str):
         _str(v, out)
     elif isinstance(v, (list, tuple)):
-        out.append("[")
+        w("[")
         for i, x in enumerate(v):
             if i:
-                out.append(",")
+                w(",")
             _enc(x, out, depth + 1)
-        out.append("]")
+        w("]")
     elif isinstance(v, dict):
-        out.append("{")
+        w("{")
         first = True
         for k in sorted(v):
             if not isinstance(k, str):
                 raise Unsignable("non-string key")
             if not first:
-                out.append(",")
+                w(",")
             first = False
             _str(k, out)
-            out.append(":")
+            w(":")
             _enc(v[k], out, depth + 1)
-        out.append("}")
+        w("}")
     else:
         raise Unsignable("cannot sign a %s" % type(v).__name__)
 
 
 def canonical(obj):
-    """The bytes that are signed: obj without its "sig" field."""
-    out = []
+    """The bytes that are signed: obj without its "sig" field. Written into
+    one growing buffer, not a list of pieces: a birth message is large."""
+    out = io.StringIO()
     if isinstance(obj, dict) and "sig" in obj:
         obj = {k: obj[k] for k in obj if k != "sig"}
     _enc(obj, out, 0)
-    return "".join(out).encode()
+    return out.getvalue().encode()
 
 
 def sign(key, obj):

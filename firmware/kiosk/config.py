@@ -86,6 +86,7 @@ class Config:
         pol.update(data.get("policies") or {})
         self.policies = pol
         self.broker = data.get("broker") or {}
+        self.wifi = data.get("wifi")
         self.sensor_roms = data.get("sensor_roms") or {}
 
     def key_bytes(self):

@@ -7,6 +7,7 @@ import time
 from micropython import const
 from kiosk import ops, store
 from kiosk.lock import LockRefused
+from kiosk.auth import signable
 from kiosk.ops import Op, QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, CANCELLED
 
 STOCK = "stock.json"
@@ -32,19 +33,6 @@ IMMEDIATE = {
     "cancel": {"target": str},
 }
 _NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock")
-
-
-def centi(v):
-    """Events are signed, and floats have no canonical form across
-    MicroPython and CPython: temperatures and humidity are journaled and
-    sent as integer hundredths (21.37 C -> 2137)."""
-    if isinstance(v, float):
-        return int(round(v * 100))
-    if isinstance(v, dict):
-        return {k: centi(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [centi(x) for x in v]
-    return v
 
 
 class Refused(Exception):
@@ -89,7 +77,7 @@ class Controller:
 
     # -- journal first, then tell ----------------------------------------
     def event(self, kind, fields):
-        seq = self.journal.append(kind, centi(fields))
+        seq = self.journal.append(kind, signable(fields))
         for cb in self.listeners:
             cb(seq)
         return seq

@@ -40,7 +40,7 @@ class Link:
         tls = b.get("tls", False)
         self.conn = Conn(b.get("host"), b.get("port") or (8883 if tls else 1883), tls, b.get("ca"))
         self.ka = b.get("keepalive_s") or 30
-        self.wifi = getattr(cfg, "wifi", None) or getattr(cfg, "_data", {}).get("wifi")
+        self.wifi = cfg.wifi
         self.tele_ms = cfg.policies.get("telemetry_period_s", 60) * 1000
         key = cfg.key_bytes()
         self.j = journal

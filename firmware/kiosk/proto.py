@@ -7,40 +7,10 @@
 import json
 import binascii
 from kiosk import auth, clock
+from kiosk.auth import centi, signable
 
 VERSION = 1
 MAX_PAYLOAD = 1024  # largest command or ack accepted, bytes
-
-def centi(x):
-    try:
-        return int(round(x * 100))
-    except (ValueError, OverflowError):  # nan, inf
-        return None
-
-
-def signable(v, inplace=False):
-    """v with floats turned into hundredths and tuples into lists, ready
-    for the canonical encoding. Nested containers are copied (they may be
-    the controller's own); the top dict is changed in place if asked."""
-    if isinstance(v, float):
-        return centi(v)
-    if isinstance(v, dict):
-        d = v if inplace else {}
-        for k in list(v):
-            x = v[k]
-            if isinstance(x, float):
-                if inplace:
-                    del d[k]
-                d[str(k) + "_centi"] = centi(x)
-            else:
-                if inplace and not isinstance(k, str):
-                    del d[k]
-                d[str(k)] = signable(x) if isinstance(x, (dict, list, tuple)) else x
-        return d
-    if isinstance(v, (list, tuple)):
-        return [signable(x) if isinstance(x, (float, dict, list, tuple)) else x for x in v]
-    return v
-
 
 class Proto:
     def __init__(self, kiosk_id, key, fw="", board=""):

@@ -104,7 +104,7 @@ async def _excursion():
     start = [t for t in temps if t.get("ev") == "excursion_start"][0]
     end = [t for t in temps if t.get("ev") == "excursion_end"][0]
     # Journaled in centi-degrees, signable, with the stocked bin named.
-    assert end["max"] >= 3100 and isinstance(end["max"], int), end
+    assert end["max_centi"] >= 3100 and isinstance(end["max_centi"], int), end
     assert 2 in end["bins"], end
     assert ctl.climate.pickups_held(), "an ended excursion stays held until the host clears it"
     ctl.submit("c-1", "clear_excursion", {"excursion": str(start["id"])})
