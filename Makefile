@@ -36,9 +36,9 @@ test: $(STAMP) mpylibs build
 demo: $(STAMP) mpylibs build
 	$(VENV)/bin/kiosk-bridge demo
 
-bench: $(STAMP)
-	@echo "make bench: not implemented yet (will run $(VPY) -m kiosk_host.bench)" >&2
-	@exit 1
+# Every benchmark; writes docs/benchmarks.md (figures, commands, machine, date).
+bench: $(STAMP) mpylibs build
+	$(VPY) benchmarks/run_all.py
 
 torture: $(STAMP)
 	@echo "make torture: not implemented yet (will run the tests in tests/torture)" >&2
