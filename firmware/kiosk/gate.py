@@ -4,7 +4,7 @@
 # seen before. Every refusal is journaled and, when the command's id is
 # known, answered; no input, however broken, raises out of here.
 import json
-import os
+from kiosk import store
 from micropython import const
 from kiosk import auth, clock
 from kiosk.proto import MAX_PAYLOAD, VERSION
@@ -55,14 +55,7 @@ class Gate:
     def _save(self):
         """Replace the file atomically: a power cut leaves the old or the
         new list, and the new one is on flash before the command acts."""
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"floor": self._floor, "ids": self._seen}, f)
-        try:
-            os.rename(tmp, self.path)
-        except OSError:  # FAT will not rename over a file
-            os.remove(self.path)
-            os.rename(tmp, self.path)
+        store.write_json(self.path, {"floor": self._floor, "ids": self._seen})
 
     def _remember(self, cid, exp, now):
         seen = self._seen

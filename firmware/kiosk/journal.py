@@ -13,6 +13,7 @@ import os
 import json
 import time
 import binascii
+from kiosk import store
 from micropython import const
 
 _HDR = b"#KJ1 "  # segment header: "#KJ1 <first seq> <boot>\n"
@@ -177,16 +178,7 @@ class Journal:
 
     def _put(self, path, n):
         """Replace a counter file atomically (write temp, rename over)."""
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("%d\n" % n)
-        try:
-            os.rename(tmp, path)
-        except OSError:  # FAT will not rename over a file
-            os.remove(path)
-            os.rename(tmp, path)
-        if self._osync:
-            self._osync()
+        store.replace(path, "%d\n" % n)
 
     # -- writing -------------------------------------------------------
 

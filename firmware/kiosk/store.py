@@ -1,15 +1,28 @@
-# Small state files on flash (current operation, bin stock, counters):
-# replaced atomically (write a temp file, then rename, which LittleFS does
-# atomically) so a power cut leaves the old or the new file, never half.
+# Small state files on flash (current operation, bin stock, counters, seen
+# command ids, config): replaced atomically (write a temp file, then rename,
+# which LittleFS does atomically) so a power cut leaves the old or the new
+# file, never half of one.
 import json
 import os
 
+_sync = getattr(os, "sync", None)
 
-def write_json(path, obj):
+
+def replace(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.rename(tmp, path)
+        f.write(text)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # FAT will not rename over an existing file
+        os.remove(path)
+        os.rename(tmp, path)
+    if _sync:
+        _sync()
+
+
+def write_json(path, obj):
+    replace(path, json.dumps(obj))
 
 
 def read_json(path, default=None):
