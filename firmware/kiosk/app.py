@@ -38,7 +38,7 @@ class App:
         wdt_ms = min(b["wdt_max_ms"], 8000)
         self.wdt = hal.watchdog(wdt_ms)
         self.ctl = Controller(b, self.cfg, self.journal, self.carousels, self.locks,
-                              self.sensors, self.climate, self.wdt, wdt_ms)
+                              self.sensors, self.climate, self.wdt, wdt_ms, recovered=gone)
         self.link = None
 
     def start(self):

@@ -31,8 +31,9 @@ IMMEDIATE = {
     "service_end": {},
     "clear_excursion": {"excursion": str},
     "cancel": {"target": str},
+    "verify_bin": {"bin": int, "present": bool},
 }
-_NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock")
+_NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock", "verify_bin")
 
 
 class Refused(Exception):
@@ -45,7 +46,8 @@ class Refused(Exception):
 
 
 class Controller:
-    def __init__(self, board, cfg, journal, carousels, locks, sensors, climate, wdt=None, wdt_ms=8000):
+    def __init__(self, board, cfg, journal, carousels, locks, sensors, climate, wdt=None, wdt_ms=8000,
+                 recovered=None):
         self.board = board
         self.cfg = cfg
         self.policies = cfg.policies
@@ -59,7 +61,9 @@ class Controller:
         # The watchdog is fed only while the monitor (the loop that keeps the
         # doors and the motor safe) is seen running well inside its timeout.
         self._healthy_ms = min(_HEALTHY_MS, wdt_ms // 2)
-        self.stock = store.read_json(STOCK, {})
+        saved = store.read_json(STOCK, {})
+        self.stock = saved.get("bins", {})            # bin (str) -> order id
+        self.unverified = saved.get("unverified", [])  # bins a reset left uncertain
         self.op = None
         self.queue = []
         self.recent = []                    # (id, state, reason) of finished operations
@@ -74,6 +78,7 @@ class Controller:
         self._tasks = []
         self._runner_task = None
         self.stopped = False
+        self._recover(recovered)
 
     # -- journal first, then tell ----------------------------------------
     def event(self, kind, fields):
@@ -128,6 +133,8 @@ class Controller:
         immediate requests finish here; physical ones are queued."""
         try:
             self._validate(op_id, kind, args)
+            if kind in _NEEDS_SERVICE and not self.in_service():
+                raise Refused("no_service_session", "%s needs an authorised service session" % kind)
             if kind in IMMEDIATE:
                 info = self._immediate(kind, args)
                 self._remember(op_id, SUCCEEDED, None)
@@ -135,8 +142,6 @@ class Controller:
                 return SUCCEEDED
             if len(self.queue) >= _QUEUE_MAX:
                 raise Refused("busy")
-            if kind in _NEEDS_SERVICE and not self.in_service():
-                raise Refused("no_service_session", "%s needs an authorised service session" % kind)
             op = Op(op_id, kind, args, self.journal.boot)
             self.queue.append(op)
             self._tell(op, QUEUED)
@@ -172,8 +177,8 @@ class Controller:
                 raise Refused("bad_args", "unexpected %s" % name)
         for name, typ in spec.items():
             v = args.get(name)
-            if not isinstance(v, typ) or isinstance(v, bool) or (typ is str and not 0 < len(v) <= 64):
-                raise Refused("bad_args", "%s must be %s" % (name, "a string" if typ is str else "an integer"))
+            if not isinstance(v, typ) or (typ is int and isinstance(v, bool)) or (typ is str and not 0 < len(v) <= 64):
+                raise Refused("bad_args", "%s must be %s" % (name, {str: "a string", int: "an integer", bool: "true or false"}[typ]))
         if "bin" in spec:
             self._locate(args["bin"])
 
@@ -209,7 +214,43 @@ class Controller:
             return {}
         if kind == "cancel":
             return self._cancel(args["target"])
+        if kind == "verify_bin":
+            return self._verify_bin(args["bin"], args["present"])
         return {}
+
+    # -- stock and what a reset leaves uncertain ----------------------------
+    def _save_stock(self):
+        store.write_json(STOCK, {"bins": self.stock, "unverified": self.unverified})
+
+    def _verify_bin(self, b, present):
+        """A technician looked into a bin a reset left uncertain (or any bin)
+        and says whether the order is still there."""
+        key = str(b)
+        if not present and key in self.stock:
+            del self.stock[key]
+        if b in self.unverified:
+            self.unverified.remove(b)
+        self._save_stock()
+        self.event("stock", {"bin": b, "ev": "verified", "present": present, "order": self.stock.get(key)})
+        return {"bin": b, "present": present}
+
+    def _recover(self, gone):
+        """Settle the stock after a reset cut an operation short: released
+        medicine left its bin; an unknown outcome leaves the bin refused for
+        pickup until a technician verifies it. Never re-run the operation."""
+        if not gone or gone.get("op") not in ("pickup", "restock"):
+            return
+        b = gone.get("args", {}).get("bin")
+        if not isinstance(b, int):
+            return
+        out = gone.get("outcome")
+        if gone["op"] == "pickup" and out == "released":
+            self.stock.pop(str(b), None)
+            self.event("pickup", {"id": gone["id"], "order": gone["args"].get("order"), "bin": b, "recovered": True})
+        elif out != "not_released" and b not in self.unverified:
+            self.unverified.append(b)
+            self.event("stock", {"bin": b, "ev": "unverified", "after": gone["id"]})
+        self._save_stock()
 
     def _cancel(self, target):
         for op in self.queue:
@@ -390,10 +431,12 @@ class Controller:
             raise Refused("bin_empty")
         if have != a["order"]:
             raise Refused("bin_mismatch")
+        if b in self.unverified:
+            raise Refused("bin_unverified", "a reset left this bin uncertain; a technician must verify it")
         await self._bring(op, b)
         await self._door_cycle(op, "pickup")
         del self.stock[str(b)]
-        store.write_json(STOCK, self.stock)
+        self._save_stock()
         self.event("pickup", {"id": op.id, "order": a["order"], "bin": b})
         return {"bin": b}
 
@@ -404,7 +447,9 @@ class Controller:
         await self._bring(op, b)
         await self._door_cycle(op, "service")
         self.stock[str(b)] = a["order"]
-        store.write_json(STOCK, self.stock)
+        if b in self.unverified:
+            self.unverified.remove(b)
+        self._save_stock()
         self.event("restock", {"id": op.id, "order": a["order"], "bin": b})
         return {"bin": b}
 
@@ -507,6 +552,7 @@ class Controller:
             "sensors": self.sensors.state(),
             "climate": self.climate.summary(),
             "stock": self.stock,
+            "unverified": self.unverified,
             "op": None if self.op is None else {"id": self.op.id, "kind": self.op.kind, "step": self.op.step},
             "queue": [q.id for q in self.queue],
             "service": self.service is not None,

@@ -247,3 +247,28 @@ def test_selftest_names_each_failed_part():
     state, info, rec = asyncio.run(_selftest({"op": "fault", "kind": "sensor_unplugged", "target": "cabinet", "on": True}))
     assert state == "failed" and rec[-1]["sensors"]["cabinet"] != "ok", rec[-1]
     assert rec[-1]["sensors"]["shelf_top"] == "ok"
+
+
+async def _verify():
+    app, w, r = await _up()
+    ctl = app.ctl
+    state, _ = await _restock(app, w, r, 6, "RX-6")
+    assert state == "succeeded"
+    ctl.unverified.append(6)              # as a reset during a door cycle leaves it
+    ctl.submit("p", "pickup", {"order": "RX-6", "bin": 6})
+    assert (await r.final("p"))[1]["reason"] == "bin_unverified"
+    ctl.submit("v0", "verify_bin", {"bin": 6, "present": False})
+    assert r.last("v0")[1]["reason"] == "no_service_session"
+    ctl.submit("s2", "service_start", {"session": "tech"})
+    ctl.submit("v1", "verify_bin", {"bin": 6, "present": 1})
+    assert r.last("v1")[1]["reason"] == "bad_args"
+    ctl.submit("v2", "verify_bin", {"bin": 6, "present": False})
+    assert r.last("v2")[0] == "succeeded"
+    assert ctl.stock == {} and ctl.unverified == []
+    ev = kit.journal_kinds(app.journal, "stock")
+    assert ev[-1]["ev"] == "verified" and ev[-1]["present"] is False
+    await app.stop()
+
+
+def test_unverified_bin_refused_until_a_technician_verifies_it():
+    asyncio.run(_verify())
