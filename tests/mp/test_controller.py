@@ -272,3 +272,28 @@ async def _verify():
 
 def test_unverified_bin_refused_until_a_technician_verifies_it():
     asyncio.run(_verify())
+
+
+async def _one_door():
+    app, w, r = await _up()
+    ctl = app.ctl
+    assert await kit.wait_for(ctl._settled, 3000)
+    ctl.submit("s", "service_start", {"session": "tech"})
+    w.handle({"op": "door", "door": "service", "action": "force"})
+    assert await kit.wait_for(lambda: ctl.locks["service"].door() == "open", 3000)
+    ctl.submit("u", "unlock", {"door": "pickup"})
+    state, info = await r.final("u")
+    assert (state, info["reason"]) == ("rejected", "other_door_open"), (state, info)
+    ctl.submit("j", "jog", {"bins": 1})
+    state, info = await r.final("j")
+    assert state == "rejected" and info["reason"] in ("not_homed", "door_not_secure"), (state, info)
+    ctl.submit("h", "home", {})
+    assert (await r.final("h"))[1]["reason"] == "door_not_secure"
+    why = [x["why"] for x in kit.journal_kinds(app.journal, "refused")]
+    assert "other_door_open" in why and "door_not_secure" in why, why
+    assert w.locks["pickup"].energize_count == 0 and w.carousels["A"].state()["moves"] == 0
+    await app.stop()
+
+
+def test_one_door_at_a_time_and_no_motion_with_a_door_open():
+    asyncio.run(_one_door())
