@@ -26,7 +26,6 @@ physical world (an open door, a set temperature, a fault, the network) is
 replayed into the new process before the firmware starts.
 """
 
-from __future__ import annotations
 
 import argparse
 import hashlib

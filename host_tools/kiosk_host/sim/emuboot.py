@@ -170,12 +170,14 @@ def _banner():
     _write(b'Type "help()" for more information.\r\n')
 
 
-def _readline(prompt):
+def _readline(prompt, indent=0):
     """A line (str) or a control byte (int): 1, 2, 3, 4 (on an empty
     line) or 5. Echoes as a board does; backspace edits; escape sequences
-    (arrow keys) are swallowed."""
+    (arrow keys) are swallowed; indent spaces are typed in already (the
+    board's auto-indent)."""
     _write(prompt)
-    line = bytearray()
+    line = bytearray(b" " * indent)
+    _write(bytes(line))
     while True:
         c = _getc()
         if c == 13:
@@ -218,6 +220,14 @@ def _incomplete(src):
     if "\n" in src.rstrip("\n"):  # a block: until an empty line
         return not src.endswith("\n\n")
     return last.rstrip().endswith(":")
+
+
+def _indent(src):
+    """Auto-indent for the next line: the last line's, one level deeper
+    after a colon."""
+    last = src.rstrip("\n").split("\n")[-1]
+    n = len(last) - len(last.lstrip(" "))
+    return n + 4 if last.rstrip().endswith(":") else n
 
 
 def _exec_friendly(src, mode, g):
@@ -271,11 +281,11 @@ def friendly(g):
         elif isinstance(r, str) and r.strip():
             src = r + "\n"
             while _incomplete(src):
-                more = _readline(b"... ")
+                more = _readline(b"... ", _indent(src))
                 if not isinstance(more, str):
                     src = None
                     break
-                src += more + "\n"
+                src += (more if more.strip() else "") + "\n"
             if src is not None:
                 _exec_friendly(src, "single", g)
 
