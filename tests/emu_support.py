@@ -51,6 +51,12 @@ class Rig:
         h = self.hosts[kid]
         return h.wait(lambda: next((e for e in h.evt_log if pred(e)), None), timeout, f"{kid} event")
 
+    def settled(self, kid: str, door: str = "pickup", boot: int | None = None) -> dict:
+        """Wait until the running boot has journaled the door shut: inputs
+        settle after each boot before a door event means anything."""
+        b = self.last_boot(kid) if boot is None else boot
+        return self.wait_event(kid, lambda e: e.get("b") == b and e.get("door") == door and e.get("ev") == "door_closed")
+
     def close(self) -> None:
         self.fleet.stop()
         for h in self.hosts.values():

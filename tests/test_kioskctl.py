@@ -1,0 +1,218 @@
+"""kioskctl against emulated kiosks' ptys: the same serial path a technician
+uses with a board on USB (mpremote's transport, the board's raw REPL, the
+firmware's kiosk.debug)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty as ptymod
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from kiosk_host import build, paths
+
+from emu_support import Rig, kioskctl, wait_for
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    r = Rig(tmp_path_factory.mktemp("ctl"))
+    yield r
+    r.close()
+
+
+def _running(rig, kid):
+    return rig.fleet.kiosk(kid).console.mode == "busy"
+
+
+def test_status_json_and_table_then_the_kiosk_runs_again(rig):
+    kid = "kiosk-001"
+    rig.wait_birth(kid)
+    boot = rig.last_boot(kid)
+    r = kioskctl(rig.fleet.pty(kid), "status", "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["kiosk_id"] == kid and st["board"] == "emulator" and st["controller"] == "stopped"
+    assert set(st["doors"]) == {"pickup", "service"} and st["doors"]["pickup"]["energized"] is False
+    assert set(st["sensors"]) == {"shelf_top", "shelf_bottom", "cabinet"}
+    assert st["heap"]["free"] > 0 and st["link"]["connects"] >= 1 and st["alarms"] == []
+    # kioskctl stopped a running kiosk, so it started it again.
+    b = rig.wait_birth(kid, after_boot=boot)["boot"]
+    rig.settled(kid, "pickup", b)
+    rig.fleet.door(kid, "pickup", "force")
+    rig.wait_event(kid, lambda e: e.get("ev") == "door_forced")
+    r = kioskctl(rig.fleet.pty(kid), "status")
+    assert r.returncode == 0, r.stderr
+    for want in ("kiosk        kiosk-001", "ALARMS", "! pickup door: forced", "cabinet", "heap free"):
+        assert want in r.stdout, r.stdout
+    rig.fleet.door(kid, "pickup", "close")
+
+
+def test_logs_read_the_journal(rig):
+    kid = "kiosk-001"
+    wait_for(lambda: _running(rig, kid), 10, "kiosk running")
+    rig.wait_event(kid, lambda e: e.get("ev") == "door_forced")
+    r = kioskctl(rig.fleet.pty(kid), "logs", "-n", "200", "--kind", "door", "--json")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert recs and all(x["k"] == "door" for x in recs)
+    assert any(x.get("ev") == "door_forced" and x["door"] == "pickup" for x in recs)
+    seqs = [x["s"] for x in recs]
+    assert seqs == sorted(seqs)
+    r = kioskctl(rig.fleet.pty(kid), "logs", "-n", "3")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 3, r
+    since = recs[-1]["s"]
+    r = kioskctl(rig.fleet.pty(kid), "logs", "--since", str(since), "--json")
+    assert [json.loads(x)["s"] for x in r.stdout.splitlines()][0] == since
+
+
+def test_logs_follow_prints_records_as_they_are_journaled(rig):
+    kid = "kiosk-002"
+    rig.wait_birth(kid)
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk_host.kioskctl", "--port", rig.fleet.pty(kid),
+                             "logs", "-f", "-n", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    t = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: any('"boot"' in x for x in lines), 15, "the kiosk's boot record")
+        wait_for(lambda: any('"door_closed"' in x for x in lines), 15, "doors settled")
+        rig.fleet.door(kid, "service", "force")
+        wait_for(lambda: any('"door_forced"' in x for x in lines), 15, "the forced door, live")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert proc.returncode == 0, proc.stderr.read()
+    rig.fleet.door(kid, "service", "close")
+    wait_for(lambda: _running(rig, kid), 10, "kiosk running after follow")
+
+
+def test_config_get_masks_secrets_and_set_is_validated(rig):
+    kid = "kiosk-002"
+    secret = rig.key(kid).hex()
+    pty = rig.fleet.pty(kid)
+    r = kioskctl(pty, "config", "get")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)
+    assert cfg["key"] == "***" and cfg["kiosk_id"] == kid and secret not in r.stdout
+    assert kioskctl(pty, "config", "get", "broker.host").stdout.strip() == "127.0.0.1"
+    r = kioskctl(pty, "config", "set", "policies.door_held_open_s", "-5")
+    assert r.returncode == 1 and "door_held_open_s" in r.stderr and "positive" in r.stderr, r
+    r = kioskctl(pty, "config", "set", "policies.door_held_open_s", "90")
+    assert r.returncode == 0, r.stderr
+    assert kioskctl(pty, "config", "get", "policies.door_held_open_s").stdout.strip() == "90"
+    new_key = "cd" * 32
+    r = kioskctl(pty, "config", "set", "key", new_key)
+    assert r.returncode == 0 and new_key not in r.stdout + r.stderr and "***" in r.stdout
+    assert json.loads((rig.fleet.kiosk(kid).flash / "config.json").read_text())["key"] == new_key
+    r = kioskctl(pty, "config", "set", "key", secret)   # back, or the host stops trusting it
+    assert r.returncode == 0
+    r = kioskctl(pty, "config", "get", "nothing.here")
+    assert r.returncode == 1 and "no setting nothing.here" in r.stderr
+
+
+def test_deploy_copies_only_changed_files_and_verifies_the_manifest(rig, tmp_path):
+    kid = "kiosk-001"
+    pty = rig.fleet.pty(kid)
+    r = kioskctl(pty, "deploy", "--no-build")
+    assert r.returncode == 0 and "up to date" in r.stdout, r
+    tree = tmp_path / "fw"
+    shutil.copytree(paths.FIRMWARE_BUILD_DIR, tree)
+    with open(tree / "main.py", "a") as f:
+        f.write("# field build\n")
+    build.write_manifest(tree, "9.9.9")
+    r = kioskctl(pty, "deploy", "--from", str(tree))
+    assert r.returncode == 0, r.stderr
+    n = len(json.loads((tree / "manifest.json").read_text())["files"])
+    assert f"1 of {n} files differ" in r.stdout and "[1/1] main.py" in r.stdout, r.stdout
+    assert f"{n} verified" in r.stdout
+    flash = rig.fleet.kiosk(kid).flash
+    assert (flash / "main.py").read_bytes() == (tree / "main.py").read_bytes()
+    assert (flash / "manifest.json").read_bytes() == (tree / "manifest.json").read_bytes()
+    r = kioskctl(pty, "deploy", "--from", str(tree))
+    assert "up to date" in r.stdout
+    # A file damaged on the board is found and copied again.
+    (flash / "kiosk" / "debug.mpy").write_bytes(b"junk")
+    r = kioskctl(pty, "deploy", "--from", str(tree))
+    assert r.returncode == 0 and "[1/1] kiosk/debug.mpy" in r.stdout, r
+    # The firmware that was running comes back on the new build.
+    boot = rig.last_boot(kid)
+    rig.wait_birth(kid, after_boot=boot - 1)
+    wait_for(lambda: _running(rig, kid), 10, "kiosk running after deploy")
+
+
+def test_home_at_the_repl_and_service_actions_need_a_session(rig):
+    kid = "kiosk-002"
+    pty = rig.fleet.pty(kid)
+    rig.wait_birth(kid)
+    # --stay: the world the operation moved is the one we look at (a soft
+    # reset starts a new process, and the simulated carousel with it).
+    r = kioskctl(pty, "--stay", "home", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "succeeded"
+    w = rig.fleet.world(kid)["world"]
+    assert w["carousels"]["A"]["moves"] >= 1 and not w["carousels"]["A"]["enabled"]
+    for args in (["unlock", "--door", "service"], ["jog", "--bins", "2"], ["selftest"]):
+        r = kioskctl(pty, *args)
+        assert r.returncode == 1 and "no_service_session" in r.stderr, (args, r)
+    assert not any(lk["energized"] for lk in rig.fleet.world(kid)["world"]["locks"].values())
+    recs = [json.loads(x) for x in kioskctl(pty, "logs", "-n", "30", "--json").stdout.splitlines()]
+    assert any(x["k"] == "op" and x.get("op") == "home" and x.get("state") == "succeeded" for x in recs)
+    assert any(x["k"] == "refused" and x.get("op") == "unlock" and x.get("why") == "no_service_session" for x in recs)
+    boot = rig.last_boot(kid)
+    assert kioskctl(pty, "reboot").returncode == 0
+    rig.wait_birth(kid, after_boot=boot)
+
+
+def test_unlock_inside_a_service_session_runs_one_door_cycle(rig):
+    kid = "kiosk-001"
+    rig.wait_birth(kid)
+    wait_for(lambda: _running(rig, kid), 10, "kiosk running")
+    h = rig.hosts[kid]
+    rig.settled(kid, "service")
+    cid = h.command("service_start", {"session": "tech-7"})
+    h.reply_state(cid, "succeeded", 10)
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(
+        r=kioskctl(rig.fleet.pty(kid), "--stay", "unlock", "--door", "service")))
+    t.start()
+    wait_for(lambda: rig.fleet.world(kid)["world"]["locks"]["service"]["energized"], 20, "service lock energised")
+    assert rig.fleet.door(kid, "service", "open")["door"] == "open"
+    # The controller takes the door as open once debounced, and then lets the lock go.
+    wait_for(lambda: not rig.fleet.world(kid)["world"]["locks"]["service"]["energized"], 10, "lock released")
+    time.sleep(0.5)
+    rig.fleet.door(kid, "service", "close")
+    t.join(60)
+    r = result["r"]
+    assert r.returncode == 0 and "unlock service: done" in r.stdout, r
+    w = rig.fleet.world(kid)["world"]
+    assert not w["locks"]["service"]["energized"] and w["locks"]["service"]["bolt_engaged"]
+    # --stay: left at the REPL; a reboot starts it again.
+    assert rig.fleet.kiosk(kid).console.mode == "idle"
+    boot = rig.last_boot(kid)
+    r = kioskctl(rig.fleet.pty(kid), "reboot")
+    assert r.returncode == 0, r.stderr
+    assert rig.wait_birth(kid, after_boot=boot)["boot"] == boot + 1
+
+
+def test_no_board_answering_is_a_clear_error(tmp_path):
+    r = kioskctl(str(tmp_path / "ttyACM9"), "status")
+    assert r.returncode == 3 and "cannot open" in r.stderr and "Traceback" not in r.stderr, r
+    master, slave = ptymod.openpty()   # a port that exists but where nothing answers
+    try:
+        r = kioskctl(os.ttyname(slave), "--timeout", "1", "status")
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 3 and "no MicroPython REPL answers" in r.stderr and "Traceback" not in r.stderr, r
+    r = subprocess.run([sys.executable, "-m", "kiosk_host.kioskctl", "status"], capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "KIOSK_PORT"}, timeout=30)
+    assert r.returncode == 2 and "--port" in r.stderr
