@@ -18,8 +18,10 @@ CURRENT = "op.json"
 # What a reset during each step of a door cycle means for the medicine:
 # before the door was unlocked nothing left the bin; once it was unlocked
 # nobody can say (the patient may have taken it); once the door was seen
-# open and closed again it was released.
-_NOT_RELEASED = ("homing", "moving", "unlocking")
+# open and closed again it was released. "unlocking" is on flash from just
+# before the coil is powered until "waiting_open" is written, so a reset
+# in it may follow the unlock: unknown.
+_NOT_RELEASED = ("homing", "moving")
 
 
 class Op:
