@@ -1,0 +1,240 @@
+"""Power cuts during a pickup, from outside: the real firmware process is
+killed (SIGKILL, no cleanup) the moment the host reads that a step began,
+or at seeded random instants, or at one exact instant inside the firmware
+(tests/mp/powercut_harness.py). Then the same flash boots again and must
+show: a readable journal with strictly increasing, gap-free sequence
+numbers and the boot counter moved on; exactly one terminal record of the
+pickup with an honest outcome; the stock saying what is known; doors shut
+and locked; and nothing repeated on its own (no coil powered, no carousel
+move, no new record or reply for the pickup).
+
+The honest outcome follows from what happened before the cut, as the run
+printed it: the coil never powered -> not_released; powered, but the door
+not yet seen open -> unknown; seen open (the door cycle had reached
+waiting_close) -> released. See docs/power-cuts.md.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from kiosk_host import mpy, paths
+
+HARNESS = paths.TESTS_MP_DIR / "powercut_harness.py"
+STEPS = ["homing", "moving", "unlocking", "waiting_open", "waiting_close", "verifying"]
+TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
+# Outcomes a cut at each step may honestly lead to (which one: see _outcome).
+ALLOWED = {
+    "homing": {"not_released"},
+    "moving": {"not_released"},
+    "unlocking": {"not_released", "unknown"},    # not_released only if the coil was not yet powered
+    "waiting_open": {"unknown", "released"},
+    "waiting_close": {"released"},
+    "verifying": {"released", "succeeded"},      # the cut may land after the bolt was verified
+}
+_rng = random.Random(20261123)
+RANDOM_MS = sorted(_rng.randrange(0, 2400) for _ in range(4))   # after the first step began
+EXACT = ["queued", "in_progress", "coil", "cancel_queued", "pickup_journaled", "op_cleared"]
+RUN_TIMEOUT = 40
+
+# Firmware bugs these tests found, each marked where it shows until it is
+# fixed (docs/power-cuts.md, "Known gaps"). strict: the mark must go with the fix.
+_TERMINAL_LATE = ("firmware bug: op.json is removed before the terminal op record is journaled, and a reset "
+                  "after the pickup record but before that removal journals the pickup again (recovered)")
+_ACCEPTED_LOST = "firmware bug: an accepted pickup is kept on flash only from its first step"
+_CANCEL_CLEARS = "firmware bug: cancelling a queued operation removes op.json, the running operation's record"
+
+
+def _bug(reason, strict=True):
+    return pytest.mark.xfail(strict=strict, reason=reason)
+
+
+def _scenarios():
+    out = {f"step-{s}": ("step", s) for s in STEPS}
+    out.update({f"random-{ms}ms": ("random", ms) for ms in RANDOM_MS})
+    out.update({f"exact-{at}": ("exact", at) for at in EXACT})
+    return out
+
+
+SCENARIOS = _scenarios()
+
+
+def _cut_run(flash: Path, doors: Path, how: str, arg) -> list[str]:
+    """Run the pickup and cut the power; return every line it printed."""
+    args = [HARNESS, "run", doors] + ([arg] if how == "exact" else [])
+    proc = subprocess.Popen(mpy.mp_command(args, mpy.heap_size()), cwd=flash, env=mpy.mp_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    guard = threading.Timer(RUN_TIMEOUT, proc.kill)
+    guard.start()
+    lines = []
+    try:
+        if how != "exact":
+            want = f"STEP {arg}" if how == "step" else "STEP "
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                if lines[-1].startswith(want):
+                    if how == "random":
+                        threading.Event().wait(arg / 1000)
+                    proc.send_signal(signal.SIGKILL)   # the power cut
+                    break
+        lines += proc.stdout.read().splitlines()       # whatever it printed before it died
+        rc = proc.wait()
+    finally:
+        guard.cancel()
+        proc.stdout.close()
+    out = "\n".join(lines)
+    assert rc == -signal.SIGKILL, f"the run was not cut (exit {rc}):\n{out}"
+    if how == "step":
+        assert f"STEP {arg}" in lines, f"the pickup never reached {arg}:\n{out}"
+    if how == "exact":
+        assert f"CUT {arg}" in lines, out
+    return lines
+
+
+def _check(flash: Path, doors: Path) -> dict:
+    proc = mpy.run_mp([HARNESS, "check", doors], cwd=flash, timeout=60)
+    reports = [x for x in proc.stdout.splitlines() if x.startswith("REPORT ")]
+    assert proc.returncode == 0 and reports, proc.stdout
+    return json.loads(reports[-1][len("REPORT "):])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every scenario, three at a time (each is two real processes that
+    mostly wait on the simulated doors): name -> (run lines, report)."""
+    base = tmp_path_factory.mktemp("powercut")
+    template = base / "template"
+    template.mkdir()
+    prep = mpy.run_mp([HARNESS, "prepare"], cwd=template, timeout=60)
+    assert prep.returncode == 0 and 'READY {"3": "RX-3"}' in prep.stdout, prep.stdout
+
+    def one(name):
+        how, arg = SCENARIOS[name]
+        flash = base / name
+        shutil.copytree(template, flash)
+        doors = base / f"{name}.doors.json"
+        try:
+            lines = _cut_run(flash, doors, how, arg)
+            return lines, _check(flash, doors)
+        except BaseException as e:  # reported by that scenario's test
+            return e
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(SCENARIOS, pool.map(one, SCENARIOS)))
+
+
+def _outcome(lines: list[str]) -> tuple[set[str], str | None]:
+    """(honest outcomes, last step begun) from what the run printed before the cut."""
+    steps = [x.split()[1] for x in lines if x.startswith("STEP ")]
+    last = steps[-1] if steps else None
+    if "STATE p succeeded" in lines:
+        return {"succeeded"}, last
+    if last in ("waiting_close", "verifying"):
+        return {"released"}, last
+    if "COIL pickup on" in lines:
+        return {"unknown"}, last
+    if last == "unlocking":
+        # The coil is powered a few microseconds before the run can say so:
+        # a cut in between leaves no COIL line, yet the unlock happened.
+        return {"not_released", "unknown"}, last
+    return {"not_released"}, last
+
+
+def _assert_after_boot(name: str, results) -> tuple[str, dict, list[str]]:
+    got = results[name]
+    if isinstance(got, BaseException):
+        raise got
+    lines, rep = got
+    out = "\n".join(lines)
+    boot = int(next(x for x in lines if x.startswith("BOOT ")).split()[1])
+
+    # The journal: every line readable, seq strictly increasing without a
+    # gap, the boot counter moved on.
+    assert rep["seq_increasing"], rep
+    assert rep["first_seq"] == 1 and rep["last_seq"] == rep["journal_last_seq"], rep
+    assert rep["records"] == rep["last_seq"], f"a record is missing: {rep}"
+    assert rep["boot"] == boot + 1 and rep["boots"] == [1, boot, boot + 1], rep
+    assert not rep["op_file_left"], "the interrupted operation is closed at boot, once"
+
+    # Doors shut and locked, nothing powered, no safety rule broken.
+    assert rep["settled"] and rep["doors_closed"] and rep["bolts_engaged"] and rep["coils_off"], rep
+    assert all(rep["secure"].values()), rep["secure"]
+    assert rep["violations"] == [], rep["violations"]
+
+    # Never repeated on its own: no coil powered, no move, nothing new about it.
+    assert rep["energised"] == [] and rep["moved"] == 0, rep
+    assert rep["later"] == [] and rep["replies"] == [], rep
+
+    # Exactly one terminal record, with the honest outcome.
+    expected, last = _outcome(lines)
+    terminal = [o for o in rep["ops"] if o["state"] in TERMINAL]
+    assert len(terminal) == 1, f"want one terminal record of the pickup, journal has {rep['ops']}\nrun:\n{out}"
+    op = terminal[0]
+    if op["state"] == "succeeded":
+        outcome = "succeeded"
+        assert expected & {"succeeded", "released"} and last == "verifying", (op, out)
+    else:
+        assert (op["state"], op["reason"]) == ("failed", "reset"), op
+        outcome = op["outcome"]
+        assert outcome in expected, f"journaled {outcome}, but the run shows {expected}: {op}\n{out}"
+        if last is not None:
+            assert op["step"] in STEPS and STEPS.index(op["step"]) >= STEPS.index(last), (op, last)
+
+    # The stock says what is known, on flash as in RAM.
+    assert rep["stock_file"] == {"bins": rep["stock"], "unverified": rep["unverified"]}, rep
+    mine = [p for p in rep["pickups"] if p["order"] == "RX-3" and p["bin"] == 3]
+    assert len(mine) == len(rep["pickups"]), rep["pickups"]
+    if outcome in ("succeeded", "released"):
+        assert "3" not in rep["stock"] and 3 not in rep["unverified"], rep
+        assert len(mine) == 1, f"the pickup must be counted once: {rep['pickups']}"
+    else:
+        assert rep["stock"].get("3") == "RX-3" and mine == [], rep
+        # Unknown: pickups from the bin wait until a technician looks.
+        assert (3 in rep["unverified"]) is (outcome == "unknown"), rep
+    return outcome, op, lines
+
+
+@pytest.mark.parametrize("step", [
+    # The bolt is already in when verifying begins, so the cut lands while
+    # the pickup is being closed: in a window of _TERMINAL_LATE or not.
+    pytest.param(s, marks=_bug(_TERMINAL_LATE, strict=False)) if s == "verifying" else s for s in STEPS])
+def test_power_cut_when_a_pickup_step_begins(results, step):
+    outcome, op, lines = _assert_after_boot(f"step-{step}", results)
+    assert outcome in ALLOWED[step], (outcome, op)
+
+
+@pytest.mark.parametrize("ms", RANDOM_MS)
+def test_power_cut_at_a_random_instant_of_a_pickup(results, ms):
+    _assert_after_boot(f"random-{ms}ms", results)
+
+
+_EXPECT_EXACT = {
+    "queued": "not_released",        # accepted, not yet begun
+    "in_progress": "not_released",   # begun, no step yet
+    "coil": "unknown",               # the coil was powered: the door may have opened
+    "cancel_queued": "unknown",      # another pickup queued and cancelled during waiting_open
+    "pickup_journaled": "released",  # door cycle done, pickup journaled, op not yet closed
+    "op_cleared": "released",        # op record removed from flash, terminal record not yet journaled
+}
+
+
+_EXACT_BUGS = {"queued": _ACCEPTED_LOST, "in_progress": _ACCEPTED_LOST, "cancel_queued": _CANCEL_CLEARS,
+               "pickup_journaled": _TERMINAL_LATE, "op_cleared": _TERMINAL_LATE}
+
+
+@pytest.mark.parametrize("at", [pytest.param(a, marks=_bug(_EXACT_BUGS[a])) if a in _EXACT_BUGS else a
+                                for a in EXACT])
+def test_power_cut_at_an_exact_instant(results, at):
+    outcome, op, _ = _assert_after_boot(f"exact-{at}", results)
+    want = _EXPECT_EXACT[at]
+    assert outcome == want or (want == "released" and outcome == "succeeded"), (at, op)
