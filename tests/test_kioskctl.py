@@ -216,3 +216,32 @@ def test_no_board_answering_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kiosk_host.kioskctl", "status"], capture_output=True, text=True,
                        env={k: v for k, v in os.environ.items() if k != "KIOSK_PORT"}, timeout=30)
     assert r.returncode == 2 and "--port" in r.stderr
+
+
+def test_provision_writes_identity_key_and_broker_then_the_kiosk_boots_with_them(rig, tmp_path):
+    kid = "kiosk-002"
+    pty = rig.fleet.pty(kid)
+    flash = rig.fleet.kiosk(kid).flash
+    r = kioskctl(pty, "--stay", "config", "get", "kiosk_id")
+    assert r.stdout.strip() == kid
+    (flash / "config.json").unlink()          # a board that never had a config
+    r = kioskctl(pty, "--stay", "config", "get")
+    assert r.returncode == 0 and json.loads(r.stdout) == {}
+    keyfile = rig.fleet.keys_dir / f"{kid}.key"
+    before = keyfile.read_text()
+    r = kioskctl(pty, "--stay", "provision", "--id", kid, "--keys", str(rig.fleet.keys_dir), "--board", "emulator",
+                 "--broker", f"mqtt://127.0.0.1:{rig.broker.port}")
+    assert r.returncode == 0, r.stderr
+    assert before.strip() not in r.stdout and '"key": "***"' in r.stdout
+    assert keyfile.read_text() == before       # an existing key is kept: the bridge still trusts it
+    cfg = json.loads((flash / "config.json").read_text())
+    assert cfg["kiosk_id"] == kid and cfg["key"] == before.strip() and cfg["broker"]["port"] == rig.broker.port
+    r = kioskctl(pty, "--stay", "provision", "--id", "Bad_Id", "--keys", str(tmp_path))
+    assert r.returncode == 1 and "kiosk id 'Bad_Id'" in r.stderr
+    assert not (tmp_path / "Bad_Id.key").exists()
+    r = kioskctl(pty, "--stay", "provision", "--id", kid, "--keys", str(tmp_path), "--broker", "http://x")
+    assert r.returncode == 1 and "mqtt://" in r.stderr
+    assert json.loads((flash / "config.json").read_text())["kiosk_id"] == kid   # nothing written
+    boot = rig.last_boot(kid)
+    assert kioskctl(pty, "reboot").returncode == 0
+    assert rig.wait_birth(kid, after_boot=boot)["boot"] == boot + 1   # signed with the provisioned key

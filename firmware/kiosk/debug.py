@@ -149,6 +149,23 @@ def config_set(name, value):
     return config_get(name) if value is not None else None
 
 
+def provision(data):
+    """Write identity, key, broker (and what else data has) into
+    config.json, keeping the settings data leaves out; validated as at boot.
+    Returns the masked result. Takes effect at the next boot."""
+    from kiosk import config as cfgmod
+    cfg = _read_json("config.json")
+    if not isinstance(cfg, dict):
+        cfg = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    cfgmod.save(cfg)
+    return config()
+
+
 def _alarms(snap):
     out = []
     for name, d in (snap.get("doors") or {}).items():

@@ -6,7 +6,8 @@ kiosk.debug module.
     kioskctl --port /dev/ttyACM0 status [--json]
     kioskctl --port PORT deploy [--from DIR] [--no-build] [--dry-run]
     kioskctl --port PORT logs [-n N] [--since SEQ] [--kind KIND] [-f]
-    kioskctl --port PORT config get [NAME] | config set NAME VALUE
+    kioskctl --port PORT config get [NAME] | config set NAME VALUE|@FILE
+    kioskctl --port PORT provision --id ID --keys DIR [--board B] [--broker URL] [--wifi-ssid S]
     kioskctl --port PORT selftest | home | jog [--bins N] | unlock [--door DOOR] | reboot
 
 Connecting stops the firmware (Ctrl-C: locks de-energised, motors
@@ -165,7 +166,13 @@ def cmd_config(board: BoardLink, args) -> int:
         return 0
     if args.value is None:
         raise Failed("config set needs NAME and VALUE")
-    value = _parse_value(args.value)
+    if args.value.startswith("@"):   # @FILE: the value from a file, kept out of shell history
+        try:
+            value: Any = Path(args.value[1:]).read_text().strip()
+        except OSError as e:
+            raise Failed(f"cannot read {args.value[1:]}: {e.strerror}") from None
+    else:
+        value = _parse_value(args.value)
     try:
         board.call(f"debug.config_set({args.name!r}, json.loads({json.dumps(json.dumps(value))}))")
     except BoardError as e:
@@ -274,9 +281,37 @@ def cmd_deploy(board: BoardLink, args) -> int:
     return 0
 
 
+def cmd_provision(board: BoardLink, args) -> int:
+    from .emulator import EmulatorError, broker_config, ensure_key
+    if not (0 < len(args.id) <= 32 and all(c.isdigit() or "a" <= c <= "z" or c == "-" for c in args.id)):
+        raise Failed(f"kiosk id {args.id!r}: use 1-32 characters a-z, 0-9 and '-'")
+    try:
+        broker = broker_config(args.broker) if args.broker else None
+        key = ensure_key(Path(args.keys), args.id)
+        data: dict[str, Any] = {"kiosk_id": args.id, "key": key}
+        if args.board:
+            data["board"] = args.board
+        if broker:
+            data["broker"] = broker
+    except EmulatorError as e:
+        raise Failed(str(e)) from None
+    if args.wifi_ssid:
+        data["wifi"] = {"ssid": args.wifi_ssid}
+        if args.wifi_password:
+            data["wifi"]["password"] = args.wifi_password
+    try:
+        cfg = board.call(f"debug.provision(json.loads({json.dumps(json.dumps(data))}))")
+    except BoardError as e:
+        raise Failed(f"not provisioned: {_last_line(str(e))}") from None
+    print(json.dumps(cfg, indent=2, sort_keys=True))
+    print(f"provisioned {args.id}; its key is {Path(args.keys) / (args.id + '.key')} "
+          "(give the bridge the same file). Takes effect at the next boot: kioskctl reboot")
+    return 0
+
+
 COMMANDS = {
     "status": cmd_status, "logs": cmd_logs, "config": cmd_config, "deploy": cmd_deploy,
-    "selftest": cmd_selftest, "home": cmd_home, "jog": cmd_jog, "unlock": cmd_unlock, "reboot": cmd_reboot,
+    "provision": cmd_provision, "selftest": cmd_selftest, "home": cmd_home, "jog": cmd_jog, "unlock": cmd_unlock, "reboot": cmd_reboot,
 }
 
 
@@ -300,6 +335,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=("get", "set"))
     s.add_argument("name", nargs="?", help="dotted name, e.g. broker.host or policies.door_held_open_s")
     s.add_argument("value", nargs="?", help="new value (JSON, or text)")
+    s = sub.add_parser("provision", help="write the kiosk's identity, key and broker into config.json")
+    s.add_argument("--id", required=True, help="kiosk id (a-z, 0-9, '-')")
+    s.add_argument("--keys", required=True, help="folder of <id>.key files (the key is made there if absent)")
+    s.add_argument("--board", help="board definition name (pico2w, esp32s3, ...)")
+    s.add_argument("--broker", help="mqtt://[user:pass@]host:port or mqtts://host:8883?ca=/ca.pem")
+    s.add_argument("--wifi-ssid")
+    s.add_argument("--wifi-password")
     s = sub.add_parser("deploy", help="build, copy changed files, verify the manifest on the board")
     s.add_argument("--from", dest="src", help="a built flash tree (default: build it into build/firmware)")
     s.add_argument("--no-build", action="store_true", help="use build/firmware as it is")

@@ -144,8 +144,8 @@ class Console:
             self._stdin_reg = False
             self._err = b""
             self._on_exit = on_exit
-            self.hub.sel.register(proc.stdout.fileno(), selectors.EVENT_READ, self._from_stdout)
-            self.hub.sel.register(proc.stderr.fileno(), selectors.EVENT_READ, self._from_stderr)
+            self.hub.sel.register(proc.stdout.fileno(), selectors.EVENT_READ, lambda m: self._from_stdout(proc))
+            self.hub.sel.register(proc.stderr.fileno(), selectors.EVENT_READ, lambda m: self._from_stderr(proc))
             done.set()
 
         self.hub.call(go)
@@ -251,9 +251,11 @@ class Console:
                 self.hub.sel.unregister(fd)
             self._stdin_reg = want
 
-    def _from_stdout(self, mask: int) -> None:
+    def _from_stdout(self, proc: subprocess.Popen) -> None:
+        if proc is not self.proc:
+            return
         try:
-            data = os.read(self.proc.stdout.fileno(), 65536)
+            data = os.read(proc.stdout.fileno(), 65536)
         except BlockingIOError:
             return
         except OSError:
@@ -263,14 +265,16 @@ class Console:
             return
         self._to_board_user(data)
 
-    def _from_stderr(self, mask: int) -> None:
+    def _from_stderr(self, proc: subprocess.Popen) -> None:
+        if proc is not self.proc:
+            return
         try:
-            data = os.read(self.proc.stderr.fileno(), 65536)
+            data = os.read(proc.stderr.fileno(), 65536)
         except (BlockingIOError, OSError):
             return
         if not data:
             try:
-                self.hub.sel.unregister(self.proc.stderr.fileno())
+                self.hub.sel.unregister(proc.stderr.fileno())
             except (KeyError, ValueError):
                 pass
             return
