@@ -23,13 +23,12 @@ Needs mosquitto and a built tree (make build).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -40,6 +39,28 @@ from link_support import Mosquitto  # noqa: E402
 
 P95_LIMIT_MS = 50.0
 CPU_SHARE_LIMIT = 0.8
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(resident, unique) bytes of a process: RSS and its private pages."""
+    kb = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        kb[name] = int(value.split()[0])
+    return kb["Rss"] * 1024, (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) * 1024
+
+
+def meminfo(name: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def pct(values, q):
@@ -62,9 +83,9 @@ def run_size(n: int, window: float) -> dict:
         online = sum(1 for k in fleet.ids if fleet.online.get(k))
         res["online_s"] = time.monotonic() - t0
         res["online"] = online
-        procs = {k: psutil.Process(fleet.kiosk(k).proc.pid) for k in fleet.ids}
+        procs = {k: fleet.kiosk(k).proc.pid for k in fleet.ids}
         boots0 = {k: fleet.kiosk(k).boots for k in fleet.ids}
-        cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+        cpu0 = {k: cpu_seconds(p) for k, p in procs.items()}
         w0 = time.monotonic()
         rtts = []
         while time.monotonic() - w0 < window:
@@ -74,17 +95,17 @@ def run_size(n: int, window: float) -> dict:
                 rtts.append((time.perf_counter() - t) * 1000)
             time.sleep(0.5)
         span = time.monotonic() - w0
-        cpu = [(sum(p.cpu_times()[:2]) - cpu0[k]) / span * 100 for k, p in procs.items()]
-        mem = [p.memory_full_info() for p in procs.values()]
-        res["rss_mb"] = statistics.mean(m.rss for m in mem) / 2**20
-        res["uss_mb"] = statistics.mean(m.uss for m in mem) / 2**20
+        cpu = [(cpu_seconds(p) - cpu0[k]) / span * 100 for k, p in procs.items()]
+        mem = [memory(p) for p in procs.values()]
+        res["rss_mb"] = statistics.mean(m[0] for m in mem) / 2**20
+        res["uss_mb"] = statistics.mean(m[1] for m in mem) / 2**20
         res["cpu_pct"] = statistics.mean(cpu)
         res["cpu_max_pct"] = max(cpu)
         res["rtt_p50_ms"] = pct(rtts, 0.5)
         res["rtt_p95_ms"] = pct(rtts, 0.95)
         res["resets"] = sum(fleet.kiosk(k).boots - boots0[k] for k in fleet.ids)
         res["still_online"] = sum(1 for k in fleet.ids if fleet.online.get(k))
-        res["load_1m"] = psutil.getloadavg()[0]
+        res["load_1m"] = os.getloadavg()[0]
         t = time.perf_counter()
         link = BoardLink(fleet.pty(fleet.ids[-1]))
         link.enter()
@@ -93,7 +114,7 @@ def run_size(n: int, window: float) -> dict:
         link.exec("print(1)")
         res["repl_exec_ms"] = (time.perf_counter() - t) * 1000
         link.close(restart=True)
-        res["cpu_total_pct"] = sum(cpu) / psutil.cpu_count()
+        res["cpu_total_pct"] = sum(cpu) / os.cpu_count()
         res["held"] = (online == n and res["still_online"] == n and res["resets"] == 0
                        and res["rtt_p95_ms"] < P95_LIMIT_MS and res["cpu_total_pct"] < CPU_SHARE_LIMIT * 100)
     except Exception as e:  # a size the machine cannot start at all
@@ -110,8 +131,8 @@ def main() -> int:
     ap.add_argument("--steps", default="8,16,32,48,64,80,96,128")
     ap.add_argument("--window", type=float, default=10.0, help="steady-state window per size (s)")
     args = ap.parse_args()
-    cores = psutil.cpu_count()
-    print(f"machine: {cores} cores, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM")
+    cores = os.cpu_count()
+    print(f"machine: {cores} cores, {meminfo('MemTotal') / 2**30:.1f} GiB RAM")
     print(f"{'kiosks':>6} {'online':>7} {'start s':>8} {'RSS MB':>7} {'USS MB':>7} {'CPU %':>6} {'CPU max':>8} "
           f"{'all CPU':>8} {'rtt p50':>8} {'rtt p95':>8} {'REPL ms':>8} {'resets':>6} {'load':>5}  held")
     best = None
@@ -135,7 +156,7 @@ def main() -> int:
           f"kiosks under {CPU_SHARE_LIMIT:.0%} of the machine's CPU)")
     print(f"per kiosk at {best}: {per['rss_mb']:.1f} MB RSS ({per['uss_mb']:.1f} MB unique), "
           f"{per['cpu_pct']:.1f}% of one core")
-    ram_bound = psutil.virtual_memory().available / (per["uss_mb"] * 2**20)
+    ram_bound = meminfo("MemAvailable") / (per["uss_mb"] * 2**20)
     cpu_bound = cores * 100 * CPU_SHARE_LIMIT / max(per["cpu_pct"], 0.01)
     print(f"estimate from those: memory allows ~{ram_bound:.0f}, CPU at {CPU_SHARE_LIMIT:.0%} of {cores} cores "
           f"~{cpu_bound:.0f}")

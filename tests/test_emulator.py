@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tty
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -137,6 +138,11 @@ def test_mpremote_exec_ls_and_cp_against_the_pty(rig, tmp_path):
     assert (rig.fleet.kiosk(kid).flash / "note.txt").read_text() == "replaced the cabinet sensor\n"
     r = mpremote(pty, "fs", "cat", ":note.txt")
     assert r.stdout == "replaced the cabinet sensor\n", r
+    # Globals live as long as the VM, as in a board's __main__: resume skips
+    # mpremote's soft reset and finds them.
+    assert mpremote(pty, "exec", "visit = 'tech-7'").returncode == 0
+    r = mpremote(pty, "resume", "exec", "print(visit)")
+    assert r.returncode == 0 and r.stdout.strip() == "tech-7", r
     r = mpremote(pty, "exec", "1/0")
     assert r.returncode != 0 and "ZeroDivisionError" in r.stdout + r.stderr
     # mpremote leaves the board at the REPL with the firmware stopped, as a
@@ -190,6 +196,7 @@ def test_mpremote_repl_is_interactive_and_ctrl_d_soft_resets(rig):
     kid = "kiosk-002"
     rig.wait_birth(kid)
     master, slave = ptymod.openpty()
+    tty.setraw(slave)   # so the terminal's line discipline never eats a Ctrl-C before mpremote sets raw mode
     proc = subprocess.Popen([str(VENV_BIN / "mpremote"), "connect", rig.fleet.pty(kid), "repl"],
                             stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
@@ -211,7 +218,7 @@ def test_mpremote_repl_is_interactive_and_ctrl_d_soft_resets(rig):
         return out
 
     try:
-        until(b"Connected to MicroPython")
+        until(b"to exit this shell")
         os.write(master, b"\x03")            # the firmware is running: stop it
         until(b">>> ")
         os.write(master, b"x = 6 * 7\r")

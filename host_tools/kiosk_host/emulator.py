@@ -166,11 +166,12 @@ class Kiosk:
         env["KIOSK_EMU_RAW"] = "1" if raw else "0"
         return env
 
-    def start(self, raw: bool = False) -> None:
-        """Power on (or reboot after a reset): a new process on the same flash
-        and pty. Returns once the world is set up and the firmware starts."""
+    def start(self, raw: bool = False, reboot: bool = False) -> None:
+        """Power on (or, with reboot, come back after a reset unless the power
+        was cut meanwhile): a new process on the same flash and pty. Returns
+        once the world is set up and the firmware starts."""
         with self.state_lock:
-            if self.running():
+            if self.running() or (reboot and not self.want_power):
                 return
             self.want_power = True
             self.connected.clear()
@@ -182,8 +183,13 @@ class Kiosk:
             self.boots += 1
             proc = self.proc
             self.console.attach(proc, lambda: self._exited(proc))
-        if not self.connected.wait(BOOT_TIMEOUT_S):
-            raise EmulatorError(f"{self.id}: the emulated board did not come up; see {self.dir / 'console.log'}")
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while not self.connected.wait(0.1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = _tail(self.dir / "console.log")
+                raise EmulatorError(f"{self.id}: the emulated board did not come up"
+                                    f"{' (it exited)' if proc.poll() is not None else ''}; "
+                                    f"see {self.dir / 'console.log'}{': ' + tail if tail else ''}")
         self._replay()
         try:
             self._send({"op": "go"})
@@ -215,7 +221,7 @@ class Kiosk:
         if rc not in (SOFT, SOFT_RAW) and len(self._restarts) > 5:
             time.sleep(min(5.0, 0.5 * len(self._restarts)))
         try:
-            self.start(raw=rc == SOFT_RAW)
+            self.start(raw=rc == SOFT_RAW, reboot=True)
         except EmulatorError as e:
             print(f"emulate: {e}", file=sys.stderr, flush=True)
 
@@ -569,6 +575,13 @@ class Fleet:
     def interrupt(self, kiosk_id: str) -> None:
         """Ctrl-C on the kiosk's console, as a technician would type it."""
         self.kiosk(kiosk_id).console.interrupt()
+
+
+def _tail(path: Path, n: int = 300) -> str:
+    try:
+        return path.read_bytes()[-n:].decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _collect(errors: list, fn) -> None:
