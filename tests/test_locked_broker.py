@@ -113,10 +113,11 @@ class Client:
     that records every message and every connect outcome."""
 
     def __init__(self, fleet: Broker, user: str | None, password: str | None = None,
-                 client_id: str = "", v5: bool = False, will: tuple[str, bytes] | None = None):
+                 client_id: str = "", v5: bool = False, will: tuple[str, bytes] | None = None,
+                 ca: str | None = None):
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
-        self.c.tls_set(ca_certs=fleet.ca)
+        self.c.tls_set(ca_certs=ca or fleet.ca)
         if user is not None:
             self.c.username_pw_set(user, fleet.pw.get(user) if password is None else password)
         if will:
@@ -293,13 +294,16 @@ def test_one_kiosks_credentials_cannot_knock_another_off(fleet, clients):
     # kiosk-a asks for kiosk-b's client id, and leaves a will on kiosk-b's state.
     a = ok(clients("kiosk-a", client_id="kiosk-b", will=("kiosk/kiosk-b/state", b"forged-will")))
     a.c.loop_stop()
-    a.c.socket().close()   # vanish without DISCONNECT: the broker sends the will now
     cmd = mark("still-here")
     bridge.publish("kiosk/kiosk-b/cmd", cmd)
     victim.wait_msg("kiosk/kiosk-b/cmd", cmd)
+    # Had kiosk-a taken the session over, kiosk-b would have been dropped
+    # (before the command could reach it again) and its will published.
     assert victim.disconnects == 0 and len(victim.connects) == 1
-    # The will kiosk-a left is not allowed on kiosk-b's topic; kiosk-a's own
-    # topic still works as the control.
+    # kiosk-a connects again: its client id is its username, so this takes
+    # over its first session, whose will the broker handles before the new
+    # CONNACK. That will is not allowed on kiosk-b's topic; kiosk-a's own
+    # topic is the control.
     a2 = ok(clients("kiosk-a"))
     control = mark("control")
     a2.publish("kiosk/kiosk-a/evt", control)
@@ -473,3 +477,32 @@ def test_the_firmware_works_under_the_locked_broker(fleet, clients, tmp_path):
                     "the will", 15)
     finally:
         k.quit()
+
+
+def test_server_certificate_rotation_on_reload(fleet, clients):
+    """A new server certificate (here from a new CA as well) is taken on
+    SIGHUP; connected clients stay, new ones must trust the new CA."""
+    kept = ok(clients("bridge-1"))
+    kept.subscribe("kiosk/+/evt")
+    old_ca = fleet.ca
+    new = fleet.root / "certs-new"
+    r = cli("make-certs", str(new), "--host", "localhost")
+    assert r.returncode == 0, r.stderr
+    for name in ("server.pem", "server.key"):   # same paths as in the config
+        (fleet.root / "certs" / name).write_bytes((new / name).read_bytes())
+    fleet.ca = str(new / "ca.pem")
+    fleet.reload()
+    end = time.monotonic() + 10
+    while True:
+        try:
+            c = clients("kiosk-a")
+            break
+        except ssl.SSLCertVerificationError:
+            assert time.monotonic() < end, fleet.log_text()
+            time.sleep(0.1)
+    assert not c.rc.is_failure
+    control = mark("after-rotation")
+    c.publish("kiosk/kiosk-a/evt", control)
+    kept.wait_msg("kiosk/kiosk-a/evt", control)   # the connection made before still works
+    with pytest.raises(ssl.SSLCertVerificationError):
+        clients("kiosk-a", ca=old_ca)
