@@ -111,6 +111,7 @@ class Carousel:
     def state(self):
         return {
             "name": self.name,
+            "bins": self._bins,
             "homed": self.homed,
             "position": self.position if self.homed else None,
             "bin": self.bin_at_door(),

@@ -1,40 +1,41 @@
-"""Console entry points: kiosk-bridge and kioskctl.
-
-Only the command names exist so far; each subcommand says it is not
-implemented yet and exits with status 2.
-"""
+"""Console entry points: kiosk-bridge (serve, demo, emulate) and kioskctl."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from . import __version__
 
 BRIDGE_COMMANDS = {
-    "demo": "run a demo fleet: broker, bridge, emulated kiosks, dashboard",
-    "serve": "run the bridge against a broker",
-}
-KIOSKCTL_COMMANDS = {
-    "deploy": "copy a built firmware tree to a board",
-    "status": "show kiosks and their state",
+    "serve": ("run the bridge against a broker", "kiosk_host.bridge.run:serve_main"),
+    "demo": ("a demo fleet: broker, bridge, emulated kiosks, dashboard", "kiosk_host.bridge.run:demo_main"),
+    "emulate": ("run emulated kiosks against a broker", "kiosk_host.emulator:main"),
 }
 
-
-def _run(prog: str, commands: dict[str, str], argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog=prog)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, help_text in commands.items():
-        sub.add_parser(name, help=help_text)
-    args = parser.parse_args(argv)
-    print(f"{prog}: error: not implemented yet: {args.command}", file=sys.stderr)
-    return 2
+USAGE = "usage: kiosk-bridge [--version] {serve,demo,emulate} ...\n\n" + "".join(
+    f"  {name:<9} {text}\n" for name, (text, _) in BRIDGE_COMMANDS.items()) + \
+    "\n`kiosk-bridge COMMAND --help` for a command's options.\n"
 
 
 def bridge_main(argv: list[str] | None = None) -> int:
-    return _run("kiosk-bridge", BRIDGE_COMMANDS, argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"kiosk-bridge {__version__}")
+        return 0
+    entry = BRIDGE_COMMANDS.get(argv[0])
+    if entry is None:
+        print(f"kiosk-bridge: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr, end="")
+        return 2
+    module, func = entry[1].split(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), func)(argv[1:])
 
 
 def kioskctl_main(argv: list[str] | None = None) -> int:
-    return _run("kioskctl", KIOSKCTL_COMMANDS, argv)
+    from .kioskctl import main
+
+    return main(argv)

@@ -1,0 +1,141 @@
+"""`kiosk-bridge serve` and `kiosk-bridge demo`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from .service import Bridge, ConfigError, Keys
+from .store import Store, StoreError
+
+
+def _hostport(text: str, parser: argparse.ArgumentParser) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        parser.error(f"--http takes HOST:PORT, not {text!r}")
+    return host, int(port)
+
+
+def _serve_http(app, host: str, port: int, on_ready=None) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+
+    def stop(*_):
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if on_ready:
+        threading.Thread(target=lambda: (_wait_started(server), on_ready()), daemon=True).start()
+    server.run()
+
+
+def _wait_started(server) -> None:
+    import time
+
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="kiosk-bridge serve", description="Run the bridge against a broker.")
+    p.add_argument("--broker", required=True, help="mqtt://[user@]host:port or mqtts://host:port?ca=CA.pem")
+    p.add_argument("--broker-credentials", metavar="FILE",
+                   help="file holding user:password (or the password); else KIOSK_BRIDGE_MQTT_USER/_PASSWORD")
+    p.add_argument("--db", default="sqlite:///kiosk-bridge.sqlite3",
+                   help="sqlite:///PATH (default kiosk-bridge.sqlite3) or postgresql://...")
+    p.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT for the API and dashboard (default 127.0.0.1:8080)")
+    p.add_argument("--keys", required=True, help="folder of per-kiosk keys <id>.key")
+    p.add_argument("--share", metavar="GROUP",
+                   help="share the work with other bridges through MQTT v5 shared subscriptions ($share/GROUP/...)")
+    p.add_argument("--command-ttl", type=int, default=60, help="seconds a command stays valid (default 60, at most 300)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    host, port = _hostport(a.http, p)
+    if not 5 <= a.command_ttl <= 300:
+        p.error("--command-ttl must be between 5 and 300 seconds (the kiosk refuses longer)")
+    _logging(a.verbose)
+    try:
+        store = Store(a.db)
+        bridge = Bridge(a.broker, store, Keys(a.keys), share=a.share, credentials_file=a.broker_credentials,
+                        command_ttl_s=a.command_ttl).start()
+    except (ConfigError, StoreError) as e:
+        print(f"kiosk-bridge: {e}", file=sys.stderr)
+        return 2
+    from .api import create_app
+
+    print(f"kiosk-bridge: store {store.kind}, broker {bridge.broker['host']}:{bridge.broker['port']}, "
+          f"API and dashboard on http://{host}:{port}/", flush=True)
+    try:
+        _serve_http(create_app(bridge), host, port)
+    finally:
+        bridge.stop()
+        store.close()
+    return 0
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="kiosk-bridge demo",
+                                description="A demo fleet: a local broker, the bridge, emulated kiosks and the dashboard.")
+    p.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT for the API, dashboard and /api/sim")
+    p.add_argument("--count", type=int, default=3, help="emulated kiosks (default 3)")
+    p.add_argument("--state-dir", help="where the kiosks' flash, keys and the store live (default: a temp folder)")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto")
+    p.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    host, port = _hostport(a.http, p)
+    _logging(a.verbose)
+
+    from ..broker import LocalBroker
+    from ..emulator import EmulatorError, Fleet, sim_router
+    from .api import create_app
+
+    tmp = None
+    if a.state_dir:
+        root = Path(a.state_dir)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="kiosk-demo-")
+        root = Path(tmp.name)
+    keys = root / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    broker = fleet = bridge = store = None
+    try:
+        broker = LocalBroker(root / "broker", prefer=None if a.broker == "auto" else a.broker).start()
+        print(f"demo: broker {broker.kind} on {broker.url}", flush=True)
+        store = Store(f"sqlite:///{root / 'bridge.sqlite3'}")
+        fleet = Fleet(broker.url, a.count, root / "kiosks", keys, id_prefix="demo-").start()
+        bridge = Bridge(broker.url, store, Keys(keys)).start()
+        for k in fleet.kiosks:
+            print(f"demo: kiosk {k['id']}  console {k['pty']}", flush=True)
+        app = create_app(bridge, [sim_router(fleet)], title="Kiosk bridge (demo)")
+        url = f"http://{host}:{port}/"
+        _serve_http(app, host, port, on_ready=lambda: print(
+            f"demo: dashboard {url}  (API docs {url}docs)\ndemo: Ctrl-C stops everything", flush=True))
+    except (EmulatorError, RuntimeError, StoreError, ConfigError) as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
+    finally:
+        print("demo: stopping", file=sys.stderr, flush=True)
+        if bridge:
+            bridge.stop()
+        if fleet:
+            fleet.stop()
+        if broker:
+            broker.stop()
+        if store:
+            store.close()
+        if tmp:
+            tmp.cleanup()
+    return 0

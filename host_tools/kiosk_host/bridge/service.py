@@ -1,0 +1,520 @@
+"""The bridge's MQTT side: verify what kiosks sign, store every event once
+before acknowledging it, ask for gaps, keep fleet state, and sign commands.
+
+Threads: paho's network loop only queues messages; one ingest thread takes
+them in batches (one store transaction per kiosk per batch, then the acks);
+a housekeeping thread times out commands no kiosk took and asks kiosks to
+resend gaps. Several bridge processes can share the work through MQTT v5
+shared subscriptions (`share=` group) against one store: the store hands
+each newly contiguous run of a kiosk's events to exactly one of them, in
+order (see store.add_events).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import paho.mqtt.client as mqtt
+
+from .. import protocol
+from .metrics import Counter, Gauge, Histogram, Registry
+from .store import TERMINAL, Store
+
+log = logging.getLogger("kiosk_bridge")
+
+KIOSK_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_PAYLOAD = 64 * 1024
+BATCH_MAX = 2000
+GAP_GRACE_S = 2.0        # a hole may only be a message still on its way (or at the other bridge)
+RESEND_EVERY_S = 5.0
+RESEND_MAX = 1000        # the kiosk's limit for one resend range
+STALE_GRACE_S = 5.0      # a command no kiosk answered by exp + this is timed out
+
+# What the bridge lets a client ask of a kiosk, with the argument types the
+# firmware's controller checks (firmware/kiosk/controller.py PHYSICAL and
+# IMMEDIATE); bad requests are refused here and never reach a kiosk.
+OPS: dict[str, dict[str, type]] = {
+    "pickup": {"order": str, "bin": int},
+    "restock": {"order": str, "bin": int},
+    "home": {},
+    "jog": {"bins": int},
+    "selftest": {},
+    "unlock": {"door": str},
+    "service_start": {"session": str},
+    "service_end": {},
+    "clear_excursion": {"excursion": str},
+    "cancel": {"target": str},
+    "verify_bin": {"bin": int, "present": bool},
+}
+
+
+class BridgeError(Exception):
+    """A request the bridge refuses; status is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class ConfigError(Exception):
+    pass
+
+
+def broker_settings(url: str, credentials_file: str | None = None, env=os.environ) -> dict[str, Any]:
+    """host, port, tls CA, user and password for a broker URL. Passwords come
+    from a file (one line `user:password`, or the password alone) or from
+    KIOSK_BRIDGE_MQTT_USER / KIOSK_BRIDGE_MQTT_PASSWORD, never from the
+    command line, where any user of the machine can read them."""
+    u = urlparse(url)
+    if u.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"broker URL must start with mqtt:// or mqtts://, not {url!r}")
+    if u.password:
+        raise ConfigError("put the broker password in a file (--broker-credentials) or in "
+                          "KIOSK_BRIDGE_MQTT_PASSWORD, not in the URL")
+    if not u.hostname:
+        raise ConfigError(f"broker URL {url!r} names no host")
+    try:
+        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise ConfigError(f"broker URL {url!r} has a bad port") from None
+    user = unquote(u.username) if u.username else env.get("KIOSK_BRIDGE_MQTT_USER")
+    password = env.get("KIOSK_BRIDGE_MQTT_PASSWORD")
+    if credentials_file:
+        try:
+            text = Path(credentials_file).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read broker credentials {credentials_file}: {e.strerror}") from None
+        if ":" in text:
+            user, password = text.split(":", 1)
+        else:
+            password = text
+    ca = parse_qs(u.query).get("ca", [None])[0]
+    if u.scheme == "mqtts" and ca and not Path(ca).is_file():
+        raise ConfigError(f"broker CA file {ca} does not exist")
+    return {"host": u.hostname, "port": port, "tls": u.scheme == "mqtts", "ca": ca, "user": user, "password": password}
+
+
+class Keys:
+    """Per-kiosk HMAC keys: <dir>/<kiosk id>.key, 64 hex digits (what
+    `kiosk-bridge emulate` and `kioskctl provision` write). Files are read
+    when first needed and again when they change, so a kiosk provisioned
+    while the bridge runs is picked up."""
+
+    def __init__(self, folder: str | os.PathLike[str]):
+        self.dir = Path(folder)
+        if not self.dir.is_dir():
+            raise ConfigError(f"keys folder {self.dir} does not exist")
+        self._cache: dict[str, tuple[float, bytes | None]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, kiosk: str) -> bytes | None:
+        if not KIOSK_ID.match(kiosk):
+            return None
+        path = self.dir / f"{kiosk}.key"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        with self.lock:
+            hit = self._cache.get(kiosk)
+            if hit and hit[0] == mtime:
+                return hit[1]
+            try:
+                text = path.read_text().strip()
+                key = bytes.fromhex(text) if len(text) >= 32 else None
+            except (OSError, ValueError):
+                key = None
+            if key is None:
+                log.error("key file %s is not hex (at least 16 bytes): kiosk %s ignored", path, kiosk)
+            self._cache[kiosk] = (mtime, key)
+            return key
+
+    def ids(self) -> list[str]:
+        return sorted(p.stem for p in self.dir.glob("*.key") if KIOSK_ID.match(p.stem))
+
+
+class Bridge:
+    def __init__(self, broker_url: str, store: Store, keys: Keys, share: str | None = None,
+                 credentials_file: str | None = None, command_ttl_s: int = 60, client_id: str | None = None):
+        self.broker = broker_settings(broker_url, credentials_file)
+        self.broker_url = broker_url
+        self.store = store
+        self.keys = keys
+        self.share = share
+        self.command_ttl_s = command_ttl_s
+        self.client_id = client_id or f"kiosk-bridge-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.inbox: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self.client: mqtt.Client | None = None
+        self._threads: list[threading.Thread] = []
+        self._gaps: dict[str, float] = {}          # kiosk -> when the hole after acked was first seen
+        self._resent: dict[str, float] = {}
+        self._ack_sent: dict[str, int] = {}
+        self._sent_at: dict[str, float] = {}        # command id -> monotonic time it was published
+        self._online: dict[str, bool] = {k["id"]: k["online"] for k in store.kiosks()}
+        self.listeners: list = []                  # called with (kind, kiosk) after a change is stored
+        self._metrics()
+
+    # -- metrics -------------------------------------------------------------
+    def _metrics(self) -> None:
+        r = self.registry = Registry()
+        r.add(Gauge("kiosk_bridge_kiosks_online", "Kiosks whose last state message says online.",
+                    fn=lambda: {(): sum(1 for v in self._online.values() if v)}))
+        r.add(Gauge("kiosk_bridge_kiosks_known", "Kiosks with a key in the keys folder.",
+                    fn=lambda: {(): len(self.keys.ids())}))
+        self.m_stored = r.add(Counter("kiosk_bridge_events_stored_total", "Kiosk events stored (each exactly once)."))
+        self.m_dupes = r.add(Counter("kiosk_bridge_events_duplicate_total",
+                                     "Kiosk events received again and ignored (already stored)."))
+        self.m_msgs = r.add(Counter("kiosk_bridge_messages_total", "MQTT messages taken in, by topic kind.", ("kind",)))
+        self.m_rejected = r.add(Counter("kiosk_bridge_messages_rejected_total",
+                                        "MQTT messages dropped, by reason.", ("reason",)))
+        self.m_acks = r.add(Counter("kiosk_bridge_acks_sent_total", "Acknowledgements published to kiosks."))
+        self.m_resends = r.add(Counter("kiosk_bridge_resend_requests_total", "Gap resend requests sent to kiosks."))
+        self.m_commands = r.add(Counter("kiosk_bridge_commands_total", "Commands that reached a terminal state.",
+                                        ("op", "state")))
+        self.m_cmd_latency = r.add(Histogram("kiosk_bridge_command_latency_seconds",
+                                             "From the request to the command's terminal state.", ("op",)))
+        self.m_store = r.add(Histogram("kiosk_bridge_store_seconds",
+                                       "Time to store one batch of a kiosk's events (commit included)."))
+        self.m_lag = r.add(Histogram("kiosk_bridge_ingest_lag_seconds",
+                                     "From a message's arrival at the bridge to its being stored."))
+        r.add(Gauge("kiosk_bridge_ingest_queue", "Messages received and not yet processed.",
+                    fn=lambda: {(): self.inbox.qsize()}))
+        self.m_excursions = r.add(Counter("kiosk_bridge_excursions_total", "Temperature excursions reported."))
+        r.add(Gauge("kiosk_bridge_excursions_open", "Excursions not yet cleared, across the fleet.",
+                    fn=self._open_excursions))
+        r.add(Gauge("kiosk_bridge_broker_connected", "1 while the bridge holds a broker session.",
+                    fn=lambda: {(): 1 if self.connected.is_set() else 0}))
+
+    def _open_excursions(self) -> dict[tuple, float]:
+        n = sum(len(k["status"].get("excursions", {})) for k in self.store.kiosks())
+        return {(): n}
+
+    # -- life cycle ----------------------------------------------------------
+    def start(self) -> "Bridge":
+        b = self.broker
+        v5 = self.share is not None
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                        **({} if v5 else {"clean_session": True}))
+        if b["user"]:
+            c.username_pw_set(b["user"], b["password"])
+        if b["tls"]:
+            c.tls_set(ca_certs=b["ca"])
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.reconnect_delay_set(0.5, 10)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        self.client = c
+        c.connect_async(b["host"], b["port"], keepalive=30)
+        c.loop_start()
+        for target, name in ((self._ingest, "bridge-ingest"), (self._housekeeping, "bridge-housekeeping")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self._threads:
+            t.join(10)
+        if self.client:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def wait_connected(self, timeout: float = 10) -> bool:
+        return self.connected.wait(timeout)
+
+    def _topic(self, kind: str) -> str:
+        t = f"kiosk/+/{kind}"
+        return f"$share/{self.share}/{t}" if self.share else t
+
+    def _on_connect(self, client, userdata, flags, rc, props=None):
+        if getattr(rc, "is_failure", False):
+            log.error("broker refused the connection: %s", rc)
+            return
+        client.subscribe([(self._topic(k), 1) for k in ("state", "evt", "reply", "tele")])
+        self.connected.set()
+        log.info("connected to %s:%s", self.broker["host"], self.broker["port"])
+
+    def _on_disconnect(self, client, userdata, flags, rc, props=None):
+        self.connected.clear()
+        if not self.stopping.is_set():
+            log.warning("broker connection lost (%s); reconnecting", rc)
+
+    def _on_message(self, client, userdata, m):
+        self.inbox.put((m.topic, m.payload, time.monotonic()))
+
+    # -- ingest --------------------------------------------------------------
+    def _ingest(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                first = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < BATCH_MAX:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._process(batch)
+            except Exception:   # the store failed: nothing was acked; the kiosks will send again
+                log.exception("could not process %d messages; kiosks will resend what was not acknowledged", len(batch))
+                time.sleep(1)
+
+    def verify(self, topic: str, payload: bytes) -> tuple[str, str, dict[str, Any]] | None:
+        """(kiosk, kind, message) for a correctly signed message from the kiosk
+        its topic names, else None (counted by reason)."""
+        parts = topic.split("/")
+        if len(parts) != 3 or parts[0] != "kiosk":
+            return self._reject("bad_topic")
+        kiosk, kind = parts[1], parts[2]
+        if kind not in ("state", "evt", "reply", "tele"):
+            return self._reject("bad_topic")
+        if not payload and kind == "state":
+            return None            # a cleared retained state
+        if len(payload) > MAX_PAYLOAD:
+            return self._reject("oversized")
+        key = self.keys.get(kiosk)
+        if key is None:
+            return self._reject("unknown_kiosk")
+        try:
+            msg = json.loads(payload)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return self._reject("bad_json")
+        if not isinstance(msg, dict):
+            return self._reject("bad_json")
+        try:
+            ok = protocol.verify(key, msg)
+        except Exception:
+            ok = False
+        if not ok:
+            return self._reject("bad_signature")
+        if msg.get("v") != protocol.VERSION:
+            return self._reject("bad_version")
+        if msg.get("kiosk") != kiosk:
+            return self._reject("wrong_kiosk")
+        return kiosk, kind, msg
+
+    def _reject(self, reason: str) -> None:
+        self.m_rejected.inc(1, reason)
+        return None
+
+    def _process(self, batch: list[tuple[str, bytes, float]]) -> None:
+        evts: dict[str, list[dict[str, Any]]] = {}
+        arrived: dict[str, float] = {}
+        tele: list[tuple[str, dict[str, Any]]] = []
+        for topic, payload, t_in in batch:
+            got = self.verify(topic, payload)
+            if got is None:
+                continue
+            kiosk, kind, msg = got
+            self.m_msgs.inc(1, kind)
+            if kind == "evt":
+                if not isinstance(msg.get("s"), int) or msg["s"] < 1 or not isinstance(msg.get("k"), str):
+                    self._reject("bad_event")
+                    continue
+                evts.setdefault(kiosk, []).append(msg)
+                arrived.setdefault(kiosk, t_in)
+            elif kind == "tele":
+                tele.append((kiosk, msg))
+            elif kind == "state":
+                self._state(kiosk, msg)
+            elif kind == "reply":
+                self._reply(kiosk, msg)
+        if tele:
+            self.store.set_tele(tele)
+            for kiosk, _ in tele:
+                self._tell("tele", kiosk)
+        for kiosk, events in evts.items():
+            self._events(kiosk, events, arrived[kiosk])
+
+    def _events(self, kiosk: str, events: list[dict[str, Any]], t_in: float) -> None:
+        lost = []
+        for e in events:
+            if e.get("k") == "journal_overflow" and isinstance(e.get("lost_from"), int) and isinstance(e.get("lost_to"), int):
+                lost.append((e["lost_from"], e["lost_to"]))
+            if e.get("k") == "temp" and e.get("ev") == "excursion_start" and not e.get("replayed"):
+                self.m_excursions.inc()
+        t0 = time.monotonic()
+        new, acked, done = self.store.add_events(kiosk, events, lost)
+        t1 = time.monotonic()
+        self.m_store.observe(t1 - t0)
+        self.m_lag.observe(t1 - t_in)
+        self.m_stored.inc(new)
+        self.m_dupes.inc(len(events) - new)
+        for cmd in done:
+            self._finished(cmd)
+        # Ack what is stored, also when nothing new arrived: a kiosk that sends
+        # again has not heard the last ack.
+        if acked:
+            self._ack(kiosk, acked)
+        if max(e["s"] for e in events) > acked:
+            self._gaps.setdefault(kiosk, time.monotonic())
+        else:
+            self._gaps.pop(kiosk, None)
+        self._tell("evt", kiosk)
+
+    def _ack(self, kiosk: str, upto: int) -> None:
+        key = self.keys.get(kiosk)
+        if key is None or self.client is None:
+            return
+        msg = protocol.sign(key, {"v": protocol.VERSION, "upto": upto, "t": int(time.time())})
+        self.client.publish(f"kiosk/{kiosk}/ack", json.dumps(msg, separators=(",", ":")), qos=1)
+        self._ack_sent[kiosk] = upto
+        self.m_acks.inc()
+
+    def _state(self, kiosk: str, msg: dict[str, Any]) -> None:
+        online = self.store.set_state(kiosk, msg)
+        self._online[kiosk] = online
+        if online and msg.get("online"):
+            j = msg.get("journal") if isinstance(msg.get("journal"), dict) else {}
+            theirs = j.get("acked") if isinstance(j.get("acked"), int) else 0
+            ours = self.store.acked(kiosk)
+            if theirs > ours and self.store.first_after(kiosk, 0) is None:
+                # A kiosk new to this store, whose earlier records another
+                # store acknowledged: they will not come again.
+                log.warning("%s: records up to %d were acknowledged before this store knew the kiosk", kiosk, theirs)
+                ours = self.store.adopt_acked(kiosk, theirs)
+            if ours:
+                self._ack(kiosk, ours)     # also sets the kiosk's clock
+        self._tell("state", kiosk)
+
+    def _reply(self, kiosk: str, msg: dict[str, Any]) -> None:
+        cid, state = msg.get("id"), msg.get("state")
+        if not isinstance(cid, str) or not isinstance(state, str):
+            self._reject("bad_reply")
+            return
+        info = msg.get("info") if isinstance(msg.get("info"), dict) else {}
+        r = self.store.update_command(cid, state, info.get("reason"), info, "reply", kiosk)
+        if r and r[1]:
+            self._finished(r[0])
+        if r:
+            self._tell("command", kiosk)
+
+    def _finished(self, cmd: dict[str, Any]) -> None:
+        self.m_commands.inc(1, cmd["op"], cmd["state"])
+        self.m_cmd_latency.observe(max(0.0, cmd["updated"] - cmd["created"]), cmd["op"])
+        self._sent_at.pop(cmd["command_id"], None)
+        self._tell("command", cmd["kiosk"])
+
+    def _tell(self, kind: str, kiosk: str) -> None:
+        for cb in self.listeners:
+            try:
+                cb(kind, kiosk)
+            except Exception:
+                log.exception("listener failed")
+
+    # -- housekeeping --------------------------------------------------------
+    def _housekeeping(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self._expire_commands()
+                self._ask_for_gaps()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    def _expire_commands(self) -> None:
+        for cmd in self.store.stale_commands(time.time() - STALE_GRACE_S):
+            if any(h.get("by") != "bridge" for h in cmd["history"]):
+                continue         # the kiosk has it (queued behind another operation)
+            r = self.store.update_command(cmd["command_id"], "timed_out", "no_answer",
+                                          {"detail": "the kiosk did not take the command before it expired"}, "bridge")
+            if r and r[1]:
+                self._finished(r[0])
+
+    def _ask_for_gaps(self) -> None:
+        now = time.monotonic()
+        for kiosk, since in list(self._gaps.items()):
+            acked = self.store.acked(kiosk)
+            nxt = self.store.first_after(kiosk, acked)
+            if nxt is None:
+                self._gaps.pop(kiosk, None)
+                continue
+            if now - since < GAP_GRACE_S or now - self._resent.get(kiosk, 0) < RESEND_EVERY_S:
+                continue
+            self._resent[kiosk] = now
+            try:
+                self.send(kiosk, "resend", {"from": acked + 1, "to": min(nxt - 1, acked + RESEND_MAX)}, record=False)
+                self.m_resends.inc()
+            except BridgeError as e:
+                log.warning("%s: could not ask for a gap: %s", kiosk, e)
+
+    # -- commands ------------------------------------------------------------
+    def check(self, op: str, args: Any) -> None:
+        """Refuse, with a clear message, what the kiosk would refuse."""
+        spec = OPS.get(op)
+        if spec is None:
+            raise BridgeError(422, f"unknown operation {op!r}; one of: {', '.join(sorted(OPS))}")
+        if not isinstance(args, dict):
+            raise BridgeError(422, "args must be an object")
+        for name in args:
+            if name not in spec:
+                raise BridgeError(422, f"{op} takes no argument {name!r}")
+        for name, typ in spec.items():
+            v = args.get(name)
+            if name not in args:
+                raise BridgeError(422, f"{op} needs {name!r}")
+            if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+                raise BridgeError(422, f"{name} must be {typ.__name__}")
+            if typ is str and not 0 < len(v) <= 64:
+                raise BridgeError(422, f"{name} must be 1 to 64 characters")
+            if typ is int and name in ("bin",) and v < 1:
+                raise BridgeError(422, "bin numbers start at 1")
+
+    def send(self, kiosk: str, op: str, args: dict[str, Any], record: bool = True) -> dict[str, Any] | None:
+        """Sign and publish one command. Recorded commands are followed to
+        their terminal state; `resend` (the bridge's own) is not."""
+        key = self.keys.get(kiosk)
+        if key is None:
+            raise BridgeError(404, f"unknown kiosk {kiosk!r} (no key in {self.keys.dir})")
+        if record:
+            self.check(op, args)
+            k = self.store.kiosk(kiosk)
+            if k is None or not k["online"]:
+                raise BridgeError(409, f"kiosk {kiosk} is offline: the command could not reach it")
+            if "bin" in args:
+                bins = _bin_count(k)
+                if bins and args["bin"] > bins:
+                    raise BridgeError(422, f"kiosk {kiosk} has bins 1 to {bins}")
+        if not self.connected.is_set() or self.client is None:
+            raise BridgeError(503, "the bridge is not connected to the broker")
+        cid = uuid.uuid4().hex
+        iat = int(time.time())
+        exp = iat + self.command_ttl_s
+        cmd = protocol.sign(key, {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args})
+        out = self.store.add_command(cid, kiosk, op, args, exp) if record else None
+        info = self.client.publish(f"kiosk/{kiosk}/cmd", json.dumps(cmd, separators=(",", ":")), qos=1, retain=False)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and record:
+            self.store.update_command(cid, "failed", "not_sent", {"detail": mqtt.error_string(info.rc)}, "bridge")
+            raise BridgeError(503, f"could not publish the command: {mqtt.error_string(info.rc)}")
+        if record:
+            self._sent_at[cid] = time.monotonic()
+            self._tell("command", kiosk)
+        return out
+
+
+def _bin_count(k: dict[str, Any]) -> int | None:
+    snap = (k.get("birth") or {}).get("snap") or {}
+    total = 0
+    for c in snap.get("carousels") or []:
+        if isinstance(c, dict) and isinstance(c.get("bins"), int):
+            total += c["bins"]
+        else:
+            return None
+    return total or None

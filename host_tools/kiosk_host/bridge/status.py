@@ -1,0 +1,115 @@
+"""A kiosk's status as the fleet view shows it (doors, alarms, excursions,
+last pickup), kept up to date from its birth snapshot and then from its
+events, applied in sequence order.
+
+The birth's snapshot describes the kiosk as of its journal's newest record
+(`journal.last`), so replayed events at or below that seq do not change the
+status: they are history the snapshot already includes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DOOR_EVENTS = {
+    "door_opened": ("door", "open"), "door_closed": ("door", "closed"), "door_forced": ("door", "open"),
+    "bolt_engaged": ("bolt", "engaged"), "bolt_released": ("bolt", "not_engaged"),
+}
+DOOR_ALARMS = {"door_forced": "forced", "door_held_open": "held_open", "bolt_not_engaged": "bolt_not_engaged"}
+
+
+def from_birth(birth: dict[str, Any]) -> dict[str, Any]:
+    snap = birth.get("snap") if isinstance(birth.get("snap"), dict) else {}
+    doors = {}
+    for name, d in (snap.get("doors") or {}).items():
+        if isinstance(d, dict):
+            doors[name] = {"door": d.get("door"), "bolt": d.get("bolt"), "energized": d.get("energized"),
+                           "alarms": list(d.get("alarms") or [])}
+    climate = snap.get("climate") if isinstance(snap.get("climate"), dict) else {}
+    excursions = {}
+    for x in climate.get("excursions") or []:
+        if isinstance(x, dict) and "id" in x:
+            excursions[str(x["id"])] = _excursion(x)
+    return {
+        "as_of": (birth.get("journal") or {}).get("last") or 0,
+        "doors": doors,
+        "excursions": excursions,
+        "held": bool(climate.get("held")),
+        "faults": list(snap.get("faults") or []),
+        "service": bool(snap.get("service")),
+        "homed": snap.get("homed"),
+        "bin_at_door": snap.get("bin_at_door"),
+        "stock": snap.get("stock") or {},
+        "unverified": snap.get("unverified") or [],
+        "op": snap.get("op"),
+        "last_pickup": None,
+    }
+
+
+def _excursion(x: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "sensor", "start", "end", "min_centi", "max_centi", "max_rh_centi", "bins")
+    return {k: x.get(k) for k in keep}
+
+
+def empty() -> dict[str, Any]:
+    return from_birth({})
+
+
+def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
+    """Fold one event (in seq order) into the status."""
+    if ev.get("s", 0) <= status.get("as_of", 0):
+        if ev.get("k") == "pickup" and status.get("last_pickup") is None:
+            status["last_pickup"] = _pickup(ev)
+        return
+    k = ev.get("k")
+    if k == "door":
+        d = status["doors"].setdefault(str(ev.get("door")), {"door": None, "bolt": None, "alarms": []})
+        e = ev.get("ev")
+        if e in DOOR_EVENTS:
+            field, value = DOOR_EVENTS[e]
+            d[field] = value
+        if e in DOOR_ALARMS and DOOR_ALARMS[e] not in d["alarms"]:
+            d["alarms"].append(DOOR_ALARMS[e])
+        if e == "door_closed":
+            d["alarms"] = [a for a in d["alarms"] if a != "held_open"]
+        if e == "bolt_engaged":
+            d["alarms"] = [a for a in d["alarms"] if a not in ("bolt_not_engaged", "forced")]
+    elif k == "pickup":
+        status["last_pickup"] = _pickup(ev)
+        status["stock"].pop(str(ev.get("bin")), None)
+    elif k == "restock":
+        status["stock"][str(ev.get("bin"))] = ev.get("order")
+    elif k == "temp":
+        e = ev.get("ev")
+        if e == "excursion_start":
+            status["excursions"][str(ev.get("id"))] = _excursion(ev)
+        elif e == "excursion_end" and str(ev.get("id")) in status["excursions"]:
+            status["excursions"][str(ev.get("id"))] = _excursion(ev)
+        elif e in ("excursion_cleared", "excursion_dropped"):
+            status["excursions"].pop(str(ev.get("id")), None)
+    elif k == "fault":
+        if ev.get("code") not in status["faults"]:
+            status["faults"].append(ev.get("code"))
+    elif k == "service":
+        status["service"] = ev.get("state") == "started"
+    elif k == "boot":
+        status["faults"] = []
+
+
+def _pickup(ev: dict[str, Any]) -> dict[str, Any]:
+    return {"seq": ev.get("s"), "t": ev.get("t"), "order": ev.get("order"), "bin": ev.get("bin"),
+            "command_id": ev.get("id"), "recovered": bool(ev.get("recovered"))}
+
+
+def alarms(status: dict[str, Any]) -> list[str]:
+    """Everything ops should look at, as short labels."""
+    out = []
+    for name, d in sorted(status.get("doors", {}).items()):
+        out += [f"{name} door: {a.replace('_', ' ')}" for a in d.get("alarms", [])]
+    for x in status.get("excursions", {}).values():
+        out.append(f"excursion {x['id']} on {x.get('sensor')}" + ("" if x.get("end") else " (ongoing)"))
+    out += [f"fault: {f}" for f in status.get("faults", [])]
+    if status.get("held"):
+        out.append("pickups held until excursions are cleared")
+    if status.get("unverified"):
+        out.append("bins to verify: " + ", ".join(str(b) for b in status["unverified"]))
+    return out
