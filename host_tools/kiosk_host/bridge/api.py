@@ -34,18 +34,18 @@ ID = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
 
 
 class Pickup(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     order_id: str = ID
     bin: int = Field(ge=1, le=10000)
 
 
 class ServiceSession(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     session: Optional[str] = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     op: Literal["home", "jog", "selftest", "unlock", "verify_bin", "service_end"]
     args: dict[str, Any] = Field(default_factory=dict)
 

@@ -1,0 +1,144 @@
+"""Helpers for the bridge tests: `kiosk-bridge serve` as a real process, its
+HTTP API, and what a kiosk's flash journal holds (to check the store
+against the source of truth)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from link_support import free_port, wait_port  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never through a proxy
+
+
+class BridgeProc:
+    """One `kiosk-bridge serve` process; stop(kill=True) is a crash."""
+
+    def __init__(self, root: Path, broker_url: str, keys: Path, db: str | None = None, share: str | None = None,
+                 name: str = "bridge", ttl: int = 60):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.broker_url, self.keys, self.share, self.name, self.ttl = broker_url, keys, share, name, ttl
+        self.db = db or f"sqlite:///{self.root / 'bridge.sqlite3'}"
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "BridgeProc":
+        args = [str(VENV_BIN / "kiosk-bridge"), "serve", "--broker", self.broker_url, "--db", self.db,
+                "--http", f"127.0.0.1:{self.port}", "--keys", str(self.keys), "--command-ttl", str(self.ttl), "-v"]
+        if self.share:
+            args += ["--share", self.share]
+        self.starts += 1
+        log = open(self.root / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        wait_port(self.port, 20)
+        wait_until(lambda: self.get("/healthz", ok_only=False)[0] == 200, 20, f"{self.name} connected to the broker")
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        p, self.proc = self.proc, None
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            p.wait(15)
+
+    def log(self) -> str:
+        return (self.root / f"{self.name}.log").read_text(errors="replace")[-4000:]
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"content-type": "application/json"} if data else {})
+        try:
+            with _HTTP.open(req, timeout=10) as r:
+                raw = r.read()
+                status = r.status
+                ctype = r.headers.get("content-type", "")
+        except urllib.error.HTTPError as e:
+            raw, status, ctype = e.read(), e.code, e.headers.get("content-type", "")
+        return status, (json.loads(raw) if "json" in ctype else raw.decode())
+
+    def get(self, path: str, ok_only: bool = True):
+        status, body = self.request("GET", path)
+        if ok_only:
+            assert status == 200, (path, status, body)
+            return body
+        return status, body
+
+    def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        return self.request("POST", path, {} if body is None else body)
+
+    def command(self, cid: str) -> dict[str, Any]:
+        return self.get(f"/api/commands/{cid}")
+
+    def wait_command(self, cid: str, states, timeout: float = 30) -> dict[str, Any]:
+        states = (states,) if isinstance(states, str) else tuple(states)
+        return wait_until(lambda: (lambda c: c if c["state"] in states else None)(self.command(cid)), timeout,
+                          f"command {cid} to reach {states}")
+
+    def kiosk(self, kid: str) -> dict[str, Any]:
+        return self.get(f"/api/kiosks/{kid}")
+
+    def events(self, kid: str, kind: str | None = None) -> list[dict[str, Any]]:
+        out, after = [], 0
+        while True:
+            q = f"/api/kiosks/{kid}/events?after={after}&limit=1000" + (f"&kind={kind}" if kind else "")
+            page = self.get(q)
+            out += page["events"]
+            if not page["next"]:
+                return out
+            after = page["next"]["after"]
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = self.get("/metrics")
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        for line in text.splitlines():
+            if line.startswith(want + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+
+def wait_until(pred, timeout: float = 10, what: str = "condition", every: float = 0.1):
+    end = time.monotonic() + timeout
+    while True:
+        r = pred()
+        if r:
+            return r
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def journal_records(flash: Path) -> dict[int, dict[str, Any]]:
+    """Every intact record on a kiosk's flash journal, by seq."""
+    out = {}
+    for seg in sorted((Path(flash) / "journal").glob("*.log")):
+        for line in seg.read_bytes().splitlines():
+            if line.startswith(b"#") or b"\t" not in line:
+                continue
+            body, crc = line.rsplit(b"\t", 1)
+            if crc.decode(errors="replace") != "%08x" % zlib.crc32(body):
+                continue
+            rec = json.loads(body)
+            out[rec["s"]] = rec
+    return out
+
+
+def signed_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    """A stored event without what the wire adds (v, kiosk, sig, replayed)."""
+    return {k: v for k, v in rec.items() if k not in ("v", "kiosk", "sig", "replayed")}
