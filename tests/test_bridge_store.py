@@ -1,0 +1,143 @@
+"""The bridge's store on both backends (a SQLite file, a real PostgreSQL):
+events exactly once, the acknowledged prefix never past a gap, lost ranges,
+commands that only move forward, births and deaths in boot order, and two
+processes advancing one kiosk's prefix without losing or reordering it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+from kiosk_host.bridge.store import Store, StoreError
+from pg_support import Postgres
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    pg = Postgres(tmp_path_factory.mktemp("pg")).start()
+    yield pg
+    pg.stop()
+
+
+_n = 0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path, postgres):
+    global _n
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bridge.sqlite3'}"
+    # a fresh database per test on the shared cluster
+    _n += 1
+    import psycopg
+
+    name = f"t{_n}_{int(time.time() * 1000) % 100000}"
+    with psycopg.connect(postgres.url, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    return postgres.url.rsplit("/", 1)[0] + "/" + name
+
+
+def ev(s, k="door", **f):
+    return dict({"s": s, "b": 1, "t": 1767225600 + s, "k": k}, **f)
+
+
+def test_events_are_stored_once_and_acked_only_up_to_a_gap(url):
+    st = Store(url)
+    assert st.add_events("k1", [ev(1), ev(2), ev(4)])[:2] == (3, 2)
+    assert st.first_after("k1", 2) == 4            # the hole is at 3
+    new, acked, _ = st.add_events("k1", [ev(2), ev(4), ev(1)])
+    assert (new, acked) == (0, 2)                   # replays change nothing
+    assert st.add_events("k1", [ev(3)])[:2] == (1, 4)
+    assert st.seqs("k1") == [1, 2, 3, 4]
+    assert st.acked("k2") == 0 and st.add_events("k2", [ev(1)])[1] == 1   # per kiosk
+    page = st.events("k1", after=1, limit=2)
+    assert [e["seq"] for e in page] == [2, 3] and page[0]["body"]["s"] == 2
+    assert [e["seq"] for e in st.events("k1", after=3, limit=10, newest_first=True)] == [2, 1]
+    st.close()
+    again = Store(url)                              # durable
+    assert again.acked("k1") == 4 and again.count_events("k1") == 4
+
+
+def test_a_lost_range_is_acked_past_and_a_known_prefix_adopted(url):
+    st = Store(url)
+    st.add_events("k1", [ev(1), ev(2)])
+    # records 3..9 were rotated off the kiosk's flash before anyone got them
+    _, acked, _ = st.add_events("k1", [ev(10, "journal_overflow", lost_from=3, lost_to=9), ev(11)],
+                                lost=[(3, 9)])
+    assert acked == 11
+    # a kiosk new to this store whose records up to 50 another store acked
+    assert st.adopt_acked("k9", 50) == 50
+    assert st.add_events("k9", [ev(52)])[1] == 50 and st.add_events("k9", [ev(51)])[1] == 52
+
+
+def test_events_fold_into_status_and_commands_in_seq_order(url):
+    st = Store(url)
+    st.add_command("c1", "k1", "pickup", {"order": "rx-1", "bin": 3}, 2000000000)
+    # The op event arrives before the door events it follows: nothing is
+    # applied until the prefix is whole, then all of it in order.
+    _, acked, done = st.add_events("k1", [ev(3, "pickup", id="c1", order="rx-1", bin=3),
+                                          ev(4, "op", id="c1", op="pickup", state="succeeded", opened=True)])
+    assert acked == 0 and done == [] and st.command("c1")["state"] == "queued"
+    _, acked, done = st.add_events("k1", [ev(1, door="pickup", ev="door_opened"),
+                                          ev(2, door="pickup", ev="door_closed")])
+    assert acked == 4 and [c["command_id"] for c in done] == ["c1"] and done[0]["state"] == "succeeded"
+    k = st.kiosk("k1")
+    assert k["status"]["doors"]["pickup"]["door"] == "closed"
+    assert k["status"]["last_pickup"]["command_id"] == "c1"
+    # Terminal is final; later news is history only.
+    cmd, became = st.update_command("c1", "in_progress", by="reply")
+    assert cmd["state"] == "succeeded" and not became
+    assert st.update_command("c1", "failed", "x", by="reply", kiosk="other-kiosk") is None
+
+
+def test_births_and_deaths_count_only_for_the_current_boot(url):
+    st = Store(url)
+    birth2 = {"online": True, "boot": 2, "fw": "0.1.0", "board": "emulator", "journal": {"last": 7, "acked": 7},
+              "snap": {"doors": {"pickup": {"door": "closed", "bolt": "engaged"}}, "faults": []}}
+    assert st.set_state("k1", birth2) is True
+    assert st.set_state("k1", {"online": False, "boot": 1, "why": "lost"}) is True     # an old will
+    assert st.set_state("k1", dict(birth2, boot=1)) is True and st.kiosk("k1")["boot"] == 2
+    assert st.set_state("k1", {"online": False, "boot": 2, "why": "stopped"}) is False
+    k = st.kiosk("k1")
+    assert not k["online"] and k["why"] == "stopped"
+    assert k["status"]["doors"]["pickup"] == {"door": "closed", "bolt": "engaged", "energized": None, "alarms": []}
+
+
+def test_commands_no_kiosk_took_are_found_for_timing_out(url):
+    st = Store(url)
+    st.add_command("old", "k1", "home", {}, int(time.time()) - 10)
+    st.add_command("new", "k1", "home", {}, int(time.time()) + 60)
+    assert [c["command_id"] for c in st.stale_commands(time.time())] == ["old"]
+    st.update_command("old", "timed_out", "no_answer", by="bridge")
+    assert st.stale_commands(time.time()) == []
+    assert st.command_counts()[("home", "timed_out")] == 1
+
+
+def _writer(url, first, n, out):
+    st = Store(url)
+    for s in range(first, first + n, 2):       # every other seq: the two writers interleave
+        st.add_events("k1", [ev(s)])
+    out.put(st.acked("k1"))
+
+
+def test_two_processes_share_one_kiosks_prefix(url):
+    Store(url).close()
+    q = multiprocessing.get_context("spawn").Queue()
+    procs = [multiprocessing.get_context("spawn").Process(target=_writer, args=(url, first, 200, q))
+             for first in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    st = Store(url)
+    assert st.seqs("k1") == list(range(1, 201))
+    assert st.acked("k1") == 200
+
+
+def test_bad_store_urls_are_refused_clearly(tmp_path):
+    with pytest.raises(StoreError, match="unsupported store URL"):
+        Store("mysql://x")
+    with pytest.raises(StoreError, match="cannot open"):
+        Store("postgresql://nobody@127.0.0.1:1/none")
