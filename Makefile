@@ -34,7 +34,7 @@ test: $(STAMP) mpylibs build
 	$(PYTEST) tests
 
 demo: $(STAMP) mpylibs build
-	$(VENV)/bin/kiosk-bridge demo
+	$(VENV)/bin/kiosk-bridge demo $(DEMO_ARGS)
 
 # Every benchmark; writes docs/benchmarks.md (figures, commands, machine, date).
 bench: $(STAMP) mpylibs build

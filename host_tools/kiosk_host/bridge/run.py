@@ -67,6 +67,11 @@ def serve_main(argv: list[str] | None = None) -> int:
     if not 5 <= a.command_ttl <= 300:
         p.error("--command-ttl must be between 5 and 300 seconds (the kiosk refuses longer)")
     _logging(a.verbose)
+    from urllib.parse import urlparse
+
+    if "://" in a.db and urlparse(a.db).password:
+        print("kiosk-bridge: put the database password in PGPASSWORD or ~/.pgpass, not in --db", file=sys.stderr)
+        return 2
     try:
         store = Store(a.db)
         bridge = Bridge(a.broker, store, Keys(a.keys), share=a.share, credentials_file=a.broker_credentials,

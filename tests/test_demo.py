@@ -1,0 +1,102 @@
+"""`kiosk-bridge demo`, the README's main command, as a user runs it: it
+prints the dashboard URL, serves the API and the emulator's control routes
+on one port, and Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bridge_support import wait_until
+from link_support import free_port
+
+VENV_BIN = Path(sys.executable).parent
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _get(url: str):
+    with _HTTP.open(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _post(url: str, body: dict):
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"}, method="POST")
+    with _HTTP.open(req, timeout=10) as r:
+        return r.status, json.loads(r.read())
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of pid."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_demo_runs_a_fleet_on_one_port_and_ctrl_c_stops_everything(tmp_path, broker):
+    port = free_port()
+    proc = subprocess.Popen([str(VENV_BIN / "kiosk-bridge"), "demo", "--count", "2", "--http", f"127.0.0.1:{port}",
+                             "--state-dir", str(tmp_path), "--broker", broker],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = []
+    try:
+        end = time.monotonic() + 90
+        while not any("dashboard http://" in line for line in out):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(out)
+            out.append(line)
+            assert time.monotonic() < end, "".join(out)
+        assert f"demo: broker {broker}" in "".join(out)
+        base = f"http://127.0.0.1:{port}"
+        kiosks = wait_until(lambda: (lambda ks: ks if len(ks) == 2 and all(k["online"] for k in ks) else None)(
+            _get(base + "/api/kiosks")), 60, "both kiosks online")
+        assert [k["id"] for k in kiosks] == ["demo-001", "demo-002"]
+        sim = _get(base + "/api/sim")
+        assert {k["id"] for k in sim} == {"demo-001", "demo-002"} and all(k["pty"].startswith("/dev/pts/") for k in sim)
+        # Door inputs are known one debounce period after boot; then force one.
+        wait_until(lambda: _get(base + "/api/kiosks/demo-001")["doors"].get("service", {}).get("door") == "closed",
+                   30, "the service door's state settled")
+        status, r = _post(base + "/api/sim/demo-001/door", {"door": "service", "action": "force"})
+        assert status == 200
+        wait_until(lambda: any("forced" in a for a in _get(base + "/api/kiosks/demo-001")["alarms"]), 30,
+                   "the forced door on the dashboard's data")
+        with _HTTP.open(base + "/", timeout=10) as r:
+            assert r.status == 200 and b"<html" in r.read().lower()
+        assert "/api/kiosks/{kiosk_id}/pickups" in _get(base + "/openapi.json")["paths"]
+        started = _children(proc.pid)
+        assert len(started) >= 3          # the broker and a MicroPython process per kiosk
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rest, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, "".join(out) + rest
+    for pid in started:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], \
+            f"process {pid} outlived the demo"
+    # The kiosks were stopped safely (Ctrl-C at their consoles), not killed.
+    for kid in ("demo-001", "demo-002"):
+        log = (tmp_path / "kiosks" / kid / "console.log").read_text(errors="replace")
+        assert "locks de-energised" in log
+    assert not os.path.exists(f"/proc/{proc.pid}/status") or proc.returncode == 0
