@@ -199,6 +199,12 @@ def clients(fleet):
         c.close()
 
 
+def can_connect(fleet: Broker, user: str, password: str | None = None) -> bool:
+    c = Client(fleet, user, password)
+    c.close()
+    return not c.rc.is_failure
+
+
 def mark(what: str) -> str:
     """A payload no other test sends."""
     return f"{what}-{time.monotonic_ns()}"
@@ -402,13 +408,12 @@ def test_provisioning_a_running_fleet(fleet, clients, tmp_path):
     # A new kiosk, then a reload: it connects and has its own rights only.
     pw_c = fleet.add("kiosk", "kiosk-c")
     fleet.pw["kiosk-c"] = pw_c
+    assert not can_connect(fleet, "kiosk-c")   # not before the reload
     fleet.reload()
     end = time.monotonic() + 10
-    while True:
-        c = clients("kiosk-c")
-        if not c.rc.is_failure:
-            break
+    while not can_connect(fleet, "kiosk-c"):
         assert time.monotonic() < end, fleet.log_text()
+    c = ok(clients("kiosk-c"))
     bridge = ok(clients("bridge-1"))
     bridge.subscribe("kiosk/+/evt")
     c.publish("kiosk/kiosk-a/evt", mark("c-as-a"))
@@ -416,24 +421,26 @@ def test_provisioning_a_running_fleet(fleet, clients, tmp_path):
     c.publish("kiosk/kiosk-c/evt", control)
     bridge.wait_msg("kiosk/kiosk-c/evt", control)
     assert not bridge.got("kiosk/kiosk-a/evt")
-    # Rotation: the old password stops working after a reload.
+    # Rotation: after the reload the old password no longer works, not even
+    # for the connection made with it (the broker checks it again).
     r = cli("add-kiosk", "kiosk-c", "--rotate", "--passwords", str(fleet.passwords),
             "--secrets", str(fleet.secrets))
     assert r.returncode == 0, r.stderr
     fleet.pw["kiosk-c"] = (fleet.secrets / "kiosk-c.mqtt-password").read_text().strip()
     assert fleet.pw["kiosk-c"] != pw_c
     fleet.reload()
-    end = time.monotonic() + 10
-    while not clients("kiosk-c", pw_c).rc.is_failure:
-        assert time.monotonic() < end
-    assert not clients("kiosk-c").rc.is_failure
-    # Removal.
+    c.wait(lambda: len(c.connects) > 1, "the old session dropped and its reconnect answered")
+    assert c.disconnects and c.connects[-1].is_failure
+    assert not can_connect(fleet, "kiosk-c", pw_c) and can_connect(fleet, "kiosk-c")
+    # Removal: the reload also drops the removed user's live connection.
+    live = ok(clients("kiosk-c"))
     r = cli("remove", "kiosk-c", "--passwords", str(fleet.passwords))
     assert r.returncode == 0, r.stderr
+    assert "kiosk-c:" not in fleet.passwords.read_text()
     fleet.reload()
-    end = time.monotonic() + 10
-    while not clients("kiosk-c").rc.is_failure:
-        assert time.monotonic() < end
+    live.wait(lambda: len(live.connects) > 1, "the removed kiosk dropped and its reconnect answered")
+    assert live.disconnects and live.connects[-1].is_failure
+    assert not can_connect(fleet, "kiosk-c")
     del fleet.pw["kiosk-c"]
 
 
