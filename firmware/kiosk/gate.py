@@ -18,6 +18,23 @@ def _int(x):
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _text(x, n):
+    """x if it is a string of 1..n characters that reads back the same
+    anywhere, else None. The JSON parser lets through lone surrogates
+    ("\\ud800", or one half of an escaped pair) and overlong UTF-8 bytes; a
+    refusal that echoed them would journal an event no host can decode, and
+    the host could not acknowledge past it."""
+    if not isinstance(x, str) or not 0 < len(x) <= n:
+        return None
+    want = 0
+    for c in x:
+        o = ord(c)
+        if 0xD800 <= o <= 0xDFFF or o > 0x10FFFF:
+            return None
+        want += 1 if o < 0x80 else 2 if o < 0x800 else 3 if o < 0x10000 else 4
+    return x if len(x.encode()) == want else None
+
+
 class Gate:
     def __init__(self, key, max_age_s, event, submit, reply, local=None,
                  path="seen.json", now=clock.now, max_seen=MAX_SEEN):
@@ -109,12 +126,8 @@ class Gate:
             return self.refuse("bad_json")
         if not isinstance(d, dict):
             return self.refuse("bad_version")
-        cid = d.get("id")
-        if not isinstance(cid, str) or not 0 < len(cid) <= 64:
-            cid = None
-        op = d.get("op")
-        if not isinstance(op, str) or not 0 < len(op) <= 32:
-            op = None
+        cid = _text(d.get("id"), 64)
+        op = _text(d.get("op"), 32)
         v = d.get("v")
         if not _int(v) or v != VERSION:
             return self.refuse("bad_version", cid, op)
