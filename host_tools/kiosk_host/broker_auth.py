@@ -112,14 +112,16 @@ def _write_atomic(path: Path, text: str, mode: int) -> None:
 
 
 def set_password(passwords: Path, user: str, password: str) -> None:
-    line = _hash_line(user, password)
+    _put_line(passwords, user, _hash_line(user, password))
+
+
+def _put_line(passwords: Path, user: str, line: str) -> None:
     kept = [ln for ln in (passwords.read_text().splitlines() if passwords.exists() else [])
             if ln.strip() and ln.split(":", 1)[0] != user]
     _write_atomic(passwords, "\n".join(kept + [line]) + "\n", 0o640)
 
 
-def _new_secret(secrets_dir: Path, user: str) -> tuple[str, Path]:
-    password = secrets.token_urlsafe(24)   # 192 bits; safe inside mqtt://user:pass@host URLs
+def _save_secret(secrets_dir: Path, user: str, password: str) -> Path:
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = secrets_dir / f"{user}.mqtt-password"
     tmp = path.with_name(path.name + ".new")
@@ -128,7 +130,7 @@ def _new_secret(secrets_dir: Path, user: str) -> tuple[str, Path]:
     with os.fdopen(fd, "w") as fh:
         fh.write(password + "\n")
     os.replace(tmp, path)
-    return password, path
+    return path
 
 
 # -- ACL file ----------------------------------------------------------------
@@ -192,8 +194,10 @@ def add_user(kind: str, name: str, passwords: Path, secrets_dir: Path, acl: Path
             raise AuthError("add-bridge needs --acl: the bridge's rights are a `user` block there")
         if exists and name not in bridges:
             raise AuthError(f"{name} is a kiosk in {passwords}, not a bridge")
-    password, secret = _new_secret(secrets_dir, name)
-    set_password(passwords, name, password)
+    password = secrets.token_urlsafe(24)   # 192 bits; safe inside mqtt://user:pass@host URLs
+    line = _hash_line(name, password)      # first: if hashing fails, nothing has changed
+    secret = _save_secret(secrets_dir, name, password)
+    _put_line(passwords, name, line)
     if kind == "bridge":
         add_bridge_acl(acl, name)
     return secret
