@@ -40,9 +40,12 @@ demo: $(STAMP) mpylibs build
 bench: $(STAMP) mpylibs build
 	$(VPY) benchmarks/run_all.py
 
-torture: $(STAMP)
-	@echo "make torture: not implemented yet (will run the tests in tests/torture)" >&2
-	@exit 1
+# Long fault-injection runs: 500 power cuts and 100 broker/bridge/network
+# outages on emulated kiosks behind a real bridge; prints every count.
+# Short versions run in `make test` (tests/test_torture.py).
+TORTURE_ARGS ?= --cuts 500 --outages 100 --kiosks 4 --seed 1
+torture: $(STAMP) mpylibs build
+	$(VPY) benchmarks/torture.py $(TORTURE_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -78,6 +78,15 @@ def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
         status["stock"].pop(str(ev.get("bin")), None)
     elif k == "restock":
         status["stock"][str(ev.get("bin"))] = ev.get("order")
+    elif k == "stock":
+        # A reset left a bin's content unknown, or a technician checked it.
+        b = ev.get("bin")
+        if ev.get("ev") == "unverified" and b not in status["unverified"]:
+            status["unverified"].append(b)
+        elif ev.get("ev") == "verified":
+            status["unverified"] = [x for x in status["unverified"] if x != b]
+            if not ev.get("present"):
+                status["stock"].pop(str(b), None)
     elif k == "temp":
         e = ev.get("ev")
         if e == "excursion_start":

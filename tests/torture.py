@@ -1,0 +1,355 @@
+"""Torture runs: emulated kiosks doing pickups, restocks and temperature
+logging through a real bridge while their power is cut at random instants
+(power-cut torture), or while the broker and the bridge are killed and the
+kiosks' network drops (outage torture). Seeded: the same seed gives the
+same schedule of operations and cut instants.
+
+Checked after every cut and at the end:
+- doors locked after boot: no lock energised when the kiosk comes back;
+- no pickup repeated: each pickup command has at most one `pickup` event
+  and at most one terminal `op` event, and a command a reset cut short
+  is never run again;
+- every journal event reaches the bridge's store exactly once: the store
+  equals the flash journal, contiguous from seq 1, field for field;
+- the journal stays readable: every kiosk boots again and journals on;
+- the simulated world saw no safety violation (motion with a door open,
+  a coil energised past its cap...).
+
+`make torture` runs the long versions (benchmarks/torture.py);
+tests/test_torture.py runs short ones inside `make test`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bridge_support import BridgeProc, journal_records, signed_fields, wait_until
+from kiosk_host.emulator import EmulatorError, Fleet
+from link_support import Mosquitto
+
+POLICIES = {"door_open_timeout_s": 4, "telemetry_period_s": 5, "sample_period_s": 2, "door_held_open_s": 30}
+TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
+BINS = 12
+
+
+class Problem(AssertionError):
+    pass
+
+
+class Rig:
+    def __init__(self, root: Path, kiosks: int, keepalive_s: int = 2):
+        self.root = Path(root)
+        self.broker = Mosquitto(self.root / "mq").start()
+        self.url = f"mqtt://127.0.0.1:{self.broker.port}"
+        self.fleet = Fleet(self.url, kiosks, self.root / "kiosks", self.root / "keys", policies=POLICIES,
+                           keepalive_s=keepalive_s).start()
+        self.bridge = BridgeProc(self.root / "bridge", self.url, self.root / "keys", ttl=30).start()
+        self.counts: Counter = Counter()
+        self.lock = threading.Lock()
+        for kid in self.fleet.ids:
+            self.wait_online(kid, 0, 60)
+
+    def count(self, what: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[what] += n
+
+    def close(self) -> None:
+        self.bridge.stop()
+        self.fleet.stop()
+        self.broker.stop()
+
+    # -- waiting ---------------------------------------------------------------
+    def kiosk(self, kid: str) -> dict[str, Any] | None:
+        try:
+            status, k = self.bridge.request("GET", f"/api/kiosks/{kid}")
+        except OSError:
+            return None
+        return k if status == 200 else None
+
+    def wait_online(self, kid: str, after_boot: int, timeout: float = 60) -> dict[str, Any]:
+        return wait_until(lambda: (lambda k: k if k and k["online"] and (k["boot"] or 0) > after_boot else None)(
+            self.kiosk(kid)), timeout, f"{kid} online after boot {after_boot}", every=0.1)
+
+    def settled(self, kid: str, timeout: float = 20) -> None:
+        """Door inputs known (a debounce period after boot)."""
+        wait_until(lambda: (lambda k: k and all(d.get("door") == "closed" and d.get("bolt") == "engaged"
+                                                 for d in k["doors"].values()) and len(k["doors"]) == 2)(
+            self.kiosk(kid)), timeout, f"{kid}'s doors settled")
+
+    # -- checks ----------------------------------------------------------------
+    def check_locked_after_boot(self, kid: str) -> None:
+        w = self.fleet.world(kid)["world"]
+        energised = [n for n, lk in w["locks"].items() if lk["energized"]]
+        self.count("boots_checked")
+        if energised:
+            self.count("doors_left_unlocked", len(energised))
+            raise Problem(f"{kid}: {energised} energised right after boot")
+
+    def check_store(self, kid: str, timeout: float = 90) -> int:
+        """The store holds the kiosk's flash journal exactly (returns the count)."""
+        flash = self.fleet.kiosk(kid).flash
+        wait_until(lambda: (lambda k: k and k["events_stored_upto"] >= max(journal_records(flash)))(self.kiosk(kid)),
+                   timeout, f"{kid}'s journal in the store", every=0.2)
+        recs = journal_records(flash)
+        stored = {e["seq"]: e["body"] for e in self.bridge.events(kid)}
+        missing = [s for s in range(1, max(recs) + 1) if s not in stored]
+        if missing:
+            self.count("events_lost", len(missing))
+            raise Problem(f"{kid}: seqs {missing[:10]} missing from the store")
+        differ = [s for s, r in recs.items() if signed_fields(stored[s]) != r]
+        if differ:
+            raise Problem(f"{kid}: stored events differ from flash at {differ[:10]}")
+        extra = [s for s in stored if s > max(recs)]
+        if extra:
+            raise Problem(f"{kid}: the store has events the journal does not: {extra[:10]}")
+        return len(stored)
+
+    def check_no_repeats(self, kid: str) -> tuple[int, int]:
+        evs = [e["body"] for e in self.bridge.events(kid)]
+        pickups = Counter(e["id"] for e in evs if e["k"] == "pickup")
+        ops = Counter(e["id"] for e in evs if e["k"] == "op")
+        again = [i for i, n in pickups.items() if n > 1] + [i for i, n in ops.items() if n > 1]
+        if again:
+            self.count("pickups_repeated", len(again))
+            raise Problem(f"{kid}: commands run twice: {again[:5]}")
+        return sum(pickups.values()), sum(1 for e in evs if e["k"] == "op" and e.get("reason") == "reset")
+
+    def check_world(self, kid: str) -> None:
+        w = self.fleet.world(kid)["world"]
+        if w and w.get("violation_count"):
+            self.count("violations", w["violation_count"])
+            raise Problem(f"{kid}: the simulated world saw violations: {w.get('violations')}")
+
+    def final_checks(self) -> dict[str, int]:
+        out = Counter()
+        for kid in self.fleet.ids:
+            out["events_checked"] += self.check_store(kid)
+            p, r = self.check_no_repeats(kid)
+            out["pickups_released"] += p
+            out["ops_cut_short"] += r
+            self.check_world(kid)
+            w = self.fleet.world(kid)["world"]
+            if any(lk["energized"] for lk in w["locks"].values()):
+                self.count("doors_left_unlocked")
+                raise Problem(f"{kid}: a lock energised at the end")
+        return dict(out)
+
+
+class Worker:
+    """One kiosk's day under torture: its own seeded schedule."""
+
+    def __init__(self, rig: Rig, kid: str, seed: int):
+        self.rig, self.kid = rig, kid
+        self.rng = random.Random(f"{seed}:{kid}")
+        self.stock: dict[int, str] = {}
+        self.n = 0
+
+    def api(self, method: str, path: str, body=None) -> tuple[int, Any]:
+        try:
+            return self.rig.bridge.request(method, f"/api/kiosks/{self.kid}{path}", body)
+        except OSError as e:
+            return 0, {"detail": str(e)}
+
+    def cmd(self, path: str, body=None, method: str = "POST") -> str | None:
+        status, r = self.api(method, path, body)
+        return r["command_id"] if status == 202 else None
+
+    def wait_cmd(self, cid: str | None, timeout: float = 30) -> str | None:
+        if cid is None:
+            return None
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.powered():
+            try:
+                status, c = self.rig.bridge.request("GET", f"/api/commands/{cid}")
+            except OSError:
+                status, c = 0, None
+            if status == 200 and c["state"] in TERMINAL:
+                return c["state"]
+            time.sleep(0.1)
+        return None
+
+    def powered(self) -> bool:
+        return self.rig.fleet.kiosk(self.kid).want_power
+
+    def door_cycle(self, door: str, deadline: float) -> None:
+        """A person at the door: opens it once unlocked, holds it, closes it."""
+        while time.monotonic() < deadline and self.powered():
+            try:
+                w = self.rig.fleet.world(self.kid)["world"]
+                if w and w["locks"][door]["energized"]:
+                    time.sleep(self.rng.uniform(0.1, 0.6))
+                    self.rig.fleet.door(self.kid, door, "open")
+                    time.sleep(1.6)
+                    self.rig.fleet.door(self.kid, door, "close")
+                    return
+            except EmulatorError:
+                return
+            time.sleep(0.1)
+
+    def sync_stock(self) -> None:
+        k = self.rig.kiosk(self.kid)
+        if k:
+            self.stock = {int(b): o for b, o in k["status"]["stock"].items()}
+            self.unverified = list(k["status"].get("unverified") or [])
+
+    def one_operation(self) -> None:
+        """Something the kiosk does in a day, chosen by the schedule."""
+        self.n += 1
+        self.sync_stock()
+        r = self.rng.random()
+        unverified = getattr(self, "unverified", [])
+        if unverified or (r < 0.45 and len(self.stock) < BINS):
+            # A service visit: verify what a reset left unknown, load a bin.
+            if self.wait_cmd(self.cmd("/service", {"session": f"svc-{self.n}"})) != "succeeded":
+                return
+            for b in unverified:
+                self.wait_cmd(self.cmd("/commands", {"op": "verify_bin", "args": {"bin": b, "present": False}}))
+            free = [b for b in range(1, BINS + 1) if b not in self.stock and b not in unverified]
+            if free:
+                b = self.rng.choice(free)
+                cid = self.cmd("/restocks", {"order_id": f"{self.kid}-o{self.n}", "bin": b})
+                if cid:
+                    self.rig.count("restocks_requested")
+                    self.door_cycle("service", time.monotonic() + 15)
+                    self.wait_cmd(cid)
+            self.wait_cmd(self.cmd("/service", method="DELETE"))
+        elif r < 0.85 and self.stock:
+            b = self.rng.choice(sorted(self.stock))
+            cid = self.cmd("/pickups", {"order_id": self.stock[b], "bin": b})
+            if cid:
+                self.rig.count("pickups_requested")
+                if self.rng.random() < 0.85:
+                    self.door_cycle("pickup", time.monotonic() + 15)
+                self.wait_cmd(cid)
+        else:
+            try:
+                self.rig.fleet.sensor(self.kid, self.rng.choice(["cabinet", "shelf_top"]),
+                                      celsius=round(self.rng.uniform(17.0, 32.0), 1))
+                self.rig.count("temperature_changes")
+            except EmulatorError:
+                pass
+            time.sleep(self.rng.uniform(0.5, 2.0))
+
+
+def power_cut_run(rig: Rig, cuts_per_kiosk: int, seed: int, log=print) -> dict[str, int]:
+    """Each kiosk works while a cutter pulls its plug at random instants."""
+    errors: list[BaseException] = []
+
+    def kiosk_loop(kid: str) -> None:
+        w = Worker(rig, kid, seed)
+        cut_rng = random.Random(f"{seed}:{kid}:cuts")
+        try:
+            for i in range(cuts_per_kiosk):
+                k = rig.wait_online(kid, 0)
+                rig.settled(kid)
+                boot = k["boot"]
+                at = cut_rng.uniform(0.05, 9.0)       # the instant, seconds into the work
+                cutter = threading.Timer(at, lambda: _cut(rig, kid))
+                cutter.start()
+                t0 = time.monotonic()
+                while cutter.is_alive() and time.monotonic() - t0 < at + 1:
+                    w.one_operation()
+                cutter.join()
+                rig.count("power_cuts")
+                rig.fleet.power(kid, True)
+                rig.wait_online(kid, boot)
+                rig.check_locked_after_boot(kid)
+                # a door someone held open when the power went is shut again
+                for door in ("pickup", "service"):
+                    try:
+                        rig.fleet.door(kid, door, "close")
+                    except EmulatorError:
+                        pass
+                if (i + 1) % 10 == 0:
+                    log(f"{kid}: {i + 1} cuts")
+        except BaseException as e:  # reported by the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=kiosk_loop, args=(kid,), daemon=True) for kid in rig.fleet.ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    for kid in rig.fleet.ids:
+        rig.settled(kid)
+    out = rig.final_checks()
+    out.update(rig.counts)
+    return out
+
+
+def _cut(rig: Rig, kid: str) -> None:
+    try:
+        rig.fleet.power(kid, False)
+    except EmulatorError:
+        pass
+
+
+def outage_run(rig: Rig, outages: int, seed: int, log=print) -> dict[str, int]:
+    """Broker and bridge killed and restarted, kiosks' network dropped, at
+    random, while the kiosks keep working."""
+    rng = random.Random(f"{seed}:outages")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work(kid: str) -> None:
+        w = Worker(rig, kid, seed + 1)
+        try:
+            while not stop.is_set():
+                w.one_operation()
+                time.sleep(0.2)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(kid,), daemon=True) for kid in rig.fleet.ids]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(outages):
+            time.sleep(rng.uniform(0.5, 3.0))
+            what = rng.choice(["broker", "bridge", "network", "broker_and_bridge"])
+            down = rng.uniform(0.5, 4.0)
+            if what in ("broker", "broker_and_bridge"):
+                rig.broker.stop()                       # SIGKILL
+            if what in ("bridge", "broker_and_bridge"):
+                rig.bridge.stop(kill=True)
+            if what == "network":
+                kid = rng.choice(rig.fleet.ids)
+                rig.fleet.network(kid, False)
+            time.sleep(down)
+            if what in ("broker", "broker_and_bridge"):
+                rig.broker.start()
+            if what in ("bridge", "broker_and_bridge"):
+                rig.bridge.start()
+            if what == "network":
+                rig.fleet.network(kid, True)
+            rig.count(f"outages_{what}")
+            rig.count("outages")
+            if (i + 1) % 10 == 0:
+                log(f"{i + 1} outages")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    if errors:
+        raise errors[0]
+    for kid in rig.fleet.ids:
+        rig.wait_online(kid, 0, 90)
+        for door in ("pickup", "service"):
+            rig.fleet.door(kid, door, "close")
+    out = rig.final_checks()
+    out.update(rig.counts)
+    stalls = []
+    for kid in rig.fleet.ids:
+        k = rig.kiosk(kid)
+        link = ((k or {}).get("telemetry") or {}).get("link") or {}
+        if isinstance(link.get("max_stall_us"), int):
+            stalls.append(link["max_stall_us"])
+    out["max_link_stall_us"] = max(stalls) if stalls else -1
+    return out
