@@ -207,6 +207,19 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     expect(page.locator("#kiosk-last-pickup")).to_contain_text("rx-700 from bin 5")
     expect(page.locator("#kiosk-stock")).to_have_text("empty")
 
+    # The log in pages of 5: the newest first, then older ones on request, with no gap.
+    pickup_seq = int(pickup_ev.get_attribute("data-seq"))
+    wait_until(lambda: (lambda k: k["events_stored_upto"] >= k["journal_last"])(site.get(f"/api/kiosks/{kid}")), 20,
+               "the journal stored without a gap")
+    page.goto(site.base + f"/kiosk/{kid}?events_page=5")
+    expect(events).to_have_count(5)
+    top = [int(x) for x in events.evaluate_all("rows => rows.map(r => r.dataset.seq)")]
+    assert top[0] >= pickup_seq and top == list(range(top[0], top[0] - 5, -1))
+    page.click("#events-older")
+    expect(events).to_have_count(10)
+    assert [int(x) for x in events.evaluate_all("rows => rows.map(r => r.dataset.seq)")] == \
+        list(range(top[0], top[0] - 10, -1))
+
     # The excursion, ended, is cleared with its button.
     xrow = page.locator('#excursions-table tr[data-testid="excursion-row"]')
     expect(xrow).to_have_count(1)

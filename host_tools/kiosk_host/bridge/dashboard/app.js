@@ -7,7 +7,8 @@
 const POLL_MS = 1500;            // fleet and kiosk status, new events
 const COMMAND_POLL_MS = 500;     // a command being watched until it ends
 const TEMP_POLL_MS = 10000;      // temperature history
-const EVENTS_PAGE = 50;
+// Events per page of the log; ?events_page=N on a kiosk page changes it.
+const EVENTS_PAGE = Math.min(1000, Math.max(1, Number(new URLSearchParams(location.search).get("events_page")) || 50));
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
 const TERMINAL = new Set(["succeeded", "failed", "timed_out", "rejected", "cancelled"]);
 
@@ -88,8 +89,10 @@ function fmtTime(t) {
   if (typeof t !== "number") return "—";
   return new Date(t * 1000).toLocaleString([], { hour12: false });
 }
-function fmtClock(t) {
-  return new Date(t * 1000).toLocaleTimeString([], { hour12: false, hour: "2-digit", minute: "2-digit" });
+function fmtClock(t, withDay) {
+  const opts = { hour12: false, hour: "2-digit", minute: "2-digit" };
+  if (withDay) opts.weekday = "short";
+  return new Date(t * 1000).toLocaleTimeString([], opts);
 }
 function fmtC(c) {
   return typeof c === "number" ? `${c.toFixed(1)} °C` : "—";
@@ -446,6 +449,7 @@ function kioskView(id) {
     (tr, cid) => {
       const c = k.commands.find((x) => x.command_id === cid);
       setText(tr.children[0], fmtTime(c.created));
+      setAttr(tr.children[0], "class", "nowrap");
       setText(tr.children[1], words(c.op));
       setText(tr.children[2], Object.entries(c.args || {}).map(([a, v]) => `${a}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ") || "—");
       setText(tr.children[3], words(c.state));
@@ -465,7 +469,7 @@ function kioskView(id) {
     const b = e.body || {};
     const tr = h("tr", { "data-seq": e.seq, "data-kind": e.kind, "data-testid": "event", class: fresh ? "fresh" : null },
       h("td", { class: "num", text: e.seq }),
-      h("td", { text: fmtTime(e.t) }),
+      h("td", { class: "nowrap", text: fmtTime(e.t) }),
       h("td", { text: e.kind }),
       h("td", { text: describe(b) }));
     shown.add(e.seq);
@@ -690,6 +694,7 @@ function describe(b) {
   const skip = new Set(["k", "kiosk", "s", "sig", "v", "b", "t", "ev"]);
   const val = (k, v) => {
     if (k.endsWith("_centi") && typeof v === "number") return `${k.slice(0, -6)}=${(v / 100).toFixed(2)}`;
+    if ((k === "start" || k === "end") && typeof v === "number" && v > 1e9) return `${k}=${fmtTime(v)}`;
     if (v !== null && typeof v === "object") return `${k}=${JSON.stringify(v)}`;
     return `${k}=${v}`;
   };
@@ -713,10 +718,13 @@ function describe(b) {
 function chart(sensor, points, t, now) {
   const W = 480, H = 200, L = 40, R = 10, T = 10, B = 24;
   const band = t.band_c || [20, 25], limits = t.limits_c || [15, 30];
-  const since = t.since, until = Math.max(now, since + 60);
-  const pts = points.filter((p) => p[0] >= since);
+  const pts = points.filter((p) => p[0] >= t.since);
+  // The period asked for, narrowed to where readings start (at least 10 minutes shown).
+  const until = Math.max(now, ...pts.map((p) => p[0]));
+  const since = pts.length ? Math.max(t.since, Math.min(pts[0][0] - 30, until - 600)) : t.since;
+  const long = until - since > 20 * 3600;
   const vals = pts.map((p) => p[1]).filter((v) => typeof v === "number");
-  const lo = Math.floor(Math.min(limits[0] - 2, ...vals)), hi = Math.ceil(Math.max(limits[1] + 2, ...vals));
+  const lo = Math.floor(Math.min(limits[0] - 2, ...vals.map((v) => v - 1))), hi = Math.ceil(Math.max(limits[1] + 2, ...vals.map((v) => v + 1)));
   const x = (ts) => L + ((ts - since) / (until - since)) * (W - L - R);
   const y = (c) => T + ((hi - c) / (hi - lo)) * (H - T - B);
   const latest = [...pts].reverse().find((p) => typeof p[1] === "number");
@@ -743,7 +751,7 @@ function chart(sensor, points, t, now) {
   const n = 4;
   for (let i = 0; i <= n; i++) {
     const ts = since + ((until - since) * i) / n;
-    ticks.push(s("text", { x: x(ts), y: H - 8, "text-anchor": i === 0 ? "start" : i === n ? "end" : "middle", class: "tick", text: fmtClock(ts) }));
+    ticks.push(s("text", { x: x(ts), y: H - 8, "text-anchor": i === 0 ? "start" : i === n ? "end" : "middle", class: "tick", text: fmtClock(ts, long) }));
   }
   const levels = [...new Set([limits[0], band[0], band[1], limits[1]])];
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": titleId, class: "chart",
