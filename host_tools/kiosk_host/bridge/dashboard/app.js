@@ -95,7 +95,7 @@ function fmtClock(t, withDay) {
   return new Date(t * 1000).toLocaleTimeString([], opts);
 }
 function fmtC(c) {
-  return typeof c === "number" ? `${c.toFixed(1)} °C` : "—";
+  return typeof c === "number" ? `${c.toFixed(1)}\u00a0°C` : "—";
 }
 function words(x) {
   return String(x ?? "unknown").replace(/_/g, " ");
@@ -340,7 +340,8 @@ function kioskView(id) {
 
   // Events.
   el.events = h("tbody");
-  el.older = h("button", { id: "events-older", type: "button", "data-testid": "events-older", text: "Load older events" });
+  el.older = h("button", { id: "events-older", type: "button", "data-testid": "events-older", text: "Load older events",
+    hidden: true });
   el.eventsNote = h("p", { id: "events-note", class: "muted" });
 
   // Simulate (demo only).
@@ -349,7 +350,7 @@ function kioskView(id) {
   main.replaceChildren(
     h("p", { class: "crumbs" }, h("a", { href: "/", "data-route": true, text: "← Fleet" })),
     h("h1", { id: "kiosk-title" }, `Kiosk ${id} `, el.state),
-    h("div", { id: "kiosk-body", class: "layout" },
+    el.body = h("div", { id: "kiosk-body", class: "layout", hidden: true },
       h("section", { id: "status", class: "card", "aria-labelledby": "status-h" },
         h("h2", { id: "status-h", text: "Status" }),
         el.facts,
@@ -373,7 +374,7 @@ function kioskView(id) {
       h("section", { id: "excursions", class: "card wide", "aria-labelledby": "exc-h" },
         h("h2", { id: "exc-h", text: "Excursions" }),
         el.excursionNote,
-        h("table", { id: "excursions-table", class: "grid", "data-testid": "excursions-table" },
+        h("table", { id: "excursions-table", class: "grid", "data-testid": "excursions-table", hidden: true },
           h("thead", {}, h("tr", {}, ["Id", "Sensor", "Start", "End", "Min", "Max", "Bins", ""].map((t) => h("th", { scope: "col", text: t })))),
           el.excursions),
         el.excursionStatus),
@@ -644,6 +645,7 @@ function kioskView(id) {
       const k = await api("GET", kioskPath(id));
       problem("kiosk", null);
       updateStatus(k);
+      el.body.hidden = false;
       // An excursion started, ended or was cleared: show it now, not at the next temperature poll.
       const exc = JSON.stringify((k.status && k.status.excursions) || {});
       if (lastExcursions !== null && lastExcursions !== exc) tempPoll.poke();
@@ -652,6 +654,7 @@ function kioskView(id) {
       if (e.status === 404) {
         setText(el.state, "unknown");
         setAttr(el.state, "class", "badge bad");
+        el.body.hidden = true;
       }
       problem("kiosk", e);
       return;
@@ -799,6 +802,14 @@ async function setupSim(id, box, getKiosk) {
       show(`Door ${action} refused: ${e.message}`, false);
     }
   };
+  const toggle = (what, body, label) => async () => {
+    try {
+      await api("POST", `/api/sim/${encodeURIComponent(id)}/${what}`, body);
+      show(label, true);
+    } catch (e) {
+      show(`${what} refused: ${e.message}`, false);
+    }
+  };
   const form = h("form", { id: "sim-sensor-form", class: "inline-form" },
     h("label", { for: "sim-sensor", text: "Sensor" }), sensorSel,
     h("label", { for: "sim-celsius", text: "°C" }), celsius,
@@ -820,7 +831,17 @@ async function setupSim(id, box, getKiosk) {
       h("button", { type: "button", "data-testid": "sim-open", onclick: door("open"), text: "Open" }),
       h("button", { type: "button", "data-testid": "sim-close", onclick: door("close"), text: "Close" }),
       h("button", { type: "button", "data-testid": "sim-force", class: "danger", onclick: door("force"), text: "Force open" })),
-    form, out);
+    form,
+    h("div", { class: "inline-form" },
+      h("button", { type: "button", class: "plain", "data-testid": "sim-power-off", text: "Power off",
+        onclick: toggle("power", { on: false }, "Power cut: the kiosk goes offline.") }),
+      h("button", { type: "button", class: "plain", "data-testid": "sim-power-on", text: "Power on",
+        onclick: toggle("power", { on: true }, "Power back: the kiosk boots.") }),
+      h("button", { type: "button", class: "plain", "data-testid": "sim-network-down", text: "Network down",
+        onclick: toggle("network", { up: false }, "Network down: the kiosk keeps its journal until it is back.") }),
+      h("button", { type: "button", class: "plain", "data-testid": "sim-network-up", text: "Network up",
+        onclick: toggle("network", { up: true }, "Network back.") })),
+    out);
   box.hidden = false;
   return null;
 }
