@@ -536,7 +536,7 @@ function kioskView(id) {
       const show = (c) => {
         setAttr(el.pickupStatus, "data-state", c.state);
         setAttr(el.pickupStatus, "class", `status state ${c.state}`);
-        const hint = c.state === "in_progress" ? " (the door is unlocked for the patient)" : "";
+        const hint = c.state === "in_progress" ? " (bringing the bin to the door, then waiting for the patient)" : "";
         setText(el.pickupStatus, `Pickup of ${order} from bin ${bin}: ${words(c.state)}${c.reason ? ` (${c.reason})` : ""}${hint}`);
         if (TERMINAL.has(c.state)) el.pickupButton.disabled = false;
       };
