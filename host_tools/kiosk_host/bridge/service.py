@@ -2,7 +2,8 @@
 before acknowledging it, ask for gaps, keep fleet state, and sign commands.
 
 Threads: paho's network loop only queues messages; one ingest thread takes
-them in batches (one store transaction per kiosk per batch, then the acks);
+them in batches (one store transaction for all the batch's events, then the
+acks);
 a housekeeping thread times out commands no kiosk took and asks kiosks to
 resend gaps. Several bridge processes can share the work through MQTT v5
 shared subscriptions (`share=` group) against one store: the store hands
@@ -17,6 +18,7 @@ import logging
 import os
 import queue
 import re
+import socket
 import threading
 import time
 import uuid
@@ -186,7 +188,8 @@ class Bridge:
         self.m_cmd_latency = r.add(Histogram("kiosk_bridge_command_latency_seconds",
                                              "From the request to the command's terminal state.", ("op",)))
         self.m_store = r.add(Histogram("kiosk_bridge_store_seconds",
-                                       "Time to store one batch of a kiosk's events (commit included)."))
+                                       "Time to store one ingest batch of events, every kiosk's in it in one "
+                                       "transaction (commit included)."))
         self.m_lag = r.add(Histogram("kiosk_bridge_ingest_lag_seconds",
                                      "From a message's arrival at the bridge to its being stored."))
         r.add(Gauge("kiosk_bridge_ingest_queue", "Messages received and not yet processed.",
@@ -198,8 +201,7 @@ class Bridge:
                     fn=lambda: {(): 1 if self.connected.is_set() else 0}))
 
     def _open_excursions(self) -> dict[tuple, float]:
-        n = sum(len(k["status"].get("excursions", {})) for k in self.store.kiosks())
-        return {(): n}
+        return {(): self.store.open_excursions()}
 
     # -- life cycle ----------------------------------------------------------
     def start(self) -> "Bridge":
@@ -246,6 +248,10 @@ class Bridge:
         if getattr(rc, "is_failure", False):
             log.error("broker refused the connection: %s", rc)
             return
+        try:   # acks are small packets sent one by one: no Nagle delay behind the previous one
+            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
         client.subscribe([(self._topic(k), 1) for k in ("state", "evt", "reply", "tele")])
         self.connected.set()
         log.info("connected to %s:%s", self.broker["host"], self.broker["port"])
@@ -341,21 +347,47 @@ class Bridge:
             self.store.set_tele(tele)
             for kiosk, _ in tele:
                 self._tell("tele", kiosk)
-        for kiosk, events in evts.items():
-            self._events(kiosk, events, arrived[kiosk])
+        if evts:
+            self._events(evts, arrived)
 
-    def _events(self, kiosk: str, events: list[dict[str, Any]], t_in: float) -> None:
-        lost = []
-        for e in events:
-            if e.get("k") == "journal_overflow" and isinstance(e.get("lost_from"), int) and isinstance(e.get("lost_to"), int):
-                lost.append((e["lost_from"], e["lost_to"]))
-            if e.get("k") == "temp" and e.get("ev") == "excursion_start" and not e.get("replayed"):
-                self.m_excursions.inc()
+    def _events(self, evts: dict[str, list[dict[str, Any]]], arrived: dict[str, float]) -> None:
+        """Store every kiosk's events of this batch in one transaction (one
+        commit), then acknowledge each kiosk's stored prefix."""
+        batches = []
+        for kiosk, events in evts.items():
+            lost = []
+            for e in events:
+                if (e.get("k") == "journal_overflow" and isinstance(e.get("lost_from"), int)
+                        and isinstance(e.get("lost_to"), int)):
+                    lost.append((e["lost_from"], e["lost_to"]))
+                if e.get("k") == "temp" and e.get("ev") == "excursion_start" and not e.get("replayed"):
+                    self.m_excursions.inc()
+            batches.append((kiosk, events, lost))
         t0 = time.monotonic()
-        new, acked, done = self.store.add_events(kiosk, events, lost)
+        try:
+            results = self.store.add_batches(batches)
+        except Exception:
+            if len(batches) == 1:
+                raise
+            # One kiosk's events must not hold back the others': store them
+            # kiosk by kiosk, as one transaction each.
+            log.exception("could not store %d kiosks' events together; storing them one kiosk at a time", len(batches))
+            results = {}
+            for b in batches:
+                try:
+                    results.update(self.store.add_batches([b]))
+                except Exception:
+                    log.exception("%s: could not store %d events; the kiosk will send them again", b[0], len(b[1]))
+            if not results:
+                raise
         t1 = time.monotonic()
         self.m_store.observe(t1 - t0)
-        self.m_lag.observe(t1 - t_in)
+        for kiosk, (new, acked, done) in results.items():
+            self._stored(kiosk, evts[kiosk], new, acked, done, t1 - arrived[kiosk])
+
+    def _stored(self, kiosk: str, events: list[dict[str, Any]], new: int, acked: int, done: list[dict[str, Any]],
+                lag: float) -> None:
+        self.m_lag.observe(lag)
         self.m_stored.inc(new)
         self.m_dupes.inc(len(events) - new)
         for cmd in done:

@@ -160,16 +160,32 @@ class Store:
         the work keep each kiosk's order.
         Returns (how many were new, the new acked, the outcomes of commands
         that became terminal)."""
+        return self.add_batches([(kiosk, events, lost)])[kiosk]
+
+    def add_batches(self, batches: list[tuple[str, list[dict[str, Any]], list[tuple[int, int]]]]
+                    ) -> dict[str, tuple[int, int, list[dict[str, Any]]]]:
+        """add_events for several kiosks (each named once) in ONE transaction:
+        one commit for a whole ingest batch instead of one per kiosk. Each
+        kiosk is handled exactly as add_events does; kiosks are locked in id
+        order, so two bridges storing overlapping sets cannot deadlock.
+        Returns {kiosk: (new, acked, done)}; nothing is committed, and so
+        nothing may be acknowledged, unless all of it is."""
         now = time.time()
-        rows = [(kiosk, e["s"], e.get("b"), e.get("t"), e.get("k"), _dumps(e), now) for e in events]
+        out = {}
         with self._tx():
-            acked = self._lock_kiosk(kiosk)
-            new = self._many("INSERT INTO events (kiosk, seq, boot, t, kind, body, stored) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
-            self._many("INSERT INTO lost (kiosk, first, last) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                       [(kiosk, a, b) for a, b in lost])
-            upto = self._advance(kiosk, acked)
-            done = self._apply(kiosk, acked, upto) if upto > acked else []
+            for kiosk, events, lost in sorted(batches, key=lambda b: b[0]):
+                out[kiosk] = self._add(kiosk, events, lost, now)
+        return out
+
+    def _add(self, kiosk: str, events: list[dict[str, Any]], lost, now: float):
+        rows = [(kiosk, e["s"], e.get("b"), e.get("t"), e.get("k"), _dumps(e), now) for e in events]
+        acked = self._lock_kiosk(kiosk)
+        new = self._many("INSERT INTO events (kiosk, seq, boot, t, kind, body, stored) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+        self._many("INSERT INTO lost (kiosk, first, last) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                   [(kiosk, a, b) for a, b in lost])
+        upto = self._advance(kiosk, acked)
+        done = self._apply(kiosk, acked, upto) if upto > acked else []
         return new, upto, done
 
     def _lock_kiosk(self, kiosk: str) -> int:
@@ -333,6 +349,15 @@ class Store:
             rows = self._all("SELECT id, online, boot, fw, board, birth, tele, why, seen, acked, journal_last, status "
                              "FROM kiosks ORDER BY id")
         return [self._kiosk(r) for r in rows]
+
+    def open_excursions(self) -> int:
+        """Excursions not yet cleared, across the fleet (the metrics gauge).
+        Statuses are stored canonically (_dumps: sorted keys, no spaces), so an
+        empty set is exactly `"excursions":{}`: only the kiosks with one are
+        read and parsed, not the whole fleet on every scrape."""
+        with self.lock:
+            rows = self._all("SELECT status FROM kiosks WHERE status LIKE ?", ('%"excursions":{"%',))
+        return sum(len((_loads(r[0]) or {}).get("excursions") or {}) for r in rows)
 
     def kiosk(self, kiosk: str) -> dict[str, Any] | None:
         with self.lock:
