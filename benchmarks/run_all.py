@@ -22,6 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks.md"
 TIMEOUT = 20 * 60
+# Arguments per benchmark (default: none). bench_bridge.py's full run (10,000
+# simulated kiosks, one and two bridge processes) takes about 3 minutes; give
+# it ["--quick"] (2,000 kiosks, under a minute) when that is too long.
+ARGS: dict[str, list[str]] = {"bench_bridge.py": []}
 
 
 def machine() -> str:
@@ -62,7 +66,7 @@ def main() -> int:
     sections = [("Code size of the .mpy build", "python -m kiosk_host.build (build/firmware/manifest.json)", code_size(), 0.0)]
     failed = []
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
-        cmd = [sys.executable, str(script.relative_to(ROOT))]
+        cmd = [sys.executable, str(script.relative_to(ROOT))] + ARGS.get(script.name, [])
         print(f"== {' '.join(cmd[1:])}", flush=True)
         t0 = time.monotonic()
         try:
@@ -76,7 +80,8 @@ def main() -> int:
             text = f"(timed out after {TIMEOUT} s)"
         print(text, flush=True)
         title = _title(script)
-        sections.append((title, f".venv/bin/python {script.relative_to(ROOT)}", text, time.monotonic() - t0))
+        sections.append((title, " ".join([".venv/bin/python", str(script.relative_to(ROOT))] + ARGS.get(script.name, [])),
+                         text, time.monotonic() - t0))
     write(sections)
     print(f"wrote {OUT.relative_to(ROOT)}")
     if failed:
