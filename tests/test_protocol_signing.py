@@ -37,3 +37,16 @@ def test_tampered_or_unsignable_is_rejected():
     assert not protocol.verify(key, {"t": 1.5, "sig": "0" * 64})
     with pytest.raises(protocol.Unsignable):
         protocol.canonical({"t": 1.5})
+
+
+def test_text_without_a_utf8_form_or_a_non_hex_sig_is_refused_not_raised():
+    # What a broken or hostile peer can put in JSON: a lone surrogate, a
+    # signature that is not ASCII. verify() answers False; sign() refuses.
+    key = b"k" * 32
+    msg = protocol.sign(key, {"op": "pickup", "args": {"order": "rx-\U0001F48A"}})
+    assert protocol.verify(key, msg)
+    assert not protocol.verify(key, {**msg, "args": {"order": "rx-\ud83d"}})
+    assert not protocol.verify(key, {**msg, "sig": "é" * 64})
+    assert not protocol.verify(key, {**msg, "sig": "\udc80"})
+    with pytest.raises(protocol.Unsignable):
+        protocol.sign(key, {"order": "\ud800"})

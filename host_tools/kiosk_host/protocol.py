@@ -67,7 +67,10 @@ def canonical(obj: Any) -> bytes:
         obj = {k: v for k, v in obj.items() if k != "sig"}
     out: list[str] = []
     _enc(obj, out, 0)
-    return "".join(out).encode()
+    try:
+        return "".join(out).encode()
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 form a kiosk could check
+        raise Unsignable("text that is not valid Unicode") from None
 
 
 def signature(key: bytes, obj: Any) -> str:
@@ -86,4 +89,5 @@ def verify(key: bytes, obj: Any) -> bool:
         want = signature(key, obj)
     except Unsignable:
         return False
-    return hmac.compare_digest(want, obj["sig"])
+    # compare_digest refuses non-ASCII text; a sig is hex, so compare bytes.
+    return hmac.compare_digest(want.encode(), obj["sig"].encode("utf-8", "replace"))
