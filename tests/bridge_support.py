@@ -60,8 +60,9 @@ class BridgeProc:
     def log(self) -> str:
         return (self.root / f"{self.name}.log").read_text(errors="replace")[-4000:]
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        """One HTTP call; body is sent as JSON, or raw as given."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"content-type": "application/json"} if data else {})
         try:

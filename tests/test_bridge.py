@@ -60,6 +60,9 @@ class Site:
         status, r = self.bridge.request("DELETE", f"/api/kiosks/{kid}/service")
         assert status == 202, r
         self.bridge.wait_command(r["command_id"], "succeeded")
+        # A reply can overtake the journal record it follows: wait for the stock.
+        wait_until(lambda: self.bridge.kiosk(kid)["status"]["stock"].get(str(bin_no)) == order, 20,
+                   f"{order} in bin {bin_no} at the bridge")
 
     def stored_matches_flash(self, kid: str, bridge: BridgeProc | None = None) -> int:
         """Wait until the store holds the kiosk's whole journal, then compare:
@@ -157,8 +160,10 @@ def test_bad_requests_never_reach_a_kiosk(site):
             (f"/api/kiosks/{kid}/pickups", [1, 2], 422, ""),
             ("/api/kiosks/no-such-kiosk/pickups", {"order_id": "rx-1", "bin": 1}, 404, "unknown kiosk"),
             (f"/api/kiosks/{kid}/commands", {"op": "reboot_everything", "args": {}}, 422, "op"),
-            (f"/api/kiosks/{kid}/commands", {"op": "jog", "args": {"bins": "two"}}, 422, "bins must be int"),
-            (f"/api/kiosks/{kid}/commands", {"op": "unlock", "args": {}}, 422, "needs 'door'"),
+            (f"/api/kiosks/{kid}/commands", {"op": "jog", "args": {"bins": "two"}}, 422, "jog.args.bins: Input should be a valid integer"),
+            (f"/api/kiosks/{kid}/commands", {"op": "unlock", "args": {}}, 422, "unlock.args.door: Field required"),
+            (f"/api/kiosks/{kid}/commands", {"op": "unlock", "args": {"door": "side"}}, 422, "unlock.args.door"),
+            (f"/api/kiosks/{kid}/commands", {"op": "verify_bin", "args": {"bin": 2}}, 422, "present"),
         ]
         for path, body, want, text in cases:
             status, r = b.post(path, body)
@@ -177,6 +182,23 @@ def test_bad_requests_never_reach_a_kiosk(site):
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def test_order_ids_beyond_ascii_reach_the_kiosk_signed_intact(site):
+    # Non-BMP characters go out as UTF-8, not as JSON surrogate escapes the
+    # kiosk would decode differently and so refuse as badly signed.
+    kid = "kiosk-002"
+    order = "rx-\U0001F48A-\u00e9t\u00e9-\u836f"
+    site.restock(kid, order, 4)
+    c = site.run(kid, "/pickups", {"order_id": order, "bin": 4}, door="pickup")
+    assert c["args"]["order"] == order
+    picked = [e["body"] for e in site.bridge.events(kid, "pickup")]
+    assert any(b.get("order") == order for b in picked), picked
+    assert not [e for e in site.bridge.events(kid, "refused")], "the kiosk refused a command"
+    # Text with no UTF-8 form (a lone surrogate) is refused at the door.
+    status, r = site.bridge.request("POST", f"/api/kiosks/{kid}/pickups", None,
+                                    raw=b'{"order_id": "rx-\\ud83d", "bin": 4}')
+    assert status == 422 and "order_id" in r["detail"], (status, r)
 
 
 def test_forged_and_malformed_messages_are_counted_and_never_stored(site):

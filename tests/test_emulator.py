@@ -306,7 +306,7 @@ def test_emulate_command_prints_ptys_and_serves_the_control_routes(tmp_path):
         assert call("/nope")[0] == 404
         assert call("/kiosk-001/fault", {"kind": "stall", "on": True})[1]["targets"] == ["A"]
         s, body = call("/kiosk-001/fault", {"kind": "meteor", "on": True})
-        assert s == 400 and "unknown fault" in body["detail"]
+        assert s == 422 and "unknown fault" in body["detail"]
         assert call("/kiosk-001/network", {"up": False})[1]["up"] is False
         assert call("/kiosk-001/power", {"on": False})[1]["powered"] is False
         assert call("/kiosk-001/door", {"door": "pickup", "action": "open"})[0] == 409

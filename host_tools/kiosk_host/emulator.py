@@ -594,38 +594,46 @@ def _collect(errors: list, fn) -> None:
 def sim_router(fleet: Fleet):
     """The /api/sim control routes, for `--control` and for the bridge's demo.
     Errors come back as JSON {"detail": ...}: 404 unknown kiosk, 409 powered
-    off or not up, 400 a request the world refuses, 422 a malformed body."""
+    off or not up, 422 a malformed body or one the world refuses (no such
+    sensor or door on this board, a fault its parts cannot take)."""
     from typing import Literal, Optional
 
     from fastapi import APIRouter, HTTPException
-    from pydantic import BaseModel, ConfigDict
+    from pydantic import BaseModel, ConfigDict, Field
 
-    class Door(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    name = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+
+    class Body(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+    class Door(Body):
         door: Literal["pickup", "service"]
         action: Literal["open", "close", "force"]
 
-    class Sensor(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        sensor: str
-        celsius: Optional[float] = None
-        humidity: Optional[float] = None
+    class Sensor(Body):
+        sensor: str = name
+        celsius: Optional[float] = Field(None, ge=-60, le=150, allow_inf_nan=False)
+        humidity: Optional[float] = Field(None, ge=0, le=100, allow_inf_nan=False)
 
-    class Fault(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        kind: str
+    class Fault(Body):
+        kind: str = name
         on: bool = True
-        target: Optional[str] = None
+        target: Optional[str] = Field(None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 
-    class Power(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    class Power(Body):
         on: bool
 
-    class Network(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    class Network(Body):
         up: bool
 
-    router = APIRouter(prefix="/api/sim", tags=["emulator"])
+    class Error(BaseModel):
+        detail: str
+
+    errors = {404: {"model": Error, "description": "unknown kiosk"},
+              409: {"model": Error, "description": "the kiosk is powered off, not up yet, or resetting"},
+              422: {"model": Error, "description": "malformed, or refused by the simulated world"}}
+
+    router = APIRouter(prefix="/api/sim", tags=["emulator"], responses=errors)
 
     def call(fn, *args):
         try:
@@ -636,7 +644,7 @@ def sim_router(fleet: Fleet):
             raise HTTPException(409, str(e)) from None
         except EmulatorError as e:
             msg = str(e)
-            raise HTTPException(409 if "not up" in msg or "reset" in msg else 400, msg) from None
+            raise HTTPException(409 if "not up" in msg or "reset" in msg else 422, msg) from None
 
     @router.get("")
     def kiosks() -> list[dict[str, Any]]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from .. import __version__
 from . import status as kstatus
@@ -30,24 +31,105 @@ DH_R = 10000.0              # MKT: activation energy / gas constant, K
 K0 = 273.15
 DAY_S = 86400
 
-ID = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
+SEQ_MAX = 2**53   # journal sequence numbers are far below; the stores keep 64-bit integers
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"   # printable: no control characters
+ID = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+
+
+def _number(v: Any) -> Any:
+    """A JSON number (3, or 3.0 as JSON Schema allows), never a string or a boolean."""
+    if isinstance(v, (str, bool)):
+        raise ValueError("must be a JSON integer")
+    return v
+
+
+BinNumber = Annotated[int, Field(ge=1, le=10000), BeforeValidator(_number)]
+
+
+class Error(BaseModel):
+    detail: str
+    errors: Optional[list[dict[str, Any]]] = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error, "description": "the body could not be read (not UTF-8 or not JSON)"},
+    404: {"model": Error, "description": "unknown kiosk or command"},
+    409: {"model": Error, "description": "the kiosk cannot take it now (offline), or the command already ended"},
+    422: {"model": Error, "description": "malformed request: it never reaches a kiosk"},
+    503: {"model": Error, "description": "the bridge has no broker session"},
+}
 
 
 class Pickup(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    order_id: str = ID
-    bin: int = Field(ge=1, le=10000)
+    model_config = ConfigDict(extra="forbid")
+    order_id: Annotated[str, Field(strict=True)] = ID
+    bin: BinNumber
 
 
 class ServiceSession(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    session: Optional[str] = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
+    session: Optional[str] = Field(default=None, min_length=1, max_length=64, pattern=ID_PATTERN)
 
 
-class Command(BaseModel):
+class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    op: Literal["home", "jog", "selftest", "unlock", "verify_bin", "service_end"]
-    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class NoArgs(_Args):
+    pass
+
+
+class JogArgs(_Args):
+    bins: int = Field(ge=-10000, le=10000, description="bins to turn, negative = backwards")
+
+
+class UnlockArgs(_Args):
+    door: Literal["pickup", "service"]
+
+
+class VerifyArgs(_Args):
+    bin: BinNumber
+    present: bool = Field(description="what the technician found in the bin")
+
+
+class _Cmd(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class HomeCmd(_Cmd):
+    op: Literal["home"]
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+class SelftestCmd(_Cmd):
+    op: Literal["selftest"]
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+class ServiceEndCmd(_Cmd):
+    op: Literal["service_end"]
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+class JogCmd(_Cmd):
+    op: Literal["jog"]
+    args: JogArgs
+
+
+class UnlockCmd(_Cmd):
+    op: Literal["unlock"]
+    args: UnlockArgs
+
+
+class VerifyCmd(_Cmd):
+    op: Literal["verify_bin"]
+    args: VerifyArgs
+
+
+# One schema per operation, told apart by "op": the OpenAPI document says
+# exactly which arguments each takes.
+Command = Annotated[Union[HomeCmd, SelftestCmd, ServiceEndCmd, JogCmd, UnlockCmd, VerifyCmd],
+                    Field(discriminator="op")]
 
 
 class Accepted(BaseModel):
@@ -105,10 +187,25 @@ def summary(k: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "Kiosk bridge") -> FastAPI:
-    app = FastAPI(title=title, version=__version__,
+    app = FastAPI(title=title, version=__version__, responses=ERRORS,
                   description="Fleet service for prescription-pickup kiosks: requests become signed commands, "
                               "every kiosk event is kept as a custody record. See docs/bridge.md.")
     store = bridge.store
+
+    @app.middleware("http")
+    async def allow_header(request: Request, call_next):
+        """A 405 names every method the path takes (RFC 9110), not only
+        those of the first route that matched it."""
+        response = await call_next(request)
+        if response.status_code == 405:
+            methods = set()
+            for route in app.routes:
+                regex = getattr(route, "path_regex", None)
+                if regex is not None and regex.match(request.url.path):
+                    methods |= getattr(route, "methods", None) or set()
+            if methods:
+                response.headers["Allow"] = ", ".join(sorted(methods))
+        return response
 
     @app.exception_handler(BridgeError)
     async def bridge_error(request: Request, e: BridgeError):
@@ -155,8 +252,7 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
 
     # -- commands --------------------------------------------------------------
     @app.post("/api/kiosks/{kiosk_id}/pickups", status_code=202, response_model=Accepted, tags=["commands"],
-              summary="Release an order from a bin to the patient",
-              responses={404: {"description": "unknown kiosk"}, 409: {"description": "kiosk offline"}})
+              summary="Release an order from a bin to the patient")
     def pickup(kiosk_id: str, body: Pickup):
         known(kiosk_id)
         return {"command_id": bridge.send(kiosk_id, "pickup", {"order": body.order_id, "bin": body.bin})["command_id"]}
@@ -184,14 +280,13 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
               summary="A service operation: home, jog, selftest, unlock, verify_bin")
     def command(kiosk_id: str, body: Command):
         known(kiosk_id)
-        return {"command_id": bridge.send(kiosk_id, body.op, body.args)["command_id"]}
+        return {"command_id": bridge.send(kiosk_id, body.op, body.args.model_dump())["command_id"]}
 
     @app.post("/api/kiosks/{kiosk_id}/excursions/{excursion_id}/clear", status_code=202, response_model=Accepted,
               tags=["temperature"], summary="Acknowledge (clear) an excursion")
-    def clear_excursion(kiosk_id: str, excursion_id: str):
+    def clear_excursion(kiosk_id: str, excursion_id: Annotated[str, PathParam(min_length=1, max_length=64,
+                                                                            pattern=ID_PATTERN)]):
         known(kiosk_id)
-        if not 0 < len(excursion_id) <= 64:
-            raise HTTPException(422, "excursion id must be 1 to 64 characters")
         return {"command_id": bridge.send(kiosk_id, "clear_excursion", {"excursion": excursion_id})["command_id"]}
 
     @app.get("/api/commands/{command_id}", response_model=CommandState, tags=["commands"],
@@ -214,8 +309,8 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
 
     # -- events and temperature --------------------------------------------------
     @app.get("/api/kiosks/{kiosk_id}/events", tags=["events"], summary="The kiosk's events (custody records), paged")
-    def events(kiosk_id: str, after: int = Query(0, ge=0, description="seq to start after (ascending order)"),
-               before: Optional[int] = Query(None, ge=1, description="newest first, below this seq"),
+    def events(kiosk_id: str, after: int = Query(0, ge=0, le=SEQ_MAX, description="seq to start after (ascending order)"),
+               before: Optional[int] = Query(None, ge=1, le=SEQ_MAX, description="newest first, below this seq"),
                limit: int = Query(100, ge=1, le=1000), kind: Optional[str] = Query(None, max_length=32)):
         known(kiosk_id)
         if before is not None:
