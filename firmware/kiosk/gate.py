@@ -75,15 +75,21 @@ class Gate:
         store.write_json(self.path, {"floor": self._floor, "ids": self._seen})
 
     def _remember(self, cid, exp, now):
+        """Remember cid until it expires. When the list is full the entry
+        expiring first is forgotten and the floor rises to its expiry, but
+        never past the last expiry a command sent now could have: otherwise
+        a host whose clock ran far ahead would leave a floor that refuses
+        every later command until that far-off day."""
         seen = self._seen
         for k in [k for k in seen if seen[k] < now]:
             self._floor = max(self._floor, seen.pop(k))
+        cap = now + FUTURE_S + self.max_age
         while len(seen) >= self._max:
             old = None
             for k in seen:
                 if old is None or seen[k] < seen[old]:
                     old = k
-            self._floor = max(self._floor, seen.pop(old))
+            self._floor = max(self._floor, min(seen.pop(old), cap))
         seen[cid] = exp
         self._save()
 

@@ -162,6 +162,24 @@ def test_replay_memory_is_bounded_and_still_safe():
     refused(r, cmd(cid="b4", exp=NOW + 14), "replayed", "b4")
 
 
+def test_far_future_commands_do_not_lock_out_later_ones():
+    # A host whose clock ran a day ahead signs more commands than the
+    # replay list holds: all refused, and the kiosk still takes commands
+    # from a host with the right time.
+    r = Rig(max_seen=4)
+    for i in range(6):
+        refused(r, cmd(cid="ff%d" % i, iat=NOW + 86400, exp=NOW + 86460 + i), "not_yet_valid", "ff%d" % i)
+    assert r.gate._floor <= NOW + 30 + 300, r.gate._floor
+    assert r.gate.handle(cmd(cid="fresh", iat=NOW + 400, exp=NOW + 460)) == "not_yet_valid"
+    r.now = NOW + 400
+    assert r.gate.handle(cmd(cid="fresh2", iat=NOW + 400, exp=NOW + 460)) == "queued"
+    r.restart()
+    assert r.gate.handle(cmd(cid="fresh3", iat=NOW + 401, exp=NOW + 461)) == "queued"
+    # The ones still remembered stay refused once their day comes.
+    r.now = NOW + 86400
+    refused(r, cmd(cid="ff5", iat=NOW + 86400, exp=NOW + 86465), "replayed", "ff5")
+
+
 def test_local_ops_and_bad_args():
     r = Rig()
     assert r.gate.handle(cmd(cid="r1", op="resend", args={"from": 3, "to": 9})) == "succeeded"
