@@ -65,6 +65,25 @@ async def _run(app):
         await asyncio.sleep(3600)
 
 
+def _safe_outputs(cfg_path):
+    """After a boot that stopped on the config: when the board file the
+    config names is itself valid, drive its locks and motors to their safe
+    state rather than rely on the wiring's resistors alone. A broken board
+    file names no pin that can be trusted, so nothing is driven then."""
+    from kiosk import board as boardmod, lock, stepper
+    try:
+        import json
+        with open(cfg_path) as f:
+            name = json.load(f)["board"]
+        b = boardmod.load("boards/%s.json" % name)
+        for c in b["locks"]:
+            lock.from_board(b, c)
+        for c in b["carousels"]:
+            stepper.from_board(b, c)
+    except Exception:
+        pass
+
+
 def main(cfg_path="config.json"):
     """Boot the kiosk and run until Ctrl-C, which leaves the hardware safe."""
     global kiosk
@@ -72,6 +91,9 @@ def main(cfg_path="config.json"):
         kiosk = App(cfg_path)
     except Exception as e:
         print("kiosk: not started:", e)
+        from kiosk import config
+        if isinstance(e, config.ConfigError):
+            _safe_outputs(cfg_path)
         return None
     gc.collect()
     try:

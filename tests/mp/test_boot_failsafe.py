@@ -54,3 +54,30 @@ def test_a_lock_with_a_wrong_type_stops_the_boot_before_any_pin_moves():
     msg = _boot(change)
     assert "boards/emulator.json.locks[1].max_energize_ms: must be a positive integer" in msg, msg
     assert "boards/emulator.json.carousels[0].enable_pin: missing" in msg, msg
+
+
+def test_a_broken_config_on_a_good_board_drives_locks_and_motors_safe():
+    good = board.load(REPO + "/boards/emulator.json")
+    w = simworld.install(good)
+    try:
+        os.mkdir("boards")
+    except OSError:
+        pass
+    with open("boards/emulator.json", "w") as f:
+        json.dump(good, f)
+    cfg = dict(CFG)
+    del cfg["key"]
+    with open("config.json", "w") as f:
+        json.dump(cfg, f)
+    from kiosk import app
+    assert app.main() is None, "the kiosk started without its key"
+    en = board.parse_pin(good["carousels"][0]["enable_pin"])
+    assert w.outputs.get(en[0]) == int(en[2]), "EN not driven to disabled: %r" % w.outputs
+    for c in good["locks"]:
+        num, _, inv = board.parse_pin(c["drive_pin"])
+        assert w.outputs.get(num) == inv, "lock %s coil not driven off" % c["name"]
+    for c in w.carousels.values():
+        s = c.state()
+        assert not s["enabled"] and s["steps"] == 0, s
+    for lk in w.locks.values():
+        assert not lk.state()["energized"] and lk.state()["bolt_engaged"]

@@ -24,8 +24,12 @@ class SimPin:
         self.world.drive(self.num, (1 if active else 0) ^ self.invert)
 
     def get(self):
-        """Logical level the firmware drives on an output."""
-        return self.world.outputs.get(self.num, 0) ^ self.invert
+        """Logical level the firmware drives on an output. A pin it has not
+        driven rests inactive: the wiring guide (docs/hardware.md) puts a
+        resistor on every output to that end (pull-down on a coil driver's
+        gate, pull-up on an active-low EN)."""
+        level = self.world.outputs.get(self.num)
+        return 0 if level is None else level ^ self.invert
 
     def watch(self, cb):
         """cb(active) on each change of the firmware's output."""
