@@ -171,12 +171,12 @@ def test_a_broken_file_stops_the_boot_safely_with_the_field_named(fleet, path, b
         time.sleep(1.0)   # no crash loop: the board sits at its REPL with the message on screen
         assert k.boots == boots and k.running()
         w = fleet.world(kid)["world"]
-        if hardware:                # the world's hardware is there and was never driven
+        if hardware:                # the board file is good: its outputs are held safe, nothing moved
             assert w["locks"] and w["carousels"]
             for lk in w["locks"].values():
                 assert not lk["energized"] and lk["energize_count"] == 0 and lk["bolt_engaged"]
-            for c in w["carousels"].values():   # (its enable line floats: driven by nobody)
-                assert c["steps"] == 0 and c["moves"] == 0 and c["position"] == 0
+            for c in w["carousels"].values():
+                assert c["steps"] == 0 and c["moves"] == 0 and c["position"] == 0 and not c["enabled"]
         else:                       # no simulated wiring without a board file to build it from
             assert "emuboot: no simulated hardware" in text
             assert w["locks"] == {} and w["carousels"] == {}

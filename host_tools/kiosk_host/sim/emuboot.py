@@ -78,8 +78,10 @@ def _reset(raw):
 def _run(code, g):
     """Run compiled code in the REPL's globals; returns the exception or None.
     SystemExit from user code soft-resets, as on a board."""
-    _mark(_BUSY)
     try:
+        # Inside the try: the supervisor sends a Ctrl-C that came during boot
+        # as soon as it reads this mark, which can be before exec starts.
+        _mark(_BUSY)
         exec(code, g)
         return None
     except BaseException as e:  # noqa: B902 (KeyboardInterrupt is a result here)
