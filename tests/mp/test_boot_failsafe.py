@@ -12,11 +12,8 @@ CFG = {"kiosk_id": "k1", "board": "emulator", "key": "00112233445566778899aabbcc
        "broker": {"host": "127.0.0.1", "port": 1}}
 
 
-def _boot(change):
-    good = board.load(REPO + "/boards/emulator.json")
-    w = simworld.install(good)
-    b = json.loads(json.dumps(good))
-    change(b)
+def _flash(b, cfg):
+    """Write the board file and config.json where the firmware reads them."""
     try:
         os.mkdir("boards")
     except OSError:
@@ -24,7 +21,15 @@ def _boot(change):
     with open("boards/emulator.json", "w") as f:
         json.dump(b, f)
     with open("config.json", "w") as f:
-        json.dump(CFG, f)
+        json.dump(cfg, f)
+
+
+def _boot(change):
+    good = board.load(REPO + "/boards/emulator.json")
+    w = simworld.install(good)
+    b = json.loads(json.dumps(good))
+    change(b)
+    _flash(b, CFG)
     from kiosk import app
     assert app.main() is None, "the kiosk started on a broken board file"
     assert w.outputs == {}, "a pin was driven: %r" % w.outputs
@@ -59,16 +64,9 @@ def test_a_lock_with_a_wrong_type_stops_the_boot_before_any_pin_moves():
 def test_a_broken_config_on_a_good_board_drives_locks_and_motors_safe():
     good = board.load(REPO + "/boards/emulator.json")
     w = simworld.install(good)
-    try:
-        os.mkdir("boards")
-    except OSError:
-        pass
-    with open("boards/emulator.json", "w") as f:
-        json.dump(good, f)
     cfg = dict(CFG)
     del cfg["key"]
-    with open("config.json", "w") as f:
-        json.dump(cfg, f)
+    _flash(good, cfg)
     from kiosk import app
     assert app.main() is None, "the kiosk started without its key"
     en = board.parse_pin(good["carousels"][0]["enable_pin"])
