@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(VPY) -m pytest -q -rs
 FIRMWARE_OUT := build/firmware
 
-.PHONY: all venv mpylibs build test demo bench torture clean distclean
+.PHONY: all venv mpylibs build test demo bench torture hostile clean distclean
 
 all: build
 
@@ -46,6 +46,12 @@ bench: $(STAMP) mpylibs build
 TORTURE_ARGS ?= --cuts 500 --outages 100 --kiosks 4 --seed 1
 torture: $(STAMP) mpylibs build
 	$(VPY) benchmarks/torture.py $(TORTURE_ARGS)
+
+# Hostile input at the kiosk: generated bad commands straight to
+# kiosk/<id>/cmd; counts per category, crashes and actuations.
+HOSTILE_ARGS ?= --count 10000 --seed 1
+hostile: $(STAMP) mpylibs build
+	$(VPY) benchmarks/hostile_run.py $(HOSTILE_ARGS)
 
 clean:
 	rm -rf build .pytest_cache
