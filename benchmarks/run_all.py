@@ -107,6 +107,8 @@ def write(sections) -> None:
         "Written by `make bench` (`benchmarks/run_all.py`), which runs every",
         "`benchmarks/bench_*.py` and records what it printed. These are measurements",
         "of one machine on one day, not guarantees; tests never assert timings.",
+        "The fault-injection counts (`make torture`, `make hostile`) are in",
+        "[reliability.md](reliability.md).",
         "",
         f"- date: {now}",
         f"- machine: {machine()}",

@@ -128,8 +128,10 @@ def test_a_pickup_the_patient_never_opens_fails_and_keeps_the_stock(site):
     assert status == 202
     c = site.bridge.wait_command(r["command_id"], TERMINAL, 40)
     assert c["state"] in ("timed_out", "failed") and c["reason"], c
-    op = [e["body"] for e in site.bridge.events(kid, "op") if e["body"]["id"] == r["command_id"]]
-    assert op and op[-1]["state"] == c["state"] and op[-1]["opened"] is False
+    # The reply can come before the journal's op record reaches the store.
+    op = wait_until(lambda: [e["body"] for e in site.bridge.events(kid, "op") if e["body"]["id"] == r["command_id"]],
+                    20, "the op record in the store")
+    assert op[-1]["state"] == c["state"] and op[-1]["opened"] is False
     assert not [e for e in site.bridge.events(kid, "pickup") if e["body"]["id"] == r["command_id"]]
     k = site.bridge.kiosk(kid)
     assert k["status"]["stock"] == {"6": "rx-101"}
@@ -192,8 +194,8 @@ def test_order_ids_beyond_ascii_reach_the_kiosk_signed_intact(site):
     site.restock(kid, order, 4)
     c = site.run(kid, "/pickups", {"order_id": order, "bin": 4}, door="pickup")
     assert c["args"]["order"] == order
-    picked = [e["body"] for e in site.bridge.events(kid, "pickup")]
-    assert any(b.get("order") == order for b in picked), picked
+    wait_until(lambda: any(e["body"].get("order") == order for e in site.bridge.events(kid, "pickup")), 20,
+               "the pickup record in the store")
     assert not [e for e in site.bridge.events(kid, "refused")], "the kiosk refused a command"
     # Text with no UTF-8 form (a lone surrogate) is refused at the door.
     status, r = site.bridge.request("POST", f"/api/kiosks/{kid}/pickups", None,
@@ -287,8 +289,9 @@ def test_a_kiosk_that_loses_power_mid_pickup_reports_how_it_ended_and_never_repe
     site.fleet.power(kid, True)
     c = b.wait_command(cid, TERMINAL, 40)
     assert c["state"] == "failed" and c["reason"] == "reset" and c["info"].get("outcome") == "unknown", c
-    k = wait_until(lambda: (lambda k: k if k["online"] and k["boot"] > boot else None)(b.kiosk(kid)), 30, "back")
-    assert 2 in k["status"]["unverified"] and any("verify" in a for a in k["alarms"])
+    k = wait_until(lambda: (lambda k: k if k["online"] and k["boot"] > boot and k["status"]["unverified"] else None)(
+        b.kiosk(kid)), 30, "back, with the bin to verify")
+    assert k["status"]["unverified"] == [2] and any("verify" in a for a in k["alarms"])
     w = site.fleet.world(kid)["world"]["locks"]["pickup"]
     assert not w["energized"] and w["door_closed"]
     time.sleep(3)   # it would have run again by now if it were going to
