@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kiosk_host import cli, mpy, paths
+from kiosk_host import mpy, paths
 
 
 def test_heap_is_the_smallest_board_plus_world_and_code(tmp_path):
@@ -52,8 +52,3 @@ def test_run_mp_uses_the_heap_and_cwd(tmp_path):
     assert int(total) <= 64 * 1024
     assert cwd == str(tmp_path)
 
-
-@pytest.mark.parametrize("entry, command", [(cli.bridge_main, "demo"), (cli.kioskctl_main, "deploy")])
-def test_cli_stubs_say_not_implemented(entry, command, capsys):
-    assert entry([command]) == 2
-    assert f"not implemented yet: {command}" in capsys.readouterr().err
