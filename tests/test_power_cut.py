@@ -46,18 +46,6 @@ RANDOM_MS = sorted(_rng.randrange(0, 2400) for _ in range(4))   # after the firs
 EXACT = ["queued", "in_progress", "coil", "cancel_queued", "pickup_journaled", "op_cleared"]
 RUN_TIMEOUT = 40
 
-# Firmware bugs these tests found, each marked where it shows until it is
-# fixed (docs/power-cuts.md, "Known gaps"). strict: the mark must go with the fix.
-_TERMINAL_LATE = ("firmware bug: op.json is removed before the terminal op record is journaled, and a reset "
-                  "after the pickup record but before that removal journals the pickup again (recovered)")
-_ACCEPTED_LOST = "firmware bug: an accepted pickup is kept on flash only from its first step"
-_CANCEL_CLEARS = "firmware bug: cancelling a queued operation removes op.json, the running operation's record"
-
-
-def _bug(reason, strict=True):
-    return pytest.mark.xfail(strict=strict, reason=reason)
-
-
 def _scenarios():
     out = {f"step-{s}": ("step", s) for s in STEPS}
     out.update({f"random-{ms}ms": ("random", ms) for ms in RANDOM_MS})
@@ -204,10 +192,7 @@ def _assert_after_boot(name: str, results) -> tuple[str, dict, list[str]]:
     return outcome, op, lines
 
 
-@pytest.mark.parametrize("step", [
-    # The bolt is already in when verifying begins, so the cut lands while
-    # the pickup is being closed: in a window of _TERMINAL_LATE or not.
-    pytest.param(s, marks=_bug(_TERMINAL_LATE, strict=False)) if s == "verifying" else s for s in STEPS])
+@pytest.mark.parametrize("step", STEPS)
 def test_power_cut_when_a_pickup_step_begins(results, step):
     outcome, op, lines = _assert_after_boot(f"step-{step}", results)
     assert outcome in ALLOWED[step], (outcome, op)
@@ -224,16 +209,11 @@ _EXPECT_EXACT = {
     "coil": "unknown",               # the coil was powered: the door may have opened
     "cancel_queued": "unknown",      # another pickup queued and cancelled during waiting_open
     "pickup_journaled": "released",  # door cycle done, pickup journaled, op not yet closed
-    "op_cleared": "released",        # op record removed from flash, terminal record not yet journaled
+    "op_cleared": "released",        # terminal record journaled, op record just removed from flash
 }
 
 
-_EXACT_BUGS = {"queued": _ACCEPTED_LOST, "in_progress": _ACCEPTED_LOST, "cancel_queued": _CANCEL_CLEARS,
-               "pickup_journaled": _TERMINAL_LATE, "op_cleared": _TERMINAL_LATE}
-
-
-@pytest.mark.parametrize("at", [pytest.param(a, marks=_bug(_EXACT_BUGS[a])) if a in _EXACT_BUGS else a
-                                for a in EXACT])
+@pytest.mark.parametrize("at", EXACT)
 def test_power_cut_at_an_exact_instant(results, at):
     outcome, op, _ = _assert_after_boot(f"exact-{at}", results)
     want = _EXPECT_EXACT[at]

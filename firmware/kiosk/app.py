@@ -27,10 +27,15 @@ class App:
         from kiosk import clock
         self.journal = journal.Journal(clock=clock.now)   # host-corrected time
         self.journal.append("boot", {"cause": hal.reset_cause(), "fw": VERSION, "board": b["board"]})
-        gone = ops.interrupted()
-        if gone:
-            gone["op"] = gone.pop("kind")
-            self.journal.append("op", gone)
+        # Close what a reset cut short (once: the journal is checked first),
+        # and only then forget it on flash.
+        gone = ops.interrupted(self.journal)
+        for g in gone:
+            rec = dict(g)
+            rec["op"] = rec.pop("kind")
+            rec.pop("recorded", None)
+            self.journal.append("op", rec)
+        ops.forget()
         self.sensors = sensors.from_board(b, roms=self.cfg.sensor_roms)
         self.climate = climate.Climate(self.sensors.names(), self.cfg.policies, boot=self.journal.boot)
         if self.climate.load(climate.PATH) == "corrupt":

@@ -144,6 +144,8 @@ class Controller:
                 raise Refused("busy")
             op = Op(op_id, kind, args, self.journal.boot)
             self.queue.append(op)
+            if kind in ops.DOOR_CYCLE:   # on flash before the host hears "queued"
+                ops.save_waiting(self.queue, self.journal.last_seq)
             self._tell(op, QUEUED)
             self._wake.set()
             return QUEUED
@@ -235,16 +237,22 @@ class Controller:
         return {"bin": b, "present": present}
 
     def _recover(self, gone):
-        """Settle the stock after a reset cut an operation short: released
+        """Settle the stock after a reset cut operations short: released
         medicine left its bin; an unknown outcome leaves the bin refused for
-        pickup until a technician verifies it. Never re-run the operation."""
-        if not gone or gone.get("op") not in ("pickup", "restock"):
+        pickup until a technician verifies it. Never re-run an operation.
+        One whose pickup or restock record was journaled already changed
+        the stock."""
+        for g in gone or ():
+            self._recover_one(g)
+
+    def _recover_one(self, gone):
+        if gone.get("kind") not in ("pickup", "restock") or gone.get("recorded"):
             return
         b = gone.get("args", {}).get("bin")
         if not isinstance(b, int):
             return
         out = gone.get("outcome")
-        if gone["op"] == "pickup" and out == "released":
+        if gone["kind"] == "pickup" and out == "released":
             self.stock.pop(str(b), None)
             self.event("pickup", {"id": gone["id"], "order": gone["args"].get("order"), "bin": b, "recovered": True})
         elif out != "not_released" and b not in self.unverified:
@@ -282,6 +290,10 @@ class Controller:
             op = self.queue.pop(0)
             self.op = op
             op.state = IN_PROGRESS
+            if op.kind in ops.DOOR_CYCLE:   # op.json first, then out of the waiting list
+                seq = self.journal.last_seq
+                op.persist(seq)
+                ops.save_waiting(self.queue, seq)
             self._tell(op, IN_PROGRESS)
             self._runner_task = asyncio.create_task(self._run(op))
             try:
@@ -310,6 +322,8 @@ class Controller:
             self._finish(op, FAILED, code)
 
     def _finish(self, op, state, reason, info=None):
+        """The terminal record is journaled before the operation leaves
+        flash: a reset in between closes it once, from the journal."""
         op.finish(state, reason)
         f = {"id": op.id, "op": op.kind, "state": state}
         if reason:
@@ -319,6 +333,11 @@ class Controller:
             f["bin"] = op.args["bin"]
             f["opened"] = op.opened
         self.event("op", f)
+        if op.kind in ops.DOOR_CYCLE:
+            if op is self.op:
+                ops.done()
+            else:   # cancelled while waiting
+                ops.save_waiting(self.queue, self.journal.last_seq)
         self._remember(op.id, state, reason)
         out = dict(info or {})
         if reason:
@@ -327,8 +346,8 @@ class Controller:
 
     def _step(self, op, step):
         op.step = step
-        if op.kind in ("pickup", "restock", "unlock"):
-            op.persist()
+        if op.kind in ops.DOOR_CYCLE:
+            op.persist(self.journal.last_seq)
         self._tell(op, IN_PROGRESS, {"step": step})
 
     def _fault(self, code, detail):

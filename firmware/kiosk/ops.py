@@ -2,6 +2,7 @@
 # an id from the host, a kind, explicit steps and exactly one terminal
 # state. The operation in progress is kept on flash at every step, so after
 # a reset the controller can say how it ended, and never runs it again.
+import json
 from kiosk import store
 
 QUEUED = "queued"
@@ -13,7 +14,9 @@ REJECTED = "rejected"
 CANCELLED = "cancelled"
 TERMINAL = (SUCCEEDED, FAILED, TIMED_OUT, REJECTED, CANCELLED)
 
-CURRENT = "op.json"
+CURRENT = "op.json"     # the door-cycle operation in progress
+WAITING = "queue.json"  # door-cycle operations accepted and not yet begun
+DOOR_CYCLE = ("pickup", "restock", "unlock")
 
 # What a reset during each step of a door cycle means for the medicine:
 # before the door was unlocked nothing left the bin; once it was unlocked
@@ -22,6 +25,9 @@ CURRENT = "op.json"
 # before the coil is powered until "waiting_open" is written, so a reset
 # in it may follow the unlock: unknown.
 _NOT_RELEASED = ("homing", "moving")
+# The record an operation journals once its stock has changed: found after
+# a reset, the operation is closed without journaling it a second time.
+_DONE_RECORD = {"pickup": "pickup", "restock": "restock"}
 
 
 class Op:
@@ -36,35 +42,104 @@ class Op:
         self.opened = False
         self.boot = boot
 
-    def record(self):
+    def record(self, seq=0):
+        """What flash keeps of it; seq is the journal's last record when
+        written, so a boot reads only what came after."""
         return {"id": self.id, "kind": self.kind, "args": self.args, "state": self.state,
-                "step": self.step, "opened": self.opened, "boot": self.boot}
+                "step": self.step, "opened": self.opened, "boot": self.boot, "seq": seq}
 
-    def persist(self):
+    def persist(self, seq):
         """Keep this operation's progress on flash (door-cycle operations
         only: they are the ones a reset can leave half done)."""
-        store.write_json(CURRENT, self.record())
+        store.write_json(CURRENT, self.record(seq))
 
     def finish(self, state, reason=None):
         self.state = state
         self.reason = reason
-        store.remove(CURRENT)
 
 
-def interrupted():
-    """The operation a reset cut short, as a terminal record, or None. It
-    is removed from flash: the caller journals it once and never resumes it."""
-    rec = store.read_json(CURRENT)
+def save_waiting(queue, seq):
+    """Keep the accepted door-cycle operations on flash from the moment
+    the host is told they are queued until they begin or end."""
+    recs = [op.record(seq) for op in queue if op.kind in DOOR_CYCLE]
+    if recs:
+        store.write_json(WAITING, recs)
+    else:
+        store.remove(WAITING)
+
+
+def done():
+    """The operation in progress has its terminal record in the journal:
+    forget it on flash."""
     store.remove(CURRENT)
-    if not isinstance(rec, dict) or "id" not in rec:
+
+
+def _journaled(journal, rec):
+    """Kinds of the records journaled about rec's operation after it was
+    last written to flash."""
+    kinds = []
+    want = rec["id"]
+    seq = rec.get("seq")
+    seq = seq + 1 if isinstance(seq, int) and seq >= 0 else 1
+    while True:
+        recs = journal.read_from(seq, 16)
+        for s, line in recs:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            if d.get("id") == want:
+                kinds.append(d.get("k"))
+        if len(recs) < 16:
+            return kinds
+        seq = recs[-1][0] + 1
+
+
+def _closing(rec, journal):
+    """The terminal record for one operation a reset cut short, or None
+    when the journal already holds one."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
         return None
+    kinds = _journaled(journal, rec) if journal is not None else []
+    if "op" in kinds:
+        return None
+    kind = rec.get("kind")
     step = rec.get("step")
-    if rec.get("opened"):
+    recorded = _DONE_RECORD.get(kind) in kinds
+    if rec.get("opened") or recorded:
         outcome = "released"
     elif step in _NOT_RELEASED or step is None:
         outcome = "not_released"
     else:
         outcome = "unknown"
-    return {"id": rec["id"], "kind": rec.get("kind"), "args": rec.get("args"),
-            "state": FAILED, "reason": "reset", "step": step, "outcome": outcome,
-            "boot": rec.get("boot")}
+    out = {"id": rec["id"], "kind": kind, "args": rec.get("args"),
+           "state": FAILED, "reason": "reset", "step": step, "outcome": outcome,
+           "boot": rec.get("boot")}
+    if recorded:
+        out["recorded"] = True
+    return out
+
+
+def interrupted(journal=None):
+    """Terminal records for the operations a reset cut short: the one in
+    progress, then those waiting. Each is left out when the journal shows
+    it already ended. The files stay until forget() is called, after the
+    caller has journaled these, so a reset in between loses nothing."""
+    out = []
+    cur = store.read_json(CURRENT)
+    c = _closing(cur, journal)
+    if c:
+        out.append(c)
+    waiting = store.read_json(WAITING)
+    for rec in waiting if isinstance(waiting, list) else ():
+        if isinstance(cur, dict) and isinstance(rec, dict) and rec.get("id") == cur.get("id"):
+            continue  # begun: op.json is written before queue.json drops it
+        c = _closing(rec, journal)
+        if c:
+            out.append(c)
+    return out
+
+
+def forget():
+    store.remove(CURRENT)
+    store.remove(WAITING)

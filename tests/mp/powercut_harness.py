@@ -228,7 +228,7 @@ async def check(doors_path):
         "journal_last_seq": app.journal.last_seq,
         "torn_skipped": stats["torn_skipped"],
         "had_op_file": had_op_file,
-        "op_file_left": "op.json" in os.listdir(),
+        "op_file_left": "op.json" in os.listdir() or "queue.json" in os.listdir(),
         "ops": ops,
         "pickups": pickups,
         "later": later,
