@@ -203,6 +203,34 @@ def test_stall_fails_the_pickup_before_any_door_opens():
     asyncio.run(_stall())
 
 
+async def _wrong_home(fault, reason):
+    # A bin is stocked from before a reset, so the carousel must home first;
+    # its home switch is broken (never seen) or stuck (always closed).
+    from kiosk import store
+    store.write_json("stock.json", {"bins": {"5": "RX-5"}, "unverified": []})
+    app, w, r = await _up()
+    w.handle({"op": "fault", "kind": fault, "on": True})
+    app.ctl.submit("p", "pickup", {"order": "RX-5", "bin": 5})
+    state, info = await r.final("p", 20000)
+    assert (state, info.get("reason")) == ("failed", reason), (state, info)
+    _safe(w)
+    assert w.locks["pickup"].energize_count == 0, "never unlock without knowing the bin"
+    assert app.ctl.stock == {"5": "RX-5"}, "nothing left the bin"
+    faults = kit.journal_kinds(app.journal, "fault")
+    assert faults and faults[-1]["code"] == reason, faults
+    op = kit.journal_kinds(app.journal, "op")[-1]
+    assert op["id"] == "p" and op["state"] == "failed" and op["opened"] is False, op
+    await app.stop()
+
+
+def test_a_home_switch_never_seen_fails_the_pickup_with_the_door_locked():
+    asyncio.run(_wrong_home("home_broken", "home_not_found"))
+
+
+def test_a_home_switch_stuck_closed_fails_the_pickup_with_the_door_locked():
+    asyncio.run(_wrong_home("home_stuck", "home_stuck"))
+
+
 async def _forced():
     app, w, r = await _up()
     await asyncio.sleep_ms(1500)
