@@ -60,6 +60,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Every route that sends a command answers 202 with its id; these links
+# tell clients (and schemathesis) where to follow or cancel it.
+ACCEPTED: dict[int | str, dict[str, Any]] = {202: {
+    "description": "sent to the kiosk; follow it at /api/commands/{command_id}",
+    "links": {
+        "GetCommand": {"operationId": "get_command", "parameters": {"command_id": "$response.body#/command_id"}},
+        "CancelCommand": {"operationId": "cancel_command",
+                          "parameters": {"command_id": "$response.body#/command_id"}},
+    }}}
+
+
 class Pickup(BaseModel):
     model_config = ConfigDict(extra="forbid")
     order_id: Annotated[str, Field(strict=True)] = ID
@@ -251,45 +262,45 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
         return out
 
     # -- commands --------------------------------------------------------------
-    @app.post("/api/kiosks/{kiosk_id}/pickups", status_code=202, response_model=Accepted, tags=["commands"],
-              summary="Release an order from a bin to the patient")
+    @app.post("/api/kiosks/{kiosk_id}/pickups", status_code=202, response_model=Accepted, responses=ACCEPTED,
+              tags=["commands"], summary="Release an order from a bin to the patient")
     def pickup(kiosk_id: str, body: Pickup):
         known(kiosk_id)
         return {"command_id": bridge.send(kiosk_id, "pickup", {"order": body.order_id, "bin": body.bin})["command_id"]}
 
-    @app.post("/api/kiosks/{kiosk_id}/restocks", status_code=202, response_model=Accepted, tags=["commands"],
-              summary="Load an order into a bin (needs a service session)")
+    @app.post("/api/kiosks/{kiosk_id}/restocks", status_code=202, response_model=Accepted, responses=ACCEPTED,
+              tags=["commands"], summary="Load an order into a bin (needs a service session)")
     def restock(kiosk_id: str, body: Pickup):
         known(kiosk_id)
         return {"command_id": bridge.send(kiosk_id, "restock", {"order": body.order_id, "bin": body.bin})["command_id"]}
 
-    @app.post("/api/kiosks/{kiosk_id}/service", status_code=202, response_model=Accepted, tags=["commands"],
-              summary="Start an authorised service session (restock, jog, unlock)")
+    @app.post("/api/kiosks/{kiosk_id}/service", status_code=202, response_model=Accepted, responses=ACCEPTED,
+              tags=["commands"], summary="Start an authorised service session (restock, jog, unlock)")
     def service_start(kiosk_id: str, body: ServiceSession):
         known(kiosk_id)
         session = body.session or f"svc-{int(time.time())}"
         return {"command_id": bridge.send(kiosk_id, "service_start", {"session": session})["command_id"]}
 
-    @app.delete("/api/kiosks/{kiosk_id}/service", status_code=202, response_model=Accepted, tags=["commands"],
-                summary="End the service session")
+    @app.delete("/api/kiosks/{kiosk_id}/service", status_code=202, response_model=Accepted, responses=ACCEPTED,
+                tags=["commands"], summary="End the service session")
     def service_end(kiosk_id: str):
         known(kiosk_id)
         return {"command_id": bridge.send(kiosk_id, "service_end", {})["command_id"]}
 
-    @app.post("/api/kiosks/{kiosk_id}/commands", status_code=202, response_model=Accepted, tags=["commands"],
-              summary="A service operation: home, jog, selftest, unlock, verify_bin")
+    @app.post("/api/kiosks/{kiosk_id}/commands", status_code=202, response_model=Accepted, responses=ACCEPTED,
+              tags=["commands"], summary="A service operation: home, jog, selftest, unlock, verify_bin")
     def command(kiosk_id: str, body: Command):
         known(kiosk_id)
         return {"command_id": bridge.send(kiosk_id, body.op, body.args.model_dump())["command_id"]}
 
     @app.post("/api/kiosks/{kiosk_id}/excursions/{excursion_id}/clear", status_code=202, response_model=Accepted,
-              tags=["temperature"], summary="Acknowledge (clear) an excursion")
+              responses=ACCEPTED, tags=["temperature"], summary="Acknowledge (clear) an excursion")
     def clear_excursion(kiosk_id: str, excursion_id: Annotated[str, PathParam(min_length=1, max_length=64,
                                                                             pattern=ID_PATTERN)]):
         known(kiosk_id)
         return {"command_id": bridge.send(kiosk_id, "clear_excursion", {"excursion": excursion_id})["command_id"]}
 
-    @app.get("/api/commands/{command_id}", response_model=CommandState, tags=["commands"],
+    @app.get("/api/commands/{command_id}", response_model=CommandState, tags=["commands"], operation_id="get_command",
              summary="A command and how far it got")
     def get_command(command_id: str):
         c = store.command(command_id)
@@ -297,7 +308,8 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
             raise HTTPException(404, f"unknown command {command_id!r}")
         return c
 
-    @app.post("/api/commands/{command_id}/cancel", status_code=202, response_model=Accepted, tags=["commands"],
+    @app.post("/api/commands/{command_id}/cancel", status_code=202, response_model=Accepted, responses=ACCEPTED,
+              tags=["commands"], operation_id="cancel_command",
               summary="Ask the kiosk to cancel a queued or running command")
     def cancel(command_id: str):
         c = store.command(command_id)
