@@ -104,9 +104,11 @@ def hardware_waits(car: dict) -> dict[str, float]:
     src = (ROOT / "firmware" / "kiosk" / "stepper.py").read_text()
     settle = re.search(r"_SETTLE_MS = const\((\d+)\)", src)
     wake = re.search(r'_WAKE_US = \{[^}]*"%s": (\d+)' % re.escape(car["driver"]), src)
-    return {"wake": int(wake.group(1)) / 1e6 if wake else 0.0,
+    if not (settle and wake):   # a renamed constant must not print a silent zero
+        raise Broken("kiosk/stepper.py: _SETTLE_MS or _WAKE_US for driver %r not found" % car["driver"])
+    return {"wake": int(wake.group(1)) / 1e6,
             "first": ramp_intervals(car["steps_per_bin"], car["max_speed"], car["accel"])[0] / 1e6,
-            "settle": int(settle.group(1)) / 1e3 if settle else 0.0}
+            "settle": int(settle.group(1)) / 1e3}
 
 
 # -- watchers ---------------------------------------------------------------------

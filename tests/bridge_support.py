@@ -22,6 +22,20 @@ VENV_BIN = Path(sys.executable).parent
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never through a proxy
 
 
+def http(method: str, url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+    """One HTTP call: (status, the JSON or text answered). body is sent as
+    JSON, or raw as given."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"content-type": "application/json"} if data else {})
+    try:
+        with _HTTP.open(req, timeout=10) as r:
+            raw, status, ctype = r.read(), r.status, r.headers.get("content-type", "")
+    except urllib.error.HTTPError as e:
+        raw, status, ctype = e.read(), e.code, e.headers.get("content-type", "")
+    return status, (json.loads(raw) if "json" in ctype else raw.decode())
+
+
 class BridgeProc:
     """One `kiosk-bridge serve` process; stop(kill=True) is a crash."""
 
@@ -61,18 +75,7 @@ class BridgeProc:
         return (self.root / f"{self.name}.log").read_text(errors="replace")[-4000:]
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
-        """One HTTP call; body is sent as JSON, or raw as given."""
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"content-type": "application/json"} if data else {})
-        try:
-            with _HTTP.open(req, timeout=10) as r:
-                raw = r.read()
-                status = r.status
-                ctype = r.headers.get("content-type", "")
-        except urllib.error.HTTPError as e:
-            raw, status, ctype = e.read(), e.code, e.headers.get("content-type", "")
-        return status, (json.loads(raw) if "json" in ctype else raw.decode())
+        return http(method, self.url + path, body, raw)
 
     def get(self, path: str, ok_only: bool = True):
         status, body = self.request("GET", path)

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from bridge_support import journal_records, wait_until
+from bridge_support import http, journal_records, wait_until
 from kiosk_host import protocol
 from link_support import free_port
-from test_demo import _get
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -105,7 +104,7 @@ def test_the_api_fuzzed_from_its_schema_answers_as_documented_and_sends_only_goo
             assert topic == f"kiosk/{KIOSK}/cmd", topic
             assert protocol.verify(key, cmd), cmd
             if cmd["op"] != "resend":          # the bridge's own gap requests are not recorded
-                status, _ = _status(f"{base}/api/commands/{cmd['id']}")
+                status, _ = http("GET", f"{base}/api/commands/{cmd['id']}")
                 assert status == 200, ("a command went out without a record", cmd)
         flash = state / "kiosks" / KIOSK / "flash"
         refused = [r for r in journal_records(flash).values() if r.get("k") == "refused"]
@@ -113,8 +112,8 @@ def test_the_api_fuzzed_from_its_schema_answers_as_documented_and_sends_only_goo
         assert demo.poll() is None, "the demo died under the fuzzer"
         # Power back on and the network up, in case the fuzzer left them off;
         # whatever it unlocked in a service session relocks by itself.
-        _post(f"{base}/api/sim/{KIOSK}/power", {"on": True})
-        _post(f"{base}/api/sim/{KIOSK}/network", {"up": True})
+        http("POST", f"{base}/api/sim/{KIOSK}/power", {"on": True})
+        http("POST", f"{base}/api/sim/{KIOSK}/network", {"up": True})
         wait_until(lambda: _get(f"{base}/api/kiosks/{KIOSK}")["online"], 60, "the kiosk back online")
         wait_until(lambda: not any(lk["energized"] for lk in _get(f"{base}/api/sim/{KIOSK}")["world"]["locks"].values()),
                    60, "every lock de-energised")
@@ -131,20 +130,7 @@ def test_the_api_fuzzed_from_its_schema_answers_as_documented_and_sends_only_goo
             demo.wait()
 
 
-def _status(url: str) -> tuple[int, object]:
-    import urllib.error
-    try:
-        return 200, _get(url)
-    except urllib.error.HTTPError as e:
-        return e.code, None
-
-
-def _post(url: str, body: dict) -> int:
-    import urllib.error
-    import urllib.request
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"}, method="POST")
-    try:
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+def _get(url: str):
+    status, body = http("GET", url)
+    assert status == 200, (url, status, body)
+    return body

@@ -76,11 +76,9 @@ def _safe_outputs(cfg_path):
     state rather than rely on the wiring's resistors alone. A broken board
     file names no pin that can be trusted, so nothing is driven then."""
     from kiosk import board as boardmod, lock, stepper
+    from kiosk.schema import read_file
     try:
-        import json
-        with open(cfg_path) as f:
-            name = json.load(f)["board"]
-        b = boardmod.load("boards/%s.json" % name)
+        b = boardmod.load("boards/%s.json" % read_file(cfg_path)["board"])
         for c in b["locks"]:
             lock.from_board(b, c)
         for c in b["carousels"]:

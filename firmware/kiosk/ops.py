@@ -25,9 +25,6 @@ DOOR_CYCLE = ("pickup", "restock", "unlock")
 # before the coil is powered until "waiting_open" is written, so a reset
 # in it may follow the unlock: unknown.
 _NOT_RELEASED = ("homing", "moving")
-# The record an operation journals once its stock has changed: found after
-# a reset, the operation is closed without journaling it a second time.
-_DONE_RECORD = {"pickup": "pickup", "restock": "restock"}
 
 
 class Op:
@@ -80,19 +77,18 @@ def _journaled(journal, rec):
     kinds = []
     want = rec["id"]
     seq = rec.get("seq")
-    seq = seq + 1 if isinstance(seq, int) and seq >= 0 else 1
-    while True:
-        recs = journal.read_from(seq, 16)
-        for s, line in recs:
+    lines = journal.iter_lines(seq + 1 if isinstance(seq, int) and seq >= 0 else 1)
+    try:
+        for _, line in lines:
             try:
                 d = json.loads(line)
             except ValueError:
                 continue
             if d.get("id") == want:
                 kinds.append(d.get("k"))
-        if len(recs) < 16:
-            return kinds
-        seq = recs[-1][0] + 1
+    finally:
+        lines.close()
+    return kinds
 
 
 def _closing(rec, journal):
@@ -100,12 +96,14 @@ def _closing(rec, journal):
     when the journal already holds one."""
     if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
         return None
-    kinds = _journaled(journal, rec) if journal is not None else []
+    kinds = _journaled(journal, rec)
     if "op" in kinds:
         return None
     kind = rec.get("kind")
     step = rec.get("step")
-    recorded = _DONE_RECORD.get(kind) in kinds
+    # Its pickup (or restock) record is journaled once the stock changed:
+    # close it without journaling that a second time.
+    recorded = kind in ("pickup", "restock") and kind in kinds
     if rec.get("opened") or recorded:
         outcome = "released"
     elif step in _NOT_RELEASED or step is None:
@@ -120,7 +118,7 @@ def _closing(rec, journal):
     return out
 
 
-def interrupted(journal=None):
+def interrupted(journal):
     """Terminal records for the operations a reset cut short: the one in
     progress, then those waiting. Each is left out when the journal shows
     it already ended. The files stay until forget() is called, after the
@@ -141,5 +139,6 @@ def interrupted(journal=None):
 
 
 def forget():
+    """After interrupted()'s records are journaled."""
     store.remove(CURRENT)
     store.remove(WAITING)

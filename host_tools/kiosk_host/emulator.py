@@ -601,7 +601,9 @@ def sim_router(fleet: Fleet):
     from fastapi import APIRouter, HTTPException
     from pydantic import BaseModel, ConfigDict, Field
 
-    name = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    from .protocol import TEXT_PATTERN
+
+    name = Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)
 
     class Body(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
@@ -618,7 +620,7 @@ def sim_router(fleet: Fleet):
     class Fault(Body):
         kind: str = name
         on: bool = True
-        target: Optional[str] = Field(None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+        target: Optional[str] = Field(None, min_length=1, max_length=64, pattern=TEXT_PATTERN)
 
     class Power(Body):
         on: bool

@@ -11,6 +11,23 @@ VERSION = 1
 MAX_DEPTH = 8
 
 
+# Text fields a host sends (order ids, session ids, names): printable, as a
+# JSON Schema pattern for the HTTP APIs and as clean_text() for the rest.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
+def clean_text(s: str) -> bool:
+    """Text a kiosk can check and show: no control characters, no lone
+    surrogates (they have no UTF-8 form, so no signature can cover them)."""
+    if any(c < " " or c == "\x7f" for c in s):
+        return False
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Unsignable(ValueError):
     """The object holds something a signature cannot cover (a float, a
     non-string key, too much nesting)."""

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from .. import __version__
+from ..protocol import TEXT_PATTERN
 from . import status as kstatus
 from .service import Bridge, BridgeError
 
@@ -32,8 +33,7 @@ K0 = 273.15
 DAY_S = 86400
 
 SEQ_MAX = 2**53   # journal sequence numbers are far below; the stores keep 64-bit integers
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"   # printable: no control characters
-ID = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
+ID = Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)
 
 
 def _number(v: Any) -> Any:
@@ -79,67 +79,53 @@ class Pickup(BaseModel):
 
 class ServiceSession(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    session: Optional[str] = Field(default=None, min_length=1, max_length=64, pattern=ID_PATTERN)
+    session: Optional[str] = Field(default=None, min_length=1, max_length=64, pattern=TEXT_PATTERN)
 
 
-class _Args(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class NoArgs(_Args):
+class NoArgs(_Strict):
     pass
 
 
-class JogArgs(_Args):
+class JogArgs(_Strict):
     bins: int = Field(ge=-10000, le=10000, description="bins to turn, negative = backwards")
 
 
-class UnlockArgs(_Args):
+class UnlockArgs(_Strict):
     door: Literal["pickup", "service"]
 
 
-class VerifyArgs(_Args):
+class VerifyArgs(_Strict):
     bin: BinNumber
     present: bool = Field(description="what the technician found in the bin")
 
 
-class _Cmd(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class HomeCmd(_Cmd):
-    op: Literal["home"]
+class PlainCmd(_Strict):
+    op: Literal["home", "selftest", "service_end"]
     args: NoArgs = Field(default_factory=NoArgs)
 
 
-class SelftestCmd(_Cmd):
-    op: Literal["selftest"]
-    args: NoArgs = Field(default_factory=NoArgs)
-
-
-class ServiceEndCmd(_Cmd):
-    op: Literal["service_end"]
-    args: NoArgs = Field(default_factory=NoArgs)
-
-
-class JogCmd(_Cmd):
+class JogCmd(_Strict):
     op: Literal["jog"]
     args: JogArgs
 
 
-class UnlockCmd(_Cmd):
+class UnlockCmd(_Strict):
     op: Literal["unlock"]
     args: UnlockArgs
 
 
-class VerifyCmd(_Cmd):
+class VerifyCmd(_Strict):
     op: Literal["verify_bin"]
     args: VerifyArgs
 
 
 # One schema per operation, told apart by "op": the OpenAPI document says
 # exactly which arguments each takes.
-Command = Annotated[Union[HomeCmd, SelftestCmd, ServiceEndCmd, JogCmd, UnlockCmd, VerifyCmd],
+Command = Annotated[Union[PlainCmd, JogCmd, UnlockCmd, VerifyCmd],
                     Field(discriminator="op")]
 
 
@@ -296,7 +282,7 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
     @app.post("/api/kiosks/{kiosk_id}/excursions/{excursion_id}/clear", status_code=202, response_model=Accepted,
               responses=ACCEPTED, tags=["temperature"], summary="Acknowledge (clear) an excursion")
     def clear_excursion(kiosk_id: str, excursion_id: Annotated[str, PathParam(min_length=1, max_length=64,
-                                                                            pattern=ID_PATTERN)]):
+                                                                            pattern=TEXT_PATTERN)]):
         known(kiosk_id)
         return {"command_id": bridge.send(kiosk_id, "clear_excursion", {"excursion": excursion_id})["command_id"]}
 

@@ -506,7 +506,7 @@ class Bridge:
                 raise BridgeError(422, f"{name} must be {typ.__name__}")
             if typ is str and not 0 < len(v) <= 64:
                 raise BridgeError(422, f"{name} must be 1 to 64 characters")
-            if typ is str and not _clean_text(v):
+            if typ is str and not protocol.clean_text(v):
                 raise BridgeError(422, f"{name} must be printable Unicode text")
             if typ is int and name in ("bin",) and v < 1:
                 raise BridgeError(422, "bin numbers start at 1")
@@ -531,10 +531,7 @@ class Bridge:
         cid = uuid.uuid4().hex
         iat = int(time.time())
         exp = iat + self.command_ttl_s
-        try:
-            cmd = protocol.sign(key, {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args})
-        except protocol.Unsignable as e:
-            raise BridgeError(422, f"the command cannot be signed: {e}") from None
+        cmd = protocol.sign(key, {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args})
         out = self.store.add_command(cid, kiosk, op, args, exp) if record else None
         info = self.client.publish(f"kiosk/{kiosk}/cmd", json.dumps(cmd, separators=(",", ":"), ensure_ascii=False), qos=1, retain=False)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and record:
@@ -544,18 +541,6 @@ class Bridge:
             self._sent_at[cid] = time.monotonic()
             self._tell("command", kiosk)
         return out
-
-
-def _clean_text(s: str) -> bool:
-    """Text a kiosk can check and show: no control characters, no lone
-    surrogates (they have no UTF-8 form, so no signature can cover them)."""
-    if any(c < " " or c == "\x7f" for c in s):
-        return False
-    try:
-        s.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _bin_count(k: dict[str, Any]) -> int | None:
