@@ -25,7 +25,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from bridge_support import wait_until
 from kiosk_host.bridge.api import create_app
-from kiosk_host.bridge.service import Bridge, Keys
+from kiosk_host.bridge.config import Keys
+from kiosk_host.bridge.service import Bridge
 from kiosk_host.bridge.store import Store
 from kiosk_host.emulator import Fleet, sim_router
 from link_support import Mosquitto, free_port

@@ -10,7 +10,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .service import Bridge, ConfigError, Keys
+from .config import ConfigError, Keys
+from .service import Bridge
 from .store import Store, StoreError
 
 
