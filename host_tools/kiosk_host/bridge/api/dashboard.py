@@ -1,0 +1,33 @@
+"""The dashboard: its static files under /static and its pages. Every page
+is the same index.html; the page's script reads the path and shows the
+fleet (/) or one kiosk (/kiosk/{id})."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from ..service import Bridge
+
+DASHBOARD = Path(__file__).parent.parent / "dashboard"
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=DASHBOARD)
+
+
+def router(bridge: Bridge) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
+    def index():
+        return FileResponse(DASHBOARD / "index.html")
+
+    @router.get("/kiosk/{kiosk_id}")
+    def kiosk_page(kiosk_id: str):
+        return FileResponse(DASHBOARD / "index.html")
+
+    return router

@@ -1,0 +1,32 @@
+"""The kiosk's events, the custody records, paged in either direction."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import APIRouter, Query
+
+from ..service import Bridge
+from .common import known
+
+SEQ_MAX = 2**53   # journal sequence numbers are far below; the stores keep 64-bit integers
+
+
+def router(bridge: Bridge) -> APIRouter:
+    store = bridge.store
+    router = APIRouter(tags=["events"])
+
+    @router.get("/api/kiosks/{kiosk_id}/events", summary="The kiosk's events (custody records), paged")
+    def events(kiosk_id: str, after: int = Query(0, ge=0, le=SEQ_MAX, description="seq to start after (ascending order)"),
+               before: Optional[int] = Query(None, ge=1, le=SEQ_MAX, description="newest first, below this seq"),
+               limit: int = Query(100, ge=1, le=1000), kind: Optional[str] = Query(None, max_length=32)):
+        known(bridge, kiosk_id)
+        if before is not None:
+            evs = store.events(kiosk_id, before, limit, kind, newest_first=True)
+            nxt = {"before": evs[-1]["seq"]} if len(evs) == limit else None
+        else:
+            evs = store.events(kiosk_id, after, limit, kind)
+            nxt = {"after": evs[-1]["seq"]} if len(evs) == limit else None
+        return {"kiosk": kiosk_id, "events": evs, "next": nxt}
+
+    return router

@@ -1,0 +1,35 @@
+"""The fleet: every kiosk and its state, and one kiosk in detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ..service import Bridge
+from .common import known, summary
+
+
+def router(bridge: Bridge) -> APIRouter:
+    store = bridge.store
+    router = APIRouter(tags=["fleet"])
+
+    @router.get("/api/kiosks", summary="Every kiosk and its state")
+    def kiosks() -> list[dict[str, Any]]:
+        seen = {k["id"]: k for k in store.kiosks()}
+        for kid in bridge.keys.ids():
+            if kid not in seen:
+                seen[kid] = known(bridge, kid)
+        return [summary(k) for k in sorted(seen.values(), key=lambda k: k["id"]) if bridge.keys.get(k["id"])]
+
+    @router.get("/api/kiosks/{kiosk_id}", summary="One kiosk in detail")
+    def kiosk(kiosk_id: str) -> dict[str, Any]:
+        k = known(bridge, kiosk_id)
+        out = summary(k)
+        out["status"] = k["status"]
+        out["snapshot"] = (k.get("birth") or {}).get("snap")
+        out["telemetry"] = k.get("tele")
+        out["commands"] = store.commands(kiosk_id, 20)
+        return out
+
+    return router

@@ -1,0 +1,90 @@
+"""Storage temperature: history, daily statistics, mean kinetic temperature
+and excursions; clearing (acknowledging) an excursion."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+
+from ...protocol import TEXT_PATTERN
+from ..service import Bridge
+from .common import ACCEPTED, Accepted, celsius, known
+
+BAND_C = (20.0, 25.0)       # USP controlled room temperature
+LIMITS_C = (15.0, 30.0)     # allowed excursions
+DH_R = 10000.0              # MKT: activation energy / gas constant, K
+K0 = 273.15
+DAY_S = 86400
+
+
+def mkt(temps_c: list[float]) -> float | None:
+    """Mean kinetic temperature of equally spaced readings, °C."""
+    if not temps_c:
+        return None
+    s = sum(math.exp(-DH_R / (t + K0)) for t in temps_c) / len(temps_c)
+    return round(DH_R / -math.log(s) - K0, 2)
+
+
+def router(bridge: Bridge) -> APIRouter:
+    store = bridge.store
+    router = APIRouter(tags=["temperature"])
+
+    @router.post("/api/kiosks/{kiosk_id}/excursions/{excursion_id}/clear", status_code=202, response_model=Accepted,
+                 responses=ACCEPTED, summary="Acknowledge (clear) an excursion")
+    def clear_excursion(kiosk_id: str, excursion_id: Annotated[str, PathParam(min_length=1, max_length=64,
+                                                                            pattern=TEXT_PATTERN)]):
+        known(bridge, kiosk_id)
+        return {"command_id": bridge.send(kiosk_id, "clear_excursion", {"excursion": excursion_id})["command_id"]}
+
+    @router.get("/api/kiosks/{kiosk_id}/temperature",
+                summary="Temperature history, daily statistics, MKT and excursions")
+    def temperature(kiosk_id: str, hours: float = Query(24, gt=0, le=24 * 90)):
+        k = known(bridge, kiosk_id)
+        since = int(time.time() - hours * 3600)
+        series: dict[str, list] = {}
+        rh: dict[str, list] = {}
+        per_day: dict[tuple[str, int], list[float]] = {}
+        for t, sensor, tc, rc in store.telemetry(kiosk_id, since):
+            c = celsius(tc)
+            series.setdefault(sensor, []).append([t, c])
+            if rc is not None:
+                rh.setdefault(sensor, []).append([t, celsius(rc)])
+            if c is not None:
+                per_day.setdefault((sensor, t // DAY_S), []).append(c)
+        days = {}
+        for e in store.events(kiosk_id, 0, 1000, "temp", newest_first=True):
+            b = e["body"]
+            if b.get("ev") == "day" and isinstance(b.get("day"), int):
+                days.setdefault((b.get("sensor"), b["day"]), {
+                    "sensor": b.get("sensor"), "day": b["day"], "source": "kiosk",
+                    "min": celsius(b.get("min_centi")), "max": celsius(b.get("max_centi")),
+                    "mean": celsius(b.get("mean_centi")), "mkt": celsius(b.get("mkt_centi")), "samples": b.get("n")})
+        for (sensor, day), vals in per_day.items():
+            days.setdefault((sensor, day), {
+                "sensor": sensor, "day": day, "source": "telemetry", "min": min(vals), "max": max(vals),
+                "mean": round(sum(vals) / len(vals), 2), "mkt": mkt(vals), "samples": len(vals)})
+        for d in days.values():
+            d["date"] = time.strftime("%Y-%m-%d", time.gmtime(d["day"] * DAY_S))
+        climate = ((k.get("birth") or {}).get("snap") or {}).get("climate") or {}
+        window = {n: celsius(s.get("mkt_window_centi")) for n, s in (climate.get("sensors") or {}).items()
+                  if isinstance(s, dict)}
+        excursions = []
+        for e in store.events(kiosk_id, 0, 1000, "temp", newest_first=True):
+            b = e["body"]
+            if b.get("ev") in ("excursion_start", "excursion_end", "excursion_cleared"):
+                excursions.append({"seq": e["seq"], "ev": b["ev"], "id": b.get("id"), "sensor": b.get("sensor"),
+                                   "start": b.get("start"), "end": b.get("end"), "min": celsius(b.get("min_centi")),
+                                   "max": celsius(b.get("max_centi")), "max_rh": celsius(b.get("max_rh_centi")),
+                                   "bins": b.get("bins")})
+        open_ = [dict(x, min=celsius(x.get("min_centi")), max=celsius(x.get("max_centi")))
+                 for x in k["status"].get("excursions", {}).values()]
+        return {"kiosk": kiosk_id, "band_c": list(BAND_C), "limits_c": list(LIMITS_C), "since": since,
+                "series": series, "humidity": rh,
+                "days": sorted(days.values(), key=lambda d: (d["sensor"] or "", d["day"])),
+                "mkt_window": window, "excursions_open": open_, "excursion_events": excursions}
+
+    return router
