@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from kiosk_host.board_link import BoardLink  # noqa: E402
-from kiosk_host.emulator import Fleet  # noqa: E402
+from kiosk_host.emulator.fleet import Fleet  # noqa: E402
 from link_support import Mosquitto  # noqa: E402
 
 P95_LIMIT_MS = 50.0

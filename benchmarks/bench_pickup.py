@@ -65,7 +65,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from bridge_support import BridgeProc, wait_until  # noqa: E402
 from kiosk_host import paths  # noqa: E402
 from kiosk_host.broker import LocalBroker  # noqa: E402
-from kiosk_host.emulator import Fleet  # noqa: E402
+from kiosk_host.emulator.fleet import Fleet  # noqa: E402
 
 KIOSK = "kiosk-001"
 TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")

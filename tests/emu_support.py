@@ -12,7 +12,7 @@ import time
 import tty
 from pathlib import Path
 
-from kiosk_host.emulator import Fleet
+from kiosk_host.emulator.fleet import Fleet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from link_support import Host, Mosquitto  # noqa: E402

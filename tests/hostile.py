@@ -599,7 +599,7 @@ def run(target, kiosk_id: str, key: bytes, n: int, seed: int, other_key: bytes |
         window: int = 48, probe_every: int = 200, settle_s: float = 60.0,
         progress: Callable[[int, int], None] | None = None) -> Report:
     """Send n hostile messages (plus primers and probes) to kiosk_id and
-    check the outcome. target: a kiosk_host.emulator.Fleet (then the
+    check the outcome. target: a kiosk_host.emulator.fleet.Fleet (then the
     simulated world is watched too), or a broker URL or port. At most
     `window` messages are outstanding (sent, not yet refused) at a time, so
     that the times in them are still what they were made for when the kiosk

@@ -17,7 +17,7 @@ import pytest
 
 from bridge_support import BridgeProc, journal_records, signed_fields, wait_until
 from kiosk_host import protocol
-from kiosk_host.emulator import Fleet
+from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
 
 POLICIES = {"door_open_timeout_s": 5, "telemetry_period_s": 2, "sample_period_s": 1}

@@ -28,7 +28,8 @@ from kiosk_host.bridge.api import create_app
 from kiosk_host.bridge.config import Keys
 from kiosk_host.bridge.service import Bridge
 from kiosk_host.bridge.store import Store
-from kiosk_host.emulator import Fleet, sim_router
+from kiosk_host.emulator.fleet import Fleet
+from kiosk_host.emulator.routes import sim_router
 from link_support import Mosquitto, free_port
 
 POLICIES = {"door_open_timeout_s": 10, "telemetry_period_s": 2, "sample_period_s": 1}

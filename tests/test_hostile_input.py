@@ -12,7 +12,7 @@ import time
 import pytest
 
 from kiosk_host import protocol
-from kiosk_host.emulator import Fleet
+from kiosk_host.emulator.fleet import Fleet
 
 import hostile
 from emu_support import wait_for

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge_support import BridgeProc, journal_records, signed_fields, wait_until
-from kiosk_host.emulator import EmulatorError, Fleet
+from kiosk_host.emulator import EmulatorError
+from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
 
 POLICIES = {"door_open_timeout_s": 4, "telemetry_period_s": 5, "sample_period_s": 2, "door_held_open_s": 30}

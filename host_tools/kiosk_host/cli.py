@@ -9,7 +9,7 @@ from . import __version__
 BRIDGE_COMMANDS = {
     "serve": ("run the bridge against a broker", "kiosk_host.bridge.run:serve_main"),
     "demo": ("a demo fleet: broker, bridge, emulated kiosks, dashboard", "kiosk_host.bridge.run:demo_main"),
-    "emulate": ("run emulated kiosks against a broker", "kiosk_host.emulator:main"),
+    "emulate": ("run emulated kiosks against a broker", "kiosk_host.emulator.cli:main"),
 }
 
 USAGE = "usage: kiosk-bridge [--version] {serve,demo,emulate} ...\n\n" + "".join(

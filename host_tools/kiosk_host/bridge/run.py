@@ -105,7 +105,9 @@ def demo_main(argv: list[str] | None = None) -> int:
     _logging(a.verbose)
 
     from ..broker import LocalBroker
-    from ..emulator import EmulatorError, Fleet, sim_router
+    from ..emulator import EmulatorError
+    from ..emulator.fleet import Fleet
+    from ..emulator.routes import sim_router
     from .api import create_app
 
     tmp = None
