@@ -19,7 +19,7 @@ per pickup:
   (a round trip of well under 1 ms, on its own thread beside the firmware)
   every --poll-ms and sees the step counter change; each instant is known to
   within the gap between two polls (printed). The planned time of the same
-  move (the firmware's own trapezoidal ramp, kiosk/ramp.py, for the board's
+  move (the firmware's own trapezoidal ramp, kiosk/hw/ramp.py, for the board's
   max_speed and accel: what a board with hardware step timing takes) is
   printed beside it;
 - request -> door unlocked: until the polls see the pickup lock's coil
@@ -32,8 +32,8 @@ per pickup:
   a simulated patient who opens the door as soon as it is unlocked, holds
   it --hold seconds (past the firmware's 1 s open debounce) and closes it;
   "door closed -> terminal" is the part after the patient is done (it holds
-  the firmware's 250 ms close debounce, kiosk/lock.py, and the door cycle's
-  50 ms polling, kiosk/controller.py _POLL_MS).
+  the firmware's 250 ms close debounce, kiosk/hw/lock.py, and the door cycle's
+  50 ms polling, kiosk/core/controller.py _POLL_MS).
 A second table splits the time to unlock at the hops a watcher on the broker
 sees (the command, the kiosk's "queued" reply), with the motion in the
 middle. Figures are median and max; nothing is asserted. Exits non-zero only
@@ -77,13 +77,13 @@ class Broken(Exception):
 
 # -- the physics a board would have: the firmware's own ramp ----------------------
 def ramp_intervals(steps: int, max_speed: int, accel: int) -> list[int]:
-    """The waits (us) before each step of a move, as kiosk/ramp.py plans them."""
+    """The waits (us) before each step of a move, as kiosk/hw/ramp.py plans them."""
     if "micropython" not in sys.modules:  # ramp.py needs only const()
         shim = types.ModuleType("micropython")
         shim.const = lambda x: x
         sys.modules["micropython"] = shim
     ns: dict = {}
-    exec(compile((ROOT / "firmware" / "kiosk" / "ramp.py").read_text(), "ramp.py", "exec"), ns)
+    exec(compile((ROOT / "firmware" / "kiosk" / "hw" / "ramp.py").read_text(), "ramp.py", "exec"), ns)
     r = ns["Ramp"]()
     r.reset(steps, max_speed, accel)
     out = []
@@ -98,14 +98,14 @@ def planned_motion_s(steps: int, max_speed: int, accel: int) -> float:
 
 
 def hardware_waits(car: dict) -> dict[str, float]:
-    """What kiosk/stepper.py waits around a move for the driver and the
+    """What kiosk/hw/stepper.py waits around a move for the driver and the
     mechanism: the driver's wake-up after enable, the ramp's first interval
     (from rest to the first step) and the settle after the last step."""
-    src = (ROOT / "firmware" / "kiosk" / "stepper.py").read_text()
+    src = (ROOT / "firmware" / "kiosk" / "hw" / "stepper.py").read_text()
     settle = re.search(r"_SETTLE_MS = const\((\d+)\)", src)
     wake = re.search(r'_WAKE_US = \{[^}]*"%s": (\d+)' % re.escape(car["driver"]), src)
     if not (settle and wake):   # a renamed constant must not print a silent zero
-        raise Broken("kiosk/stepper.py: _SETTLE_MS or _WAKE_US for driver %r not found" % car["driver"])
+        raise Broken("kiosk/hw/stepper.py: _SETTLE_MS or _WAKE_US for driver %r not found" % car["driver"])
     return {"wake": int(wake.group(1)) / 1e6,
             "first": ramp_intervals(car["steps_per_bin"], car["max_speed"], car["accel"])[0] / 1e6,
             "settle": int(settle.group(1)) / 1e3}

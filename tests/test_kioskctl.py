@@ -1,6 +1,6 @@
 """kioskctl against emulated kiosks' ptys: the same serial path a technician
 uses with a board on USB (mpremote's transport, the board's raw REPL, the
-firmware's kiosk.debug)."""
+firmware's kiosk.service.debug)."""
 
 from __future__ import annotations
 
@@ -140,9 +140,9 @@ def test_deploy_copies_only_changed_files_and_verifies_the_manifest(rig, tmp_pat
     r = kioskctl(pty, "deploy", "--from", str(tree))
     assert "up to date" in r.stdout
     # A file damaged on the board is found and copied again.
-    (flash / "kiosk" / "debug.mpy").write_bytes(b"junk")
+    (flash / "kiosk" / "service" / "debug.mpy").write_bytes(b"junk")
     r = kioskctl(pty, "deploy", "--from", str(tree))
-    assert r.returncode == 0 and "[1/1] kiosk/debug.mpy" in r.stdout, r
+    assert r.returncode == 0 and "[1/1] kiosk/service/debug.mpy" in r.stdout, r
     # The firmware that was running comes back on the new build.
     boot = rig.last_boot(kid)
     rig.wait_birth(kid, after_boot=boot - 1)

@@ -5,15 +5,18 @@ import asyncio
 import gc
 import sys
 from kiosk.version import VERSION
+from kiosk.contract import K_BOOT, K_OP, K_TEMP
 
-kiosk = None   # the running App, for the REPL (kiosk.debug uses it)
+kiosk = None   # the running App, for the REPL (kiosk.service.debug uses it)
 
 
 class App:
     def __init__(self, cfg_path="config.json"):
-        from kiosk import config, board as boardmod, hal, journal, ops, climate
-        from kiosk import stepper, lock, sensors
-        from kiosk.controller import Controller
+        from kiosk import config
+        from kiosk.hw import board as boardmod, hal
+        from kiosk.core import journal, jobs, climate
+        from kiosk.hw import stepper, lock, sensors
+        from kiosk.core.controller import Controller
         self.cfg = config.load(cfg_path)
         self.board = boardmod.load("boards/%s.json" % self.cfg.board)
         b = self.board
@@ -26,20 +29,20 @@ class App:
         self.carousels = [stepper.from_board(b, c) for c in b["carousels"]]
         from kiosk import clock
         self.journal = journal.Journal(clock=clock.now)   # host-corrected time
-        self.journal.append("boot", {"cause": hal.reset_cause(), "fw": VERSION, "board": b["board"]})
+        self.journal.append(K_BOOT, {"cause": hal.reset_cause(), "fw": VERSION, "board": b["board"]})
         # Close what a reset cut short (once: the journal is checked first),
         # and only then forget it on flash.
-        gone = ops.interrupted(self.journal)
+        gone = jobs.interrupted(self.journal)
         for g in gone:
             rec = dict(g)
             rec["op"] = rec.pop("kind")
             rec.pop("recorded", None)
-            self.journal.append("op", rec)
-        ops.forget()
+            self.journal.append(K_OP, rec)
+        jobs.forget()
         self.sensors = sensors.from_board(b, roms=self.cfg.sensor_roms)
         self.climate = climate.Climate(self.sensors.names(), self.cfg.policies, boot=self.journal.boot)
         if self.climate.load(climate.PATH) == "corrupt":
-            self.journal.append("temp", {"ev": "history_lost", "why": str(self.climate.load_error)})
+            self.journal.append(K_TEMP, {"ev": "history_lost", "why": str(self.climate.load_error)})
         wdt_ms = min(b["wdt_max_ms"], 8000)
         self.wdt = hal.watchdog(wdt_ms)
         self.ctl = Controller(b, self.cfg, self.journal, self.carousels, self.locks,
@@ -49,14 +52,14 @@ class App:
     def start(self):
         self.ctl.start()
         try:
-            from kiosk.link import Link
+            from kiosk.link.session import Link
         except ImportError:
             return
         self.link = Link(self.cfg, self.journal, self.ctl, VERSION, self.board["board"])
         self.link.start()
 
     async def stop(self):
-        from kiosk import hal
+        from kiosk.hw import hal
         await self.ctl.stop()
         if self.link:
             self.link.stop()
@@ -75,7 +78,7 @@ def _safe_outputs(cfg_path):
     config names is itself valid, drive its locks and motors to their safe
     state rather than rely on the wiring's resistors alone. A broken board
     file names no pin that can be trusted, so nothing is driven then."""
-    from kiosk import board as boardmod, lock, stepper
+    from kiosk.hw import board as boardmod, lock, stepper
     from kiosk.schema import read_file
     try:
         b = boardmod.load("boards/%s.json" % read_file(cfg_path)["board"])

@@ -5,6 +5,7 @@
 # from them (only from signed acks that acknowledge something new, so an
 # old ack replayed by someone else cannot wind the clock back).
 import time
+from kiosk.contract import K_CLOCK
 
 # Seconds from 1970-01-01 to the port's epoch (2000-01-01 on some ports).
 EPOCH = 946684800 if time.gmtime(0)[0] == 2000 else 0
@@ -31,5 +32,5 @@ def adjust(host_t, event=None):
         return 0
     _off[0] += d
     if event:
-        event("clock", {"step_s": d, "host_t": host_t})
+        event(K_CLOCK, {"step_s": d, "host_t": host_t})
     return d

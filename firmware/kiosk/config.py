@@ -117,6 +117,6 @@ def load(path=PATH):
 def save(data, path=PATH):
     """Validate, then replace the file atomically (a power cut leaves the old
     or the new file, never half of one)."""
-    from kiosk import store
+    from kiosk import files
     validate(data)
-    store.write_json(path, data)
+    files.write_json(path, data)

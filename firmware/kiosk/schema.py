@@ -2,6 +2,8 @@
 # definitions, kiosk config): each problem is reported with the path of the
 # field, so the field team can fix the file without reading code.
 
+from kiosk.hw.pins import parse_pin
+
 
 class SchemaError(ValueError):
     pass
@@ -18,11 +20,6 @@ def read_file(path, error=SchemaError):
         raise error("%s: cannot read (%s)" % (path, e))
     except ValueError as e:
         raise error("%s: not valid JSON (%s)" % (path, e))
-
-
-def _pin_ok(v):
-    from kiosk.board import parse_pin
-    parse_pin(v)
 
 
 def check(obj, schema, where, errors):
@@ -67,6 +64,6 @@ def check(obj, schema, where, errors):
                 errors.append("%s: must be a hex string" % path)
         elif kind == "pin":
             try:
-                _pin_ok(v)
-            except SchemaError as e:
+                parse_pin(v)
+            except ValueError as e:
                 errors.append("%s: %s" % (path, e))

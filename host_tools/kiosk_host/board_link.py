@@ -119,9 +119,9 @@ class BoardLink:
         return out.decode(errors="replace")
 
     def call(self, expr: str, timeout: float | None = 60, setup: str = "") -> Any:
-        """Evaluate expr on the board (after `from kiosk import debug` and
+        """Evaluate expr on the board (after `from kiosk.service import debug` and
         setup) and return its value, passed as JSON."""
-        out = self.exec(f"import json\nfrom kiosk import debug\n{setup}\nprint('\\x1e' + json.dumps({expr}))",
+        out = self.exec(f"import json\nfrom kiosk.service import debug\n{setup}\nprint('\\x1e' + json.dumps({expr}))",
                         timeout=timeout)
         tail = out.rsplit("\x1e", 1)
         if len(tail) != 2:

@@ -1,7 +1,7 @@
 """kioskctl: the field team's tool for one kiosk board on USB (or an
 emulated kiosk's pty). Every command works over the board's REPL, through
 mpremote's serial transport (kiosk_host.board_link) and the firmware's
-kiosk.debug module.
+kiosk.service.debug module.
 
     kioskctl --port /dev/ttyACM0 status [--json]
     kioskctl --port PORT deploy [--from DIR] [--no-build] [--dry-run]
@@ -131,7 +131,7 @@ def cmd_logs(board: BoardLink, args) -> int:
             sys.stdout.write(b.decode(errors="replace").replace("\r\n", "\n"))
             sys.stdout.flush()
         try:
-            board.exec(f"from kiosk import debug\ndebug.follow({args.n})", timeout=None, consumer=show)
+            board.exec(f"from kiosk.service import debug\ndebug.follow({args.n})", timeout=None, consumer=show)
         except KeyboardInterrupt:
             board.interrupt()
             try:

@@ -37,7 +37,7 @@ REPO_ENV = "KIOSK_REPO"
 
 _PROBE = """
 import gc, json, simworld
-from kiosk import board
+from kiosk.hw import board
 simworld.install(board.load(%r))
 import asyncio
 gc.collect()
@@ -79,17 +79,21 @@ def sim_overhead() -> int:
 _CODE_PROBE = """
 import gc, os
 import simworld
-from kiosk import board
+from kiosk.hw import board
 simworld.install(board.load(%r))
 import asyncio
 gc.collect()
 base = gc.mem_alloc()
-for name in sorted(os.listdir("kiosk")):
-    if name.endswith(".mpy") or name.endswith(".py"):
-        try:
-            __import__("kiosk." + name.rsplit(".", 1)[0])
-        except ImportError:  # another port's backend (rp2 PIO, esp32 RMT)
-            pass
+def load(folder, package):
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".mpy") or name.endswith(".py"):
+            try:
+                __import__(package + "." + name.rsplit(".", 1)[0])
+            except ImportError:  # another port's backend (rp2 PIO, esp32 RMT)
+                pass
+        elif "." not in name and name != "__pycache__":
+            load(folder + "/" + name, package + "." + name)
+load("kiosk", "kiosk")
 import umqtt.simple
 gc.collect()
 print(gc.mem_alloc() - base)

@@ -61,15 +61,21 @@ class Day:
         """Import every firmware module now, as a board has them frozen."""
         import kiosk
         here = kiosk.__path__ if isinstance(kiosk.__path__, str) else kiosk.__path__[0]
-        for name in sorted(os.listdir(here)):
-            if name.endswith(".mpy") or name.endswith(".py"):
-                try:
-                    __import__("kiosk." + name.rsplit(".", 1)[0])
-                except ImportError:   # another port's backend (rp2 PIO, esp32 RMT)
-                    pass
+        self._import_tree(here, "kiosk")
         import umqtt.simple
         gc.collect()
         return gc.mem_alloc() - self.base
+
+    def _import_tree(self, folder, package):
+        """Every module under folder, subpackages included."""
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".mpy") or name.endswith(".py"):
+                try:
+                    __import__(package + "." + name.rsplit(".", 1)[0])
+                except ImportError:   # another port's backend (rp2 PIO, esp32 RMT)
+                    pass
+            elif "." not in name and name != "__pycache__":
+                self._import_tree(folder + "/" + name, package + "." + name)
 
     def _note(self, live=False):
         a = gc.mem_alloc() - self.base - self.code
@@ -154,7 +160,7 @@ class Day:
             "base": self.base, "code": self.code, "peak": self.peak, "peak_live": self.peak_live,
             "live_end": live_end, "min_free": self.min_free, "heap": gc.mem_free() + gc.mem_alloc(),
             "samples": self.samples, "max_gap_ms": self.max_gap_ms, "opened": self.opened,
-            "journal": app.journal.stats(), "stock": ctl.stock, "link_up": bool(app.link and app.link.up),
+            "journal": app.journal.stats(), "stock": ctl.stock.bins, "link_up": bool(app.link and app.link.up),
             "link": app.link.stats() if app.link else None, "violations": self.w.violations,
         }
         await app.stop()

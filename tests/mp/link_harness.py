@@ -16,14 +16,14 @@ import time
 import select
 import asyncio
 from kiosk import config
-from kiosk.journal import Journal
-from kiosk.link import Link
+from kiosk.core.journal import Journal
+from kiosk.link.session import Link
 
 PROBE_MS = 10
 
 
 class Ctl:
-    """Just enough of kiosk.controller for the link."""
+    """Just enough of kiosk.core.controller for the link."""
 
     def __init__(self, journal):
         self.journal = journal

@@ -84,7 +84,7 @@ async def prepare():
     app.ctl.submit("e", "service_end", {})
     await app.stop()
     assert state == "succeeded", (state, info)
-    say("READY", json.dumps(app.ctl.stock))
+    say("READY", json.dumps(app.ctl.stock.bins))
 
 
 async def patient(w, doors_path, doors):
@@ -114,7 +114,7 @@ async def run(doors_path, at):
                 cut(at)
         simworld.SimPin(w, cfg["drive_pin"]).watch(coil)
     from kiosk.app import App
-    from kiosk import store
+    from kiosk import files as store
     app = App()
     ctl = app.ctl
     say("BOOT", app.journal.boot)
@@ -185,7 +185,7 @@ async def check(doors_path):
         simworld.SimPin(w, cfg["drive_pin"]).watch(coil)
     had_op_file = "op.json" in os.listdir()
     from kiosk.app import App
-    from kiosk import store
+    from kiosk import files as store
     app = App()
     ctl = app.ctl
     replies = []
@@ -242,8 +242,8 @@ async def check(doors_path):
         "coils_off": not any(lk.energized() for lk in w.locks.values()),
         "secure": {n: lk.secure() for n, lk in app.locks.items()},
         "stock_file": store.read_json("stock.json"),
-        "stock": ctl.stock,
-        "unverified": ctl.unverified,
+        "stock": ctl.stock.bins,
+        "unverified": ctl.stock.unverified,
         "violations": w.violations,
     }
     await app.stop()

@@ -36,7 +36,7 @@ async def run(where):
             simworld.hard_exit(1)   # the plug is pulled: no cleanup at all
     app.ctl.reply = spy
     app.ctl.start()
-    if "3" not in app.ctl.stock:
+    if "3" not in app.ctl.stock.bins:
         app.ctl.submit("s", "service_start", {"session": "tech"})
         tech = asyncio.create_task(kit.person(w, "service"))
         app.ctl.submit("r", "restock", {"order": "RX-3", "bin": 3})
@@ -80,8 +80,8 @@ async def check(op_id):
         "energized": energized,
         "moved": w.carousels["A"].state()["moves"] - moves0,
         "doors_closed": all(lk.door_closed for lk in w.locks.values()),
-        "stock": app.ctl.stock,
-        "unverified": app.ctl.unverified,
+        "stock": app.ctl.stock.bins,
+        "unverified": app.ctl.stock.unverified,
     }))
     await app.stop()
 

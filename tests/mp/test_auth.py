@@ -2,7 +2,7 @@
 # (tests/vectors/canonical.json is produced and checked by the host side).
 import json
 import os
-from kiosk import auth
+from kiosk.link import auth
 
 
 def _vectors():

@@ -2,7 +2,7 @@
 # loads, and each kind of mistake is refused with the field named.
 import json
 import os
-from kiosk import board
+from kiosk.hw import board, pins
 
 BOARDS = os.getenv("KIOSK_REPO") + "/boards/"
 
@@ -66,14 +66,14 @@ def test_semantic_mistakes_are_named():
 
 
 def test_pin_notation():
-    assert board.parse_pin("gpio7") == (7, None, False)
-    assert board.parse_pin("^!gpio5") == (5, "up", True)
-    assert board.parse_pin("~gpio3") == (3, "down", False)
+    assert pins.parse_pin("gpio7") == (7, None, False)
+    assert pins.parse_pin("^!gpio5") == (5, "up", True)
+    assert pins.parse_pin("~gpio3") == (3, "down", False)
     for bad in ("gpio", "5", "!^", 5):
         try:
-            board.parse_pin(bad)
+            pins.parse_pin(bad)
             assert False, bad
-        except board.BoardError:
+        except pins.PinError:
             pass
 
 

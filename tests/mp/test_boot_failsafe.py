@@ -5,7 +5,7 @@
 import json
 import os
 import simworld
-from kiosk import board
+from kiosk.hw import board, pins
 
 REPO = os.getenv("KIOSK_REPO")
 CFG = {"kiosk_id": "k1", "board": "emulator", "key": "00112233445566778899aabbccddeeff",
@@ -69,10 +69,10 @@ def test_a_broken_config_on_a_good_board_drives_locks_and_motors_safe():
     _flash(good, cfg)
     from kiosk import app
     assert app.main() is None, "the kiosk started without its key"
-    en = board.parse_pin(good["carousels"][0]["enable_pin"])
+    en = pins.parse_pin(good["carousels"][0]["enable_pin"])
     assert w.outputs.get(en[0]) == int(en[2]), "EN not driven to disabled: %r" % w.outputs
     for c in good["locks"]:
-        num, _, inv = board.parse_pin(c["drive_pin"])
+        num, _, inv = pins.parse_pin(c["drive_pin"])
         assert w.outputs.get(num) == inv, "lock %s coil not driven off" % c["name"]
     for c in w.carousels.values():
         s = c.state()

@@ -1,11 +1,11 @@
-# kiosk.climate under MicroPython: one VM per test with the smallest board's
+# kiosk.core.climate under MicroPython: one VM per test with the smallest board's
 # heap, a fresh temp dir as the board's flash. Kept terse on purpose: this
-# module and kiosk.climate are both compiled from source inside that heap.
+# module and kiosk.core.climate are both compiled from source inside that heap.
 import gc
 import os
 
 gc.collect()
-from kiosk import climate
+from kiosk.core import climate
 
 T0 = 1767225600  # 2026-01-01 00:00 UTC
 D0 = T0 // 86400

@@ -30,7 +30,7 @@ async def _pickup_ok():
     ctl = app.ctl
     state, info = await _restock(app, w, r, 5, "RX-5")
     assert state == "succeeded", (state, info)
-    assert ctl.stock == {"5": "RX-5"}
+    assert ctl.stock.bins == {"5": "RX-5"}
     patient = asyncio.create_task(kit.person(w, "pickup"))
     assert ctl.submit("p-1", "pickup", {"order": "RX-5", "bin": 5}) == "queued"
     state, info = await r.final("p-1")
@@ -46,7 +46,7 @@ async def _pickup_ok():
     for lk in w.locks.values():
         assert lk.door_closed and not lk.energized() and lk.bolt_engaged()
     assert w.violation_count == 0, w.violations
-    assert ctl.stock == {}
+    assert ctl.stock.bins == {}
     picks = kit.journal_kinds(app.journal, "pickup")
     assert len(picks) == 1 and picks[0]["order"] == "RX-5" and picks[0]["bin"] == 5
     await app.stop()
@@ -140,7 +140,7 @@ async def _door_never_opened():
     state, info = await r.final("p")
     assert (state, info["reason"]) == ("timed_out", "door_not_opened"), (state, info)
     _safe(w)
-    assert app.ctl.stock == {"4": "RX-4"}, "the medicine is still in its bin"
+    assert app.ctl.stock.bins == {"4": "RX-4"}, "the medicine is still in its bin"
     await app.stop()
 
 
@@ -195,7 +195,7 @@ async def _stall():
     assert "position_lost" in app.ctl.faults
     faults = kit.journal_kinds(app.journal, "fault")
     assert faults and faults[-1]["code"] == "position_lost", faults
-    assert app.ctl.stock == {}
+    assert app.ctl.stock.bins == {}
     await app.stop()
 
 
@@ -206,7 +206,7 @@ def test_stall_fails_the_pickup_before_any_door_opens():
 async def _wrong_home(fault, reason):
     # A bin is stocked from before a reset, so the carousel must home first;
     # its home switch is broken (never seen) or stuck (always closed).
-    from kiosk import store
+    from kiosk import files as store
     store.write_json("stock.json", {"bins": {"5": "RX-5"}, "unverified": []})
     app, w, r = await _up()
     w.handle({"op": "fault", "kind": fault, "on": True})
@@ -215,7 +215,7 @@ async def _wrong_home(fault, reason):
     assert (state, info.get("reason")) == ("failed", reason), (state, info)
     _safe(w)
     assert w.locks["pickup"].energize_count == 0, "never unlock without knowing the bin"
-    assert app.ctl.stock == {"5": "RX-5"}, "nothing left the bin"
+    assert app.ctl.stock.bins == {"5": "RX-5"}, "nothing left the bin"
     faults = kit.journal_kinds(app.journal, "fault")
     assert faults and faults[-1]["code"] == reason, faults
     op = kit.journal_kinds(app.journal, "op")[-1]
@@ -282,7 +282,7 @@ async def _verify():
     ctl = app.ctl
     state, _ = await _restock(app, w, r, 6, "RX-6")
     assert state == "succeeded"
-    ctl.unverified.append(6)              # as a reset during a door cycle leaves it
+    ctl.stock.unverified.append(6)              # as a reset during a door cycle leaves it
     ctl.submit("p", "pickup", {"order": "RX-6", "bin": 6})
     assert (await r.final("p"))[1]["reason"] == "bin_unverified"
     ctl.submit("v0", "verify_bin", {"bin": 6, "present": False})
@@ -292,7 +292,7 @@ async def _verify():
     assert r.last("v1")[1]["reason"] == "bad_args"
     ctl.submit("v2", "verify_bin", {"bin": 6, "present": False})
     assert r.last("v2")[0] == "succeeded"
-    assert ctl.stock == {} and ctl.unverified == []
+    assert ctl.stock.bins == {} and ctl.stock.unverified == []
     ev = kit.journal_kinds(app.journal, "stock")
     assert ev[-1]["ev"] == "verified" and ev[-1]["present"] is False
     await app.stop()
@@ -305,7 +305,7 @@ def test_unverified_bin_refused_until_a_technician_verifies_it():
 async def _one_door():
     app, w, r = await _up()
     ctl = app.ctl
-    assert await kit.wait_for(ctl._settled, 3000)
+    assert await kit.wait_for(ctl.settled, 3000)
     ctl.submit("s", "service_start", {"session": "tech"})
     w.handle({"op": "door", "door": "service", "action": "force"})
     assert await kit.wait_for(lambda: ctl.locks["service"].door() == "open", 3000)

@@ -1,10 +1,10 @@
-# kiosk.gate: only a small, valid, signed, well-formed, fresh and new
+# kiosk.link.gate: only a small, valid, signed, well-formed, fresh and new
 # command reaches the controller; every refusal is journaled and, when the
 # command's id is known, answered.
 import json
-from kiosk import auth
-from kiosk.gate import Gate
-from kiosk.journal import Journal
+from kiosk.link import auth
+from kiosk.link.gate import Gate
+from kiosk.core.journal import Journal
 
 KEY = b"0123456789abcdef0123456789abcdef"
 NOW = 1800000000

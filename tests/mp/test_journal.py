@@ -1,4 +1,4 @@
-# The event journal (kiosk.journal) on a plain folder standing for flash.
+# The event journal (kiosk.core.journal) on a plain folder standing for flash.
 # Power cuts are simulated by dropping a Journal without close() and by
 # cutting or corrupting the segment files before the next open.
 import binascii
@@ -6,7 +6,7 @@ import gc
 import json
 import os
 import time
-from kiosk.journal import Journal
+from kiosk.core.journal import Journal
 
 D = "journal"
 
@@ -264,7 +264,7 @@ def test_read_from_across_segments():
 
 
 def test_read_from_opens_only_the_segments_needed():
-    import kiosk.journal as kj
+    import kiosk.core.journal as kj
     j = Journal(segment_bytes=150, max_segments=50)
     for i in range(40):
         j.append("temp", {"c": i})

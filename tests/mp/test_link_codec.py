@@ -1,8 +1,8 @@
-# kiosk.mqttio: umqtt.simple driven over the in-memory socket. Every packet
+# kiosk.link.mqttio: umqtt.simple driven over the in-memory socket. Every packet
 # it encodes is compared byte for byte with MQTT 3.1.1 encoded by hand, and
 # the incoming side is fed in pieces, as a socket delivers it.
-from kiosk import mqttio
-from kiosk.mqttio import Wire, MemSock
+from kiosk.link import mqttio
+from kiosk.link.mqttio import Wire, MemSock
 
 
 def _s(b):

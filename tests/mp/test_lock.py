@@ -8,12 +8,12 @@ import os
 import time
 # Compiling from source takes heap: the biggest module first, and a collect
 # after each so the next compile finds room in the board-sized heap.
-from kiosk import lock as K
+from kiosk.hw import lock as K
 gc.collect()
 import simworld
 gc.collect()
-from kiosk import board
-from kiosk import hal
+from kiosk.hw import board
+from kiosk.hw import hal
 gc.collect()
 import sim_lock
 gc.collect()

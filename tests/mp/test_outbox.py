@@ -1,11 +1,13 @@
-# kiosk.outbox (what goes to the host next), kiosk.proto (signed payloads)
+# kiosk.link.outbox (what goes to the host next), kiosk.link.proto (signed payloads)
 # and kiosk.clock (following the host's time).
 import json
 import time
-from kiosk import auth, clock
-from kiosk.journal import Journal
-from kiosk.outbox import Outbox
-from kiosk.proto import Proto, signable
+from kiosk.link import auth
+from kiosk import clock
+from kiosk.core.journal import Journal
+from kiosk.link.outbox import Outbox
+from kiosk.link.proto import Proto
+from kiosk.contract import signable
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

@@ -6,12 +6,12 @@
 import gc
 import os
 import time
-from kiosk import sensors as ks  # first: compiling needs the most free heap
-from kiosk.ds18b20 import DS18B20, SensorError, conversion_ms
+from kiosk.hw import sensors as ks  # first: compiling needs the most free heap
+from kiosk.hw.ds18b20 import DS18B20, SensorError, conversion_ms
 import asyncio
 import simworld
 import sim_sensors
-from kiosk import hal
+from kiosk.hw import hal
 
 _BUSES = {
     "ow0": {"type": "onewire", "pin": "gpio20"},
@@ -154,7 +154,7 @@ class _FakeI2C:
 
 
 def test_sht_crc_and_formulas_on_known_vectors():
-    from kiosk.sht import SHT4x, SHT3x, crc8
+    from kiosk.hw.sht import SHT4x, SHT3x, crc8
     assert crc8(b"\xbe\xef", 0) == 0x92         # the datasheet's example
     assert _ow().crc8(b"123456789") == 0xA1      # CRC-8/MAXIM check value
 
@@ -178,7 +178,7 @@ def test_sht_crc_and_formulas_on_known_vectors():
 
 
 def _sht_case(kind):
-    from kiosk import sht
+    from kiosk.hw import sht
     _, w = _world(_sht("c", kind, 0x45))
     m = w.sensors["c"]
     dev = {"sht4x": sht.SHT4x, "sht3x": sht.SHT3x}[kind](hal.i2c_bus(_BUSES["i2c0"]), 0x45)
@@ -371,7 +371,7 @@ def test_heap_steady_over_40_ds18b20_rounds():
 
 
 def test_emulator_board():
-    from kiosk import board
+    from kiosk.hw import board
     b = board.load(os.getenv("KIOSK_REPO") + "/boards/emulator.json")
     w = simworld.install(None)
     for i, s in enumerate(b["sensors"]):

@@ -7,21 +7,21 @@ import gc
 import os
 # Compiling from source takes heap: the biggest module first, and a collect
 # after each so the next compile finds room in the board-sized heap.
-from kiosk import stepper as S
+from kiosk.hw import stepper as S
 gc.collect()
 import simworld
 gc.collect()
 import machine
 gc.collect()
-from kiosk import step_soft
+from kiosk.hw import step_soft
 gc.collect()
 import sim_carousel
 gc.collect()
 import asyncio
 import random
 from array import array
-from kiosk import board
-from kiosk.ramp import Ramp
+from kiosk.hw import board
+from kiosk.hw.ramp import Ramp
 gc.collect()
 
 SPB = 40     # the emulator board's steps per bin

@@ -37,7 +37,7 @@ _mark = sys.stderr.write
 
 def _world():
     import json
-    from kiosk import board
+    from kiosk.hw import board
     try:
         with open("config.json") as f:
             name = json.load(f)["board"]

@@ -9,7 +9,7 @@
 # emulated board's heap.
 import math
 import time
-from kiosk.board import parse_pin
+from kiosk.hw.pins import parse_pin
 from onewire import _crc8
 
 DEFAULT_C = 22.0

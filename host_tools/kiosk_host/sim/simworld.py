@@ -5,7 +5,7 @@
 # command at a time, so the same verbs serve both.
 import os
 import time
-from kiosk.board import parse_pin
+from kiosk.hw.pins import parse_pin
 
 _MAX_VIOLATIONS = 32
 _world = [None]

@@ -4,7 +4,7 @@
 # de-energised and the motors disabled); kiosk.app.kiosk is the stopped App
 # when main.py had started one.
 #
-#   >>> from kiosk import debug
+#   >>> from kiosk.service import debug
 #   >>> debug.show()              # state, alarms, sensors, link, heap
 #   >>> debug.logs(20)            # the journal's last 20 records
 #   >>> debug.home()              # run one operation, then stop again
@@ -19,7 +19,7 @@ import json
 import os
 import time
 
-_TAIL = 10        # a record line ends "\t" + CRC (8 hex digits) + "\n" (kiosk.journal)
+_TAIL = 10        # a record line ends "\t" + CRC (8 hex digits) + "\n" (kiosk.core.journal)
 _MAX_LINE = 512   # the journal's longest line
 _DONE = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
 _n = [time.ticks_ms() % 100000]
@@ -62,7 +62,7 @@ def records(n=20, since=None, kind=None, path="journal"):
     """The journal's records (dicts, oldest first): the last n, or all from
     seq `since` on; kind keeps one kind only. Read-only: torn or corrupt
     lines are skipped, as the journal itself skips them."""
-    from kiosk.journal import _seq
+    from kiosk.core.journal import _seq
     out = []
     segs = _segments(path)
     # Newest segments first until enough records; then oldest first.
@@ -198,7 +198,7 @@ def status(sample=True):
     st = {"kiosk_id": cfg.get("kiosk_id"), "fw": VERSION, "board": cfg.get("board"),
           "controller": "stopped" if a else "not started", "heap": heap(), "flash": flash()}
     try:
-        from kiosk import hal
+        from kiosk.hw import hal
         st["reset_cause"] = hal.reset_cause()
     except Exception:
         st["reset_cause"] = None
@@ -265,7 +265,7 @@ def op(kind, args=None, timeout_s=300):
     with the hardware safe. Returns {"id", "state", "info"}. Ctrl-C cancels
     and leaves the hardware safe."""
     import asyncio
-    from kiosk import hal
+    from kiosk.hw import hal
     a, fresh = _ensure_app()
     ctl = a.ctl
     _n[0] += 1
@@ -340,7 +340,7 @@ def unlock(door="service"):
 def follow(n=0):
     """Print the last n records, then run the kiosk (main.py's App, link and
     all) and print each record as it is journaled, until Ctrl-C."""
-    from kiosk import journal
+    from kiosk.core import journal
     from kiosk import app as appmod
     for rec in records(n) if n else ():
         print(json.dumps(rec))

@@ -1,7 +1,7 @@
 # The bin carousel: a stepper on a STEP/DIR/EN driver turning a ring of bins
 # past the pickup door. This module is the logic (position, homing, moves,
 # missed-step checks); pulses come from a step-timing backend and every pin
-# from kiosk.hal, so it runs unchanged on a board and in the emulator.
+# from kiosk.hw.hal, so it runs unchanged on a board and in the emulator.
 #
 # Position is counted in motor steps, 0 .. bins*steps_per_bin-1, with bin b
 # at the door at b*steps_per_bin. It is only trusted after homing, and the
@@ -12,7 +12,7 @@ import asyncio
 import time
 from array import array
 from micropython import const
-from kiosk.ramp import Ramp
+from kiosk.hw.ramp import Ramp
 
 _MAX_EDGES = const(16)     # home-switch edges recorded per move
 _SLACK = const(1)          # steps of play allowed on switch edges
@@ -44,7 +44,7 @@ class StepperFault(Exception):
 
 class Carousel:
     """One carousel. cfg is its board entry; the hardware comes ready from
-    kiosk.hal (see from_board): a step backend, the EN output and the
+    kiosk.hw.hal (see from_board): a step backend, the EN output and the
     home/index/diag inputs, all in logical (active/inactive) terms."""
 
     def __init__(self, cfg, backend, enable_out, home_in, index_in=None, diag_in=None):
@@ -339,8 +339,8 @@ class Carousel:
 
 
 def from_board(board, cfg):
-    """A Carousel for board entry cfg, wired through kiosk.hal."""
-    from kiosk import hal
+    """A Carousel for board entry cfg, wired through kiosk.hw.hal."""
+    from kiosk.hw import hal
     opt = lambda k: hal.In(cfg[k]) if k in cfg else None
     return Carousel(cfg, hal.step_backend(board, cfg), hal.Out(cfg["enable_pin"]),
                     hal.In(cfg["home_pin"]), opt("index_pin"), opt("diag_pin"))

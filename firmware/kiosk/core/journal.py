@@ -13,8 +13,9 @@ import os
 import json
 import time
 import binascii
-from kiosk import store
+from kiosk import files
 from micropython import const
+from kiosk.contract import K_JOURNAL_OVERFLOW
 
 _HDR = b"#KJ1 "  # segment header: "#KJ1 <first seq> <boot>\n"
 _MIN_LINE = const(30)  # shortest possible record line
@@ -63,22 +64,6 @@ def _header(line):
         return int(a), int(b)
     except ValueError:
         return None
-
-
-def _read_int(path):
-    """A counter file's value ("123\n"): the larger of the file and a
-    complete temp file a power cut left before its rename; 0 if neither
-    is readable (absent or torn)."""
-    v = 0
-    for p in (path, path + ".tmp"):
-        try:
-            with open(p, "rb") as f:  # binary: garbage must not raise
-                s = f.read(24)
-        except OSError:
-            continue
-        if len(s) > 1 and s[-1] == 10 and s[:-1].isdigit():
-            v = max(v, int(s[:-1]))
-    return v
 
 
 class Journal:
@@ -159,14 +144,14 @@ class Journal:
                     boot = max(boot, json.loads(line[: -_TAIL])["b"])
                 except (ValueError, KeyError):
                     pass
-        acked = _read_int(d + "/ack")
+        acked = files.read_counter(d + "/ack")
         # Never reuse a seq, not even one below what the host acknowledged.
         self._last = max(last, acked)
         self._acked = self._saved = acked
         self._ack_n = 0
         self._ack_t = time.ticks_add(time.ticks_ms(), -self._ack_ms)
-        self._boot = max(_read_int(d + "/boot"), boot) + 1
-        self._put(d + "/boot", self._boot)
+        self._boot = max(files.read_counter(d + "/boot"), boot) + 1
+        files.write_counter(d + "/boot", self._boot)
         if self._ser and clean:
             path = self._seg(self._ser[-1])
             self._size = os.stat(path)[6]
@@ -175,10 +160,6 @@ class Journal:
             # A torn tail stays where it is; appending after it would glue
             # the next record to it, so start a fresh segment.
             self._new_segment()
-
-    def _put(self, path, n):
-        """Replace a counter file atomically (write temp, rename over)."""
-        store.replace(path, "%d\n" % n)
 
     # -- writing -------------------------------------------------------
 
@@ -212,7 +193,7 @@ class Journal:
                     lo = a
                 hi = b
         if lo:
-            self._write("journal_overflow", {"lost_from": lo, "lost_to": hi})
+            self._write(K_JOURNAL_OVERFLOW, {"lost_from": lo, "lost_to": hi})
         for i in range(drop):
             try:
                 os.remove(self._seg(self._ser[0]))
@@ -274,7 +255,7 @@ class Journal:
         return self._acked
 
     def _save_ack(self):
-        self._put(self._dir + "/ack", self._acked)
+        files.write_counter(self._dir + "/ack", self._acked)
         self._saved = self._acked
         self._ack_n = 0
         self._ack_t = time.ticks_ms()

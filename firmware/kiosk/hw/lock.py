@@ -3,7 +3,7 @@
 # energised only to unlock, and a hardware one-shot timer de-energises it
 # straight from its interrupt, so the energising cap holds even when the
 # main loop stalls. update() polls and debounces the switches and turns
-# them into short event codes. Pins and the timer come from kiosk.hal.
+# them into short event codes. Pins and the timer come from kiosk.hw.hal.
 # Wiring and semantics: docs/hardware.md, "Door locks".
 import time
 from micropython import const
@@ -313,8 +313,8 @@ class DoorLock:
 
 
 def from_board(board, cfg, **timings):
-    """A DoorLock for one board lock entry, on kiosk.hal objects; timings
+    """A DoorLock for one board lock entry, on kiosk.hw.hal objects; timings
     are DoorLock's keyword options."""
-    from kiosk import hal
+    from kiosk.hw import hal
     return DoorLock(cfg, hal.Out(cfg["drive_pin"]), hal.In(cfg["bolt_pin"]),
                     hal.In(cfg["door_pin"]), hal.OneShot(board["mcu"]), **timings)

@@ -6,11 +6,10 @@
 # `x_centi` (hundredths) and a float inside a list as hundredths.
 import json
 import binascii
-from kiosk import auth, clock
-from kiosk.auth import centi, signable
+from kiosk.link import auth
+from kiosk import clock
+from kiosk.contract import VERSION, MAX_PAYLOAD, centi, signable
 
-VERSION = 1
-MAX_PAYLOAD = 1024  # largest command or ack accepted, bytes
 
 class Proto:
     def __init__(self, kiosk_id, key, fw="", board=""):

@@ -2,47 +2,27 @@
 # one physical operation at a time (pickup, restock, service actions) as an
 # explicit state machine. Every fact is journaled before anyone is told;
 # nothing here trusts the network for safety.
+#
+# What each operation does is in kiosk.core.operations, the stock book in
+# kiosk.core.stock, operation records on flash in kiosk.core.jobs, the
+# background tasks in kiosk.core.tasks; the operation table is the shared
+# kiosk.contract.
 import asyncio
 import time
 from micropython import const
-from kiosk import ops, store
-from kiosk.lock import LockRefused
-from kiosk.auth import signable
-from kiosk.ops import Op, QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, CANCELLED
+from kiosk import contract
+from kiosk.contract import (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, CANCELLED,
+                            DOOR_CYCLE, IMMEDIATE, NEEDS_SERVICE, TEXT_MAX, signable,
+                            K_FAULT, K_MOTOR, K_OP, K_REFUSED, K_SENSOR, K_SERVICE, K_STOCK, K_TEMP)
+from kiosk.core import jobs, operations, tasks
+from kiosk.core.jobs import Op, Refused, OpTimeout, OpFailed
+from kiosk.core.stock import Stock
 
-STOCK = "stock.json"
-_MONITOR_MS = const(20)
 _POLL_MS = const(50)
 _QUEUE_MAX = const(4)
 _RECENT_MAX = const(16)
 _HEALTHY_MS = const(2000)   # at most this stale a heartbeat still counts as healthy
-
-# Operation kinds and the argument each needs (name: type).
-PHYSICAL = {
-    "pickup": {"order": str, "bin": int},
-    "restock": {"order": str, "bin": int},
-    "home": {},
-    "jog": {"bins": int},
-    "selftest": {},
-    "unlock": {"door": str},
-}
-IMMEDIATE = {
-    "service_start": {"session": str},
-    "service_end": {},
-    "clear_excursion": {"excursion": str},
-    "cancel": {"target": str},
-    "verify_bin": {"bin": int, "present": bool},
-}
-_NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock", "verify_bin")
-
-
-class Refused(Exception):
-    """A request the interlocks or the rules refuse; code says why."""
-
-    def __init__(self, code, detail=None):
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
 class Controller:
@@ -60,10 +40,8 @@ class Controller:
         self.wdt = wdt
         # The watchdog is fed only while the monitor (the loop that keeps the
         # doors and the motor safe) is seen running well inside its timeout.
-        self._healthy_ms = min(_HEALTHY_MS, wdt_ms // 2)
-        saved = store.read_json(STOCK, {})
-        self.stock = saved.get("bins", {})            # bin (str) -> order id
-        self.unverified = saved.get("unverified", [])  # bins a reset left uncertain
+        self.healthy_ms = min(_HEALTHY_MS, wdt_ms // 2)
+        self.stock = Stock()
         self.op = None
         self.queue = []
         self.recent = []                    # (id, state, reason) of finished operations
@@ -78,7 +56,8 @@ class Controller:
         self._tasks = []
         self._runner_task = None
         self.stopped = False
-        self._recover(recovered)
+        for g in recovered or ():
+            self.stock.recover(g, self.event)
 
     # -- journal first, then tell ----------------------------------------
     def event(self, kind, fields):
@@ -95,17 +74,19 @@ class Controller:
     def bin_count(self):
         return sum(self._bins)
 
-    def _locate(self, bin_no):
-        """Bins are numbered from 1 across carousels, as labelled."""
+    def bins_of(self, i):
+        """How many bins carousel i holds."""
+        return self._bins[i]
+
+    def locate(self, bin_no):
+        """(carousel, its own bin index) for a bin number: bins are numbered
+        from 1 across carousels, as labelled."""
         i = bin_no - 1
         for c, n in zip(self.carousels, self._bins):
             if 0 <= i < n:
                 return c, i
             i -= n
         raise Refused("bad_bin", "bins are 1..%d" % self.bin_count())
-
-    def stocked_bins(self):
-        return sorted(int(b) for b in self.stock)
 
     # -- interlocks (no command can override these) -----------------------
     def doors_secure(self):
@@ -114,11 +95,9 @@ class Controller:
                 return False
         return True
 
-    def _check_motion(self):
-        if not self.doors_secure():
-            raise Refused("door_not_secure", "the carousel never moves while a door is open or unlocked")
-
-    def _check_unlock(self, door):
+    def check_unlock(self, door):
+        """Refuse an unlock of door unless every other door is secure and
+        nothing moves: one door unlocked at a time, never while moving."""
         if door not in self.locks:
             raise Refused("bad_door")
         for name, lk in self.locks.items():
@@ -127,13 +106,20 @@ class Controller:
         if self._motion is not None:
             raise Refused("carousel_moving")
 
+    def settled(self):
+        """Every door and bolt input has been read through its debounce."""
+        for lk in self.locks.values():
+            if lk.door() == "unknown" or lk.bolt() == "unknown":
+                return False
+        return True
+
     # -- requests ---------------------------------------------------------
     def submit(self, op_id, kind, args):
         """Accept or refuse one request. Refusals are journaled and answered;
         immediate requests finish here; physical ones are queued."""
         try:
             self._validate(op_id, kind, args)
-            if kind in _NEEDS_SERVICE and not self.in_service():
+            if kind in NEEDS_SERVICE and not self.in_service():
                 raise Refused("no_service_session", "%s needs an authorised service session" % kind)
             if kind in IMMEDIATE:
                 info = self._immediate(kind, args)
@@ -144,8 +130,8 @@ class Controller:
                 raise Refused("busy")
             op = Op(op_id, kind, args, self.journal.boot)
             self.queue.append(op)
-            if kind in ops.DOOR_CYCLE:   # on flash before the host hears "queued"
-                ops.save_waiting(self.queue, self.journal.last_seq)
+            if kind in DOOR_CYCLE:   # on flash before the host hears "queued"
+                jobs.save_waiting(self.queue, self.journal.last_seq)
             self._tell(op, QUEUED)
             self._wake.set()
             return QUEUED
@@ -157,19 +143,21 @@ class Controller:
         f = {"id": op_id, "op": kind, "why": code}
         if detail:
             f["detail"] = detail
-        self.event("refused", f)
+        self.event(K_REFUSED, f)
         self._remember(op_id, REJECTED, code)
         self._tell(op_id, REJECTED, {"reason": code, "detail": detail})
 
     def _validate(self, op_id, kind, args):
-        if not isinstance(op_id, str) or not op_id or len(op_id) > 64:
+        """The request against the shared operation table: a known kind,
+        exactly its arguments, each of its type; a fresh id; a real bin."""
+        if not isinstance(op_id, str) or not op_id or len(op_id) > TEXT_MAX:
             raise Refused("bad_id")
         for rid, _, _ in self.recent:
             if rid == op_id:
                 raise Refused("duplicate")
         if (self.op and self.op.id == op_id) or any(q.id == op_id for q in self.queue):
             raise Refused("duplicate")
-        spec = PHYSICAL[kind] if kind in PHYSICAL else IMMEDIATE.get(kind)
+        spec = contract.op_args(kind)
         if spec is None:
             raise Refused("unknown_op")
         if not isinstance(args, dict):
@@ -179,10 +167,11 @@ class Controller:
                 raise Refused("bad_args", "unexpected %s" % name)
         for name, typ in spec.items():
             v = args.get(name)
-            if not isinstance(v, typ) or (typ is int and isinstance(v, bool)) or (typ is str and not 0 < len(v) <= 64):
-                raise Refused("bad_args", "%s must be %s" % (name, {str: "a string", int: "an integer", bool: "true or false"}[typ]))
+            if not isinstance(v, typ) or (typ is int and isinstance(v, bool)) \
+                    or (typ is str and not 0 < len(v) <= TEXT_MAX):
+                raise Refused("bad_args", "%s must be %s" % (name, _TYPE_NAMES[typ]))
         if "bin" in spec:
-            self._locate(args["bin"])
+            self.locate(args["bin"])
 
     def _remember(self, op_id, state, reason):
         self.recent.append((op_id, state, reason))
@@ -193,72 +182,35 @@ class Controller:
         s = self.service
         if s and time.ticks_diff(s[1], time.ticks_ms()) <= 0:
             self.service = None
-            self.event("service", {"state": "expired", "session": s[0]})
+            self.event(K_SERVICE, {"state": "expired", "session": s[0]})
         return self.service is not None
 
     def _immediate(self, kind, args):
         if kind == "service_start":
             ms = self.policies["service_session_max_s"] * 1000
             self.service = (args["session"], time.ticks_add(time.ticks_ms(), ms))
-            self.event("service", {"state": "started", "session": args["session"]})
+            self.event(K_SERVICE, {"state": "started", "session": args["session"]})
             return {"expires_s": ms // 1000}
         if kind == "service_end":
             if self.service:
-                self.event("service", {"state": "ended", "session": self.service[0]})
+                self.event(K_SERVICE, {"state": "ended", "session": self.service[0]})
             self.service = None
             return {}
         if kind == "clear_excursion":
             ev = self.climate.clear(args["excursion"])
             if not ev:
                 raise Refused("unknown_excursion")
-            self.event("temp", ev)
+            self.event(K_TEMP, ev)
             self.climate.save()
             return {}
         if kind == "cancel":
             return self._cancel(args["target"])
         if kind == "verify_bin":
-            return self._verify_bin(args["bin"], args["present"])
+            b, present = args["bin"], args["present"]
+            self.stock.verify(b, present)
+            self.event(K_STOCK, {"bin": b, "ev": "verified", "present": present, "order": self.stock.order_in(b)})
+            return {"bin": b, "present": present}
         return {}
-
-    # -- stock and what a reset leaves uncertain ----------------------------
-    def _save_stock(self):
-        store.write_json(STOCK, {"bins": self.stock, "unverified": self.unverified})
-
-    def _verify_bin(self, b, present):
-        """A technician looked into a bin a reset left uncertain (or any bin)
-        and says whether the order is still there."""
-        key = str(b)
-        if not present and key in self.stock:
-            del self.stock[key]
-        if b in self.unverified:
-            self.unverified.remove(b)
-        self._save_stock()
-        self.event("stock", {"bin": b, "ev": "verified", "present": present, "order": self.stock.get(key)})
-        return {"bin": b, "present": present}
-
-    def _recover(self, gone):
-        """Settle the stock after a reset cut operations short: released
-        medicine left its bin; an unknown outcome leaves the bin refused for
-        pickup until a technician verifies it. Never re-run an operation.
-        One whose pickup or restock record was journaled already changed
-        the stock."""
-        for g in gone or ():
-            self._recover_one(g)
-
-    def _recover_one(self, gone):
-        if gone.get("kind") not in ("pickup", "restock") or gone.get("recorded"):
-            return
-        b = gone.get("args", {}).get("bin")
-        if not isinstance(b, int):
-            return
-        out = gone.get("outcome")
-        if gone["kind"] == "pickup" and out == "released":
-            self.stock.pop(str(b), None)
-            self.event("pickup", {"id": gone["id"], "order": gone["args"].get("order"), "bin": b, "recovered": True})
-        elif out != "not_released" and b not in self.unverified:
-            self.unverified.append(b)
-            self.event("stock", {"bin": b, "ev": "unverified", "after": gone["id"]})
-        self._save_stock()
 
     def _cancel(self, target):
         for op in self.queue:
@@ -272,16 +224,10 @@ class Controller:
         raise Refused("unknown_target")
 
     # -- running operations -------------------------------------------------
-    def _settled(self):
-        for lk in self.locks.values():
-            if lk.door() == "unknown" or lk.bolt() == "unknown":
-                return False
-        return True
-
     async def runner(self):
         # After boot, door and bolt inputs need one debounce period before
         # they are known; until then nothing may move or unlock.
-        await self._until(self._settled, 5000)
+        await self.until(self.settled, 5000)
         while not self.stopped:
             if not self.queue:
                 self._wake.clear()
@@ -290,10 +236,10 @@ class Controller:
             op = self.queue.pop(0)
             self.op = op
             op.state = IN_PROGRESS
-            if op.kind in ops.DOOR_CYCLE:   # op.json first, then out of the waiting list
+            if op.kind in DOOR_CYCLE:   # op.json first, then out of the waiting list
                 seq = self.journal.last_seq
                 op.persist(seq)
-                ops.save_waiting(self.queue, seq)
+                jobs.save_waiting(self.queue, seq)
             self._tell(op, IN_PROGRESS)
             self._runner_task = asyncio.create_task(self._run(op))
             try:
@@ -306,10 +252,10 @@ class Controller:
 
     async def _run(self, op):
         try:
-            info = await getattr(self, "_op_" + op.kind)(op, op.args)
+            info = await operations.RUN[op.kind](self, op, op.args)
             self._finish(op, SUCCEEDED, None, info)
         except Refused as r:
-            self.event("refused", {"id": op.id, "op": op.kind, "why": r.code})
+            self.event(K_REFUSED, {"id": op.id, "op": op.kind, "why": r.code})
             self._finish(op, REJECTED, r.code)
         except OpTimeout as t:
             self._finish(op, TIMED_OUT, t.args[0])
@@ -332,34 +278,41 @@ class Controller:
             f["order"] = op.args["order"]
             f["bin"] = op.args["bin"]
             f["opened"] = op.opened
-        self.event("op", f)
-        if op.kind in ops.DOOR_CYCLE:
+        self.event(K_OP, f)
+        if op.kind in DOOR_CYCLE:
             if op is self.op:
-                ops.done()
+                jobs.done()
             else:   # cancelled while waiting
-                ops.save_waiting(self.queue, self.journal.last_seq)
+                jobs.save_waiting(self.queue, self.journal.last_seq)
         self._remember(op.id, state, reason)
         out = dict(info or {})
         if reason:
             out["reason"] = reason
         self._tell(op, state, out)
 
-    def _step(self, op, step):
+    def step(self, op, step):
+        """An operation reached a step: on flash (door cycles), then told."""
         op.step = step
-        if op.kind in ops.DOOR_CYCLE:
+        if op.kind in DOOR_CYCLE:
             op.persist(self.journal.last_seq)
         self._tell(op, IN_PROGRESS, {"step": step})
 
+    async def until(self, cond, ms):
+        """Wait until cond() holds; False if ms pass first."""
+        deadline = time.ticks_add(time.ticks_ms(), ms)
+        while not cond():
+            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                return False
+            await asyncio.sleep_ms(_POLL_MS)
+        return True
+
     def _fault(self, code, detail):
         self.faults[code] = detail
-        self.event("fault", {"code": code, "detail": detail})
+        self.event(K_FAULT, {"code": code, "detail": detail})
 
     async def _safe_stop(self):
         """Locks de-energised, motion stopped, motor disabled."""
-        m = self._motion
-        if m is not None:
-            m.cancel()
-            self._motion = None
+        self.stop_motion()
         for c in self.carousels:
             c.disable()
         for lk in self.locks.values():
@@ -368,18 +321,28 @@ class Controller:
         await asyncio.sleep_ms(0)
 
     # -- motion ---------------------------------------------------------
-    async def _motor(self, coro, what):
+    def moving(self):
+        return self._motion is not None
+
+    def stop_motion(self):
+        m = self._motion
+        if m is not None:
+            m.cancel()
+            self._motion = None
+
+    async def motor(self, coro, what):
         """Run one carousel motion as its own task, so the monitor can stop it
         the instant a door stops being secure."""
-        self._check_motion()
-        self.event("motor", {"ev": "start", "what": what})
+        if not self.doors_secure():
+            raise Refused("door_not_secure", "the carousel never moves while a door is open or unlocked")
+        self.event(K_MOTOR, {"ev": "start", "what": what})
         self._motion = asyncio.create_task(coro)
         try:
             await self._motion
         except asyncio.CancelledError:
             self._motion = None
             if not self.doors_secure():
-                self.event("motor", {"ev": "stopped", "why": "door_not_secure"})
+                self.event(K_MOTOR, {"ev": "stopped", "why": "door_not_secure"})
                 raise OpFailed("door_not_secure")
             raise
         except Exception as e:
@@ -388,170 +351,29 @@ class Controller:
             self._fault(code, what)
             raise OpFailed(code)
         self._motion = None
-        self.event("motor", {"ev": "done", "what": what})
+        self.event(K_MOTOR, {"ev": "done", "what": what})
 
-    async def _home_all(self):
+    async def home_all(self):
         for c in self.carousels:
-            await self._motor(c.home(), "home " + c.name)
+            await self.motor(c.home(), "home " + c.name)
         self.faults.pop("home_not_found", None)
         self.faults.pop("home_stuck", None)
         self.faults.pop("position_lost", None)
 
-    async def _bring(self, op, bin_no):
-        c, local = self._locate(bin_no)
-        if not c.homed:
-            self._step(op, "homing")
-            await self._home_all()
-        self._step(op, "moving")
-        await self._motor(c.move_to_bin(local), "bin %d" % bin_no)
-
-    # -- the door cycle shared by pickup, restock and service unlock --------
-    async def _door_cycle(self, op, door):
-        self._check_unlock(door)
-        lk = self.locks[door]
-        pol = self.policies
-        self._step(op, "unlocking")
-        try:
-            ms = lk.unlock(pol["door_open_timeout_s"] * 1000)
-        except LockRefused as e:
-            raise Refused("lock_" + e.code)
-        self._step(op, "waiting_open")
-        if not await self._until(lambda: lk.door() == "open", ms):
-            lk.lock()
-            raise OpTimeout("door_not_opened")
-        op.opened = True
-        lk.lock()   # de-energise at once: the latch bolt catches when the door shuts
-        self._step(op, "waiting_close")
-        limit = pol["door_held_open_s"] * 1000 * 5
-        if not await self._until(lambda: lk.door() == "closed", limit):
-            raise OpFailed("door_left_open")
-        self._step(op, "verifying")
-        if not await self._until(lambda: lk.bolt() == "engaged", pol["relock_verify_s"] * 1000):
-            raise OpFailed("bolt_not_engaged")
-
-    async def _until(self, cond, ms):
-        deadline = time.ticks_add(time.ticks_ms(), ms)
-        while not cond():
-            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
-                return False
-            await asyncio.sleep_ms(_POLL_MS)
-        return True
-
-    # -- operations ---------------------------------------------------------
-    async def _op_pickup(self, op, a):
-        b = a["bin"]
-        held = self.policies["hold_pickups_on_excursion"] and self.climate.pickups_held()
-        if held:
-            raise Refused("excursion_hold")
-        if self.in_service():
-            raise Refused("service_in_progress")
-        have = self.stock.get(str(b))
-        if have is None:
-            raise Refused("bin_empty")
-        if have != a["order"]:
-            raise Refused("bin_mismatch")
-        if b in self.unverified:
-            raise Refused("bin_unverified", "a reset left this bin uncertain; a technician must verify it")
-        await self._bring(op, b)
-        await self._door_cycle(op, "pickup")
-        del self.stock[str(b)]
-        self._save_stock()
-        self.event("pickup", {"id": op.id, "order": a["order"], "bin": b})
-        return {"bin": b}
-
-    async def _op_restock(self, op, a):
-        b = a["bin"]
-        if str(b) in self.stock:
-            raise Refused("bin_full")
-        await self._bring(op, b)
-        await self._door_cycle(op, "service")
-        self.stock[str(b)] = a["order"]
-        if b in self.unverified:
-            self.unverified.remove(b)
-        self._save_stock()
-        self.event("restock", {"id": op.id, "order": a["order"], "bin": b})
-        return {"bin": b}
-
-    async def _op_unlock(self, op, a):
-        await self._door_cycle(op, a["door"])
-        return {}
-
-    async def _op_home(self, op, a):
-        self._step(op, "homing")
-        await self._home_all()
-        return {}
-
-    async def _op_jog(self, op, a):
-        c = self.carousels[0]
-        if not c.homed:
-            raise Refused("not_homed")
-        n = self._bins[0]
-        target = (c.bin_at_door() + a["bins"]) % n
-        self._step(op, "moving")
-        await self._motor(c.move_to_bin(target), "jog %d" % a["bins"])
-        return {"bin": target + 1}
-
-    async def _op_selftest(self, op, a):
-        from kiosk import selftest
-        return await selftest.run(self, op)
-
     # -- background tasks -----------------------------------------------------
-    async def monitor(self):
-        """Every few ms: debounce the door and lock inputs, journal what they
-        report, stop the carousel if a door stops being secure, and prove the
-        loop is alive (the watchdog is fed only from fresh heartbeats)."""
-        while not self.stopped:
-            now = time.ticks_ms()
-            for name, lk in self.locks.items():
-                ev = lk.update(now)
-                while ev is not None:
-                    self.event("door", {"door": name, "ev": ev})
-                    ev = lk.next_event()
-            if self._motion is not None and not self.doors_secure():
-                self._motion.cancel()
-            self.heartbeat = now
-            await asyncio.sleep_ms(_MONITOR_MS)
-
-    async def sampler(self):
-        """Sample every sensor on a fixed period; climate state is saved to
-        flash every ten minutes and whenever an alarm changes."""
-        period = self.policies["sample_period_s"] * 1000
-        saved = time.ticks_ms()
-        while not self.stopped:
-            t0 = time.ticks_ms()
-            await self.sample()
-            now_s = int(time.time())
-            changed = False
-            for name, val in self.sensors.values().items():
-                for ev in self.climate.add(name, val[0], val[1], now_s, self.stocked_bins):
-                    self.event("temp", ev)
-                    changed = True
-            if changed or time.ticks_diff(time.ticks_ms(), saved) > 600000:
-                self.climate.save()
-                saved = time.ticks_ms()
-            left = period - time.ticks_diff(time.ticks_ms(), t0)
-            await asyncio.sleep_ms(left if left > 0 else 0)
-
     async def sample(self):
         """One round of sensor readings; the sampler and the self-test share
         the bus, one round at a time."""
         async with self._sampling:
             events = await self.sensors.sample()
         for ev in events:
-            self.event("sensor", {"sensor": ev[1], "ev": ev[0], "code": ev[2]})
+            self.event(K_SENSOR, {"sensor": ev[1], "ev": ev[0], "code": ev[2]})
         return events
-
-    async def watchdog_feeder(self):
-        period = self._healthy_ms // 2
-        while not self.stopped:
-            if self.wdt and time.ticks_diff(time.ticks_ms(), self.heartbeat) < self._healthy_ms:
-                self.wdt.feed()
-            await asyncio.sleep_ms(period)
 
     def start(self):
         """Start the control tasks. Locks are already de-energised and motors
         disabled by the drivers' constructors."""
-        for coro in (self.monitor(), self.runner(), self.sampler(), self.watchdog_feeder()):
+        for coro in (tasks.monitor(self), self.runner(), tasks.sampler(self), tasks.watchdog_feeder(self)):
             self._tasks.append(asyncio.create_task(coro))
 
     async def stop(self):
@@ -570,8 +392,8 @@ class Controller:
             "carousels": [c.state() for c in self.carousels],
             "sensors": self.sensors.state(),
             "climate": self.climate.summary(),
-            "stock": self.stock,
-            "unverified": self.unverified,
+            "stock": self.stock.bins,
+            "unverified": self.stock.unverified,
             "op": None if self.op is None else {"id": self.op.id, "kind": self.op.kind, "step": self.op.step},
             "queue": [q.id for q in self.queue],
             "service": self.service is not None,
@@ -586,11 +408,3 @@ class Controller:
                 return base + b
             base += n
         return None
-
-
-class OpTimeout(Exception):
-    pass
-
-
-class OpFailed(Exception):
-    pass

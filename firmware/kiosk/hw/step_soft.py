@@ -7,7 +7,6 @@
 import time
 import asyncio
 from micropython import const
-from kiosk.hal import Out
 
 _BURST_US = const(2000)    # longest stretch of stepping without yielding
 _SPIN_US = const(1500)     # waits shorter than this are timed here, not by asyncio
@@ -19,8 +18,8 @@ class SoftSteps:
 
     lag = 0  # steps_done is exact: counted before each pulse goes out
 
-    def __init__(self, step_pin_spec, dir_out, carousel_cfg):
-        self._step = Out(step_pin_spec)
+    def __init__(self, step_out, dir_out, carousel_cfg):
+        self._step = step_out
         self._dir = dir_out
         self.steps_done = 0
         self._abort = False

@@ -7,7 +7,7 @@
 # with one ("sensor_ok", name, None). Rules: docs/sensors.md.
 import asyncio
 from binascii import hexlify, unhexlify
-from kiosk.ds18b20 import DS18B20, SensorError, start_all
+from kiosk.hw.ds18b20 import DS18B20, SensorError, start_all
 
 # Status values.
 UNKNOWN = "unknown"     # not read yet
@@ -86,7 +86,7 @@ class Sensors:
         bus.slots.append(s)
 
     def add_sht(self, name, kind, i2c, addr=0x44):
-        from kiosk import sht
+        from kiosk.hw import sht
         cls = {"sht4x": sht.SHT4x, "sht3x": sht.SHT3x}[kind]
         self._add(_Slot(name, kind, cls(i2c, addr)))
 
@@ -194,10 +194,10 @@ class Sensors:
 
 
 def from_board(board, roms=None, fail_after=3, ok_after=2):
-    """Every sensor the board lists, on buses made by kiosk.hal. A DS18B20's
+    """Every sensor the board lists, on buses made by kiosk.hw.hal. A DS18B20's
     ROM comes from `roms` (name -> hex, the kiosk config), else the board's
     "rom", else a bus search (sorted ROMs to board order)."""
-    from kiosk import hal
+    from kiosk.hw import hal
     mgr = Sensors(fail_after, ok_after)
     buses = board.get("buses") or {}
     made = {}

@@ -3,20 +3,11 @@
 # state. The operation in progress is kept on flash at every step, so after
 # a reset the controller can say how it ended, and never runs it again.
 import json
-from kiosk import store
-
-QUEUED = "queued"
-IN_PROGRESS = "in_progress"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-REJECTED = "rejected"
-CANCELLED = "cancelled"
-TERMINAL = (SUCCEEDED, FAILED, TIMED_OUT, REJECTED, CANCELLED)
+from kiosk import files
+from kiosk.contract import QUEUED, FAILED, DOOR_CYCLE
 
 CURRENT = "op.json"     # the door-cycle operation in progress
 WAITING = "queue.json"  # door-cycle operations accepted and not yet begun
-DOOR_CYCLE = ("pickup", "restock", "unlock")
 
 # What a reset during each step of a door cycle means for the medicine:
 # before the door was unlocked nothing left the bin; once it was unlocked
@@ -25,6 +16,23 @@ DOOR_CYCLE = ("pickup", "restock", "unlock")
 # before the coil is powered until "waiting_open" is written, so a reset
 # in it may follow the unlock: unknown.
 _NOT_RELEASED = ("homing", "moving")
+
+
+class Refused(Exception):
+    """A request the interlocks or the rules refuse; code says why."""
+
+    def __init__(self, code, detail=None):
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
+
+
+class OpTimeout(Exception):
+    """An operation ran out of time (say, a door nobody opened)."""
+
+
+class OpFailed(Exception):
+    """An operation began and could not finish; the argument says why."""
 
 
 class Op:
@@ -48,7 +56,7 @@ class Op:
     def persist(self, seq):
         """Keep this operation's progress on flash (door-cycle operations
         only: they are the ones a reset can leave half done)."""
-        store.write_json(CURRENT, self.record(seq))
+        files.write_json(CURRENT, self.record(seq))
 
     def finish(self, state, reason=None):
         self.state = state
@@ -60,15 +68,15 @@ def save_waiting(queue, seq):
     the host is told they are queued until they begin or end."""
     recs = [op.record(seq) for op in queue if op.kind in DOOR_CYCLE]
     if recs:
-        store.write_json(WAITING, recs)
+        files.write_json(WAITING, recs)
     else:
-        store.remove(WAITING)
+        files.remove(WAITING)
 
 
 def done():
     """The operation in progress has its terminal record in the journal:
     forget it on flash."""
-    store.remove(CURRENT)
+    files.remove(CURRENT)
 
 
 def _journaled(journal, rec):
@@ -124,11 +132,11 @@ def interrupted(journal):
     it already ended. The files stay until forget() is called, after the
     caller has journaled these, so a reset in between loses nothing."""
     out = []
-    cur = store.read_json(CURRENT)
+    cur = files.read_json(CURRENT)
     c = _closing(cur, journal)
     if c:
         out.append(c)
-    waiting = store.read_json(WAITING)
+    waiting = files.read_json(WAITING)
     for rec in waiting if isinstance(waiting, list) else ():
         if isinstance(cur, dict) and isinstance(rec, dict) and rec.get("id") == cur.get("id"):
             continue  # begun: op.json is written before queue.json drops it
@@ -140,5 +148,5 @@ def interrupted(journal):
 
 def forget():
     """After interrupted()'s records are journaled."""
-    store.remove(CURRENT)
-    store.remove(WAITING)
+    files.remove(CURRENT)
+    files.remove(WAITING)

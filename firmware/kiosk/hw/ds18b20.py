@@ -1,5 +1,5 @@
 # DS18B20 temperature sensor on a 1-Wire bus, written on the `onewire`
-# module's byte API (what kiosk.hal.onewire_bus returns). A read either gives
+# module's byte API (what kiosk.hw.hal.onewire_bus returns). A read either gives
 # a temperature that passed every check, or raises SensorError with a short
 # code: the power-on 85.00, the 127.94 of a starved conversion, an absent
 # device's all-0xFF and a failed CRC are never passed on as numbers.
@@ -29,7 +29,7 @@ _CONV_MS = (94, 188, 375, 750)  # 93.75 / 187.5 / 375 / 750 ms, rounded up
 
 class SensorError(Exception):
     """A sensor read that must not become a number. `code` is a short
-    string the manager counts and journals. Shared by kiosk.sht."""
+    string the manager counts and journals. Shared by kiosk.hw.sht."""
 
     def __init__(self, code):
         super().__init__(code)

@@ -1,5 +1,5 @@
 # RP2 step timing: a PIO state machine times every pulse to the microsecond
-# while Python plans the ramp (kiosk.ramp) and keeps the state machine's TX
+# while Python plans the ramp (kiosk.hw.ramp) and keeps the state machine's TX
 # FIFO topped up between other tasks, the way Klipper splits the work.
 # Not exercised in CI (no RP2 there): see docs/stepper.md.
 #
@@ -11,7 +11,7 @@ import asyncio
 import rp2
 from machine import Pin
 from micropython import const
-from kiosk.board import parse_pin
+from kiosk.hw.pins import parse_pin
 
 _FREQ = const(1000000)    # state machine clock: one cycle per microsecond
 _OVERHEAD = const(8)      # cycles per step outside the wait loop

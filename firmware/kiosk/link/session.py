@@ -11,12 +11,15 @@ import gc
 import os
 import time
 from micropython import const
-from kiosk import clock, net, mqttio
-from kiosk.conn import Conn
-from kiosk.gate import Gate
-from kiosk.mqttio import Wire, pub_size
-from kiosk.outbox import Outbox
-from kiosk.proto import Proto
+from kiosk import clock
+from kiosk.hw import net
+from kiosk.link import mqttio
+from kiosk.link.conn import Conn
+from kiosk.link.gate import Gate
+from kiosk.link.mqttio import Wire, pub_size
+from kiosk.link.outbox import Outbox
+from kiosk.link.proto import Proto
+from kiosk.contract import K_REFUSED
 
 _REPLIES = const(16)  # replies kept while they cannot be sent
 _RESEND_MAX = const(1000)  # records one resend request may ask for
@@ -290,7 +293,7 @@ class Link:
             if w.arg == self.p.t_cmd:
                 self.gate.refuse("oversized")
             elif w.arg == self.p.t_ack:
-                self.event("refused", {"why": "oversized", "topic": "ack"})
+                self.event(K_REFUSED, {"why": "oversized", "topic": "ack"})
         return True
 
     def _make(self, fn, *args):
@@ -388,7 +391,7 @@ class Link:
     def _on_ack(self, msg):
         r = self.p.check_ack(msg)
         if not isinstance(r, tuple) or r[0] > self.j.last_seq:
-            self.event("refused", {"why": r if isinstance(r, str) else "bad_ack",
+            self.event(K_REFUSED, {"why": r if isinstance(r, str) else "bad_ack",
                                    "topic": "ack"})
             return
         if self.box.host_ack(r[0]):

@@ -3,6 +3,7 @@
 # boot with a message naming the field, never discovered by a motor.
 # Runs under MicroPython and CPython alike (host tools validate before deploy).
 from kiosk.schema import check as _check_fields, read_file, SchemaError
+from kiosk.hw.pins import parse_pin
 
 
 class BoardError(SchemaError):
@@ -47,27 +48,6 @@ _SENSOR = {
     "name": ("str", 1), "type": (tuple(SENSOR_TYPES), 1), "bus": ("str", 1),
     "rom": ("str", 0), "resolution": ((9, 10, 11, 12), 0), "address": ("pos", 0),
 }
-
-
-def parse_pin(spec):
-    """'^!gpio5' -> (5, pull, invert): '^' pull-up, '~' pull-down, '!'
-    active-low. The Klipper notation keeps electrical facts in the data."""
-    if not isinstance(spec, str):
-        raise BoardError("pin must be a string like 'gpio5' or '^!gpio5'")
-    pull = None
-    invert = False
-    i = 0
-    while i < len(spec) and spec[i] in "^~!":
-        c = spec[i]
-        if c == "!":
-            invert = True
-        else:
-            pull = "up" if c == "^" else "down"
-        i += 1
-    name = spec[i:]
-    if name.startswith("gpio") and name[4:].isdigit():
-        return int(name[4:]), pull, invert
-    raise BoardError("bad pin %r: expected [^|~][!]gpioN" % spec)
 
 
 def validate(b, source="board"):

@@ -318,21 +318,20 @@ class Climate:
         for x in self._exc:
             yield _public(x)
 
-    # Write the state atomically; False if the file system refused (the
-    # previous file is then left as it was).
+    # Write the state atomically (kiosk.files); False if the file system
+    # refused (the previous file is then left as it was).
     def save(self, path=PATH):
         import json
-        import os
         from binascii import crc32
+        from kiosk.files import atomic
         c = 0
         try:
-            with open(path + ".tmp", "wb") as f:
+            with atomic(path) as f:
                 for o in self._lines():
                     b = (json.dumps(o) + "\n").encode()
                     f.write(b)
                     c = crc32(b, c)
                 f.write(('{"crc": %d}\n' % (c & 0xFFFFFFFF)).encode())
-            os.rename(path + ".tmp", path)
             return True
         except (OSError, MemoryError):
             return False
@@ -346,10 +345,10 @@ class Climate:
         from binascii import crc32
         self._reset()
         self.load_error = None
+        from kiosk.files import open_latest
         c = n = 0
-        try:
-            f = open(path, "rb")
-        except OSError:
+        f = open_latest(path)
+        if f is None:
             return "none"
         try:
             with f:

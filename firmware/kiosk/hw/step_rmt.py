@@ -1,5 +1,5 @@
 # ESP32 step timing: the RMT peripheral times the pulses (80 MHz source,
-# divided to 1 us ticks) while Python plans the ramp (kiosk.ramp) in chunks.
+# divided to 1 us ticks) while Python plans the ramp (kiosk.hw.ramp) in chunks.
 # Not exercised in CI (no ESP32 there): see docs/stepper.md.
 #
 # RMT.write_pulses blocks while an earlier sequence is still going out, and
@@ -14,7 +14,7 @@ import time
 import esp32
 from machine import Pin
 from micropython import const
-from kiosk.board import parse_pin
+from kiosk.hw.pins import parse_pin
 
 _CHUNK = const(32)        # steps per write_pulses call
 _PULSE = const(5)         # step pulse, us high

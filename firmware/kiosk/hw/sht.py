@@ -1,11 +1,11 @@
 # Sensirion SHT4x / SHT3x temperature and humidity sensors on I2C (the bus
-# object kiosk.hal.i2c_bus returns). start() sends the measure command and
+# object kiosk.hw.hal.i2c_bus returns). start() sends the measure command and
 # returns at once; the caller sleeps (asyncio) for measure_ms and then
 # calls read(). Each 16-bit word comes with a CRC-8 (poly 0x31, init 0xFF):
 # a word that fails it is a SensorError, never a value.
 from micropython import const
 from time import ticks_ms, ticks_diff
-from kiosk.ds18b20 import SensorError
+from kiosk.hw.ds18b20 import SensorError
 
 _MIN_C = const(-40)     # specified range of both families
 _MAX_C = const(125)

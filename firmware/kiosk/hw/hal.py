@@ -3,7 +3,7 @@
 # logical terms (active/inactive), with the board's pulls and inversions
 # applied once, so no logic ever handles a raw pin.
 from machine import Pin
-from kiosk.board import parse_pin
+from kiosk.hw.pins import parse_pin
 
 
 class Out:
@@ -97,13 +97,15 @@ def step_backend(board, carousel):
     """The step-timing backend the board names: software timing (emulator,
     any port), RP2 PIO or ESP32 RMT (pulses timed in hardware)."""
     kind = board["step_timing"]
+    d = Out(carousel["dir_pin"])
     if kind == "pio":
-        from kiosk.step_pio import PioSteps as B
-    elif kind == "rmt":
-        from kiosk.step_rmt import RmtSteps as B
-    else:
-        from kiosk.step_soft import SoftSteps as B
-    return B(carousel["step_pin"], Out(carousel["dir_pin"]), carousel)
+        from kiosk.hw.step_pio import PioSteps
+        return PioSteps(carousel["step_pin"], d, carousel)
+    if kind == "rmt":
+        from kiosk.hw.step_rmt import RmtSteps
+        return RmtSteps(carousel["step_pin"], d, carousel)
+    from kiosk.hw.step_soft import SoftSteps
+    return SoftSteps(Out(carousel["step_pin"]), d, carousel)
 
 
 def reset_cause():

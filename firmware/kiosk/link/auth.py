@@ -25,40 +25,6 @@ class Unsignable(ValueError):
     pass
 
 
-# Floats have no canonical form across MicroPython and CPython, so signed
-# messages carry them as integer hundredths under a key that says so: a
-# float field `x` becomes `x_centi`, a float inside a list its hundredths.
-def centi(x):
-    try:
-        return int(round(x * 100))
-    except (ValueError, OverflowError):  # nan, inf
-        return None
-
-
-def signable(v, inplace=False):
-    """v with floats turned into hundredths and tuples into lists, ready
-    for the canonical encoding. Nested containers are copied (they may be
-    the controller's own); the top dict is changed in place if asked."""
-    if isinstance(v, float):
-        return centi(v)
-    if isinstance(v, dict):
-        d = v if inplace else {}
-        for k in list(v):
-            x = v[k]
-            if isinstance(x, float):
-                if inplace:
-                    del d[k]
-                d[str(k) + "_centi"] = centi(x)
-            else:
-                if inplace and not isinstance(k, str):
-                    del d[k]
-                d[str(k)] = signable(x) if isinstance(x, (dict, list, tuple)) else x
-        return d
-    if isinstance(v, (list, tuple)):
-        return [signable(x) if isinstance(x, (float, dict, list, tuple)) else x for x in v]
-    return v
-
-
 def _str(s, out):
     w = out.write
     w('"')

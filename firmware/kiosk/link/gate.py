@@ -4,10 +4,12 @@
 # seen before. Every refusal is journaled and, when the command's id is
 # known, answered; no input, however broken, raises out of here.
 import json
-from kiosk import store
+from kiosk import files
 from micropython import const
-from kiosk import auth, clock
-from kiosk.proto import MAX_PAYLOAD, VERSION
+from kiosk.link import auth
+from kiosk import clock
+from kiosk.contract import MAX_PAYLOAD, VERSION
+from kiosk.contract import K_REFUSED
 
 FUTURE_S = const(30)  # how far ahead of our clock an issue time may be
 MAX_SEEN = const(32)  # command ids remembered for replay checks
@@ -59,20 +61,18 @@ class Gate:
 
     # -- replay memory on flash ---------------------------------------------
     def _load(self):
-        for p in (self.path, self.path + ".tmp"):
-            try:
-                with open(p) as f:
-                    d = json.load(f)
+        try:
+            d = files.load_json(self.path)
+            if d is not None:
                 self._floor = int(d["floor"])
                 self._seen = {str(k): int(v) for k, v in d["ids"].items()}
-                return
-            except Exception:  # absent or torn: try the other copy
-                pass
+        except Exception:  # torn or damaged: start empty
+            pass
 
     def _save(self):
         """Replace the file atomically: a power cut leaves the old or the
         new list, and the new one is on flash before the command acts."""
-        store.write_json(self.path, {"floor": self._floor, "ids": self._seen})
+        files.write_json(self.path, {"floor": self._floor, "ids": self._seen})
 
     def _remember(self, cid, exp, now):
         """Remember cid until it expires. When the list is full the entry
@@ -116,7 +116,7 @@ class Gate:
         if op is not None:
             f["op"] = op
         try:
-            self._event("refused", f)
+            self._event(K_REFUSED, f)
         except Exception:  # a full or failing flash must not stop the gate
             pass
         if cid is not None:

@@ -1,0 +1,108 @@
+# The one contract the kiosk and its host share: the protocol version, the
+# operations a host may ask for with the arguments each takes, the states
+# an operation reports, and the kinds of journal record. The firmware
+# imports it; the bridge loads this same file (kiosk_host/contract.py), so
+# the two can never disagree. Plain data, no imports: it runs under
+# MicroPython and CPython alike. Wire formats: docs/protocol.md.
+
+VERSION = 1            # "v" of every message
+MAX_PAYLOAD = 1024     # largest command or ack a kiosk accepts, bytes
+TEXT_MAX = 64          # longest id or text argument
+
+# Operation states (AWS IoT Jobs' vocabulary): one terminal state each.
+QUEUED = "queued"
+IN_PROGRESS = "in_progress"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+REJECTED = "rejected"
+CANCELLED = "cancelled"
+TERMINAL = (SUCCEEDED, FAILED, TIMED_OUT, REJECTED, CANCELLED)
+STATES = (QUEUED, IN_PROGRESS) + TERMINAL
+
+# Operations that move or unlock something: queued, run one at a time.
+# name -> {argument: type}; ids and text arguments are 1..TEXT_MAX long.
+PHYSICAL = {
+    "pickup": {"order": str, "bin": int},
+    "restock": {"order": str, "bin": int},
+    "home": {},
+    "jog": {"bins": int},
+    "selftest": {},
+    "unlock": {"door": str},
+}
+# Operations that finish at once, without moving anything.
+IMMEDIATE = {
+    "service_start": {"session": str},
+    "service_end": {},
+    "clear_excursion": {"excursion": str},
+    "cancel": {"target": str},
+    "verify_bin": {"bin": int, "present": bool},
+}
+# Only inside a service session a host opened for a technician.
+NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock", "verify_bin")
+# Operations that unlock a door: on flash from accepted to ended, so a
+# reset in between is closed once with what it means for the medicine.
+DOOR_CYCLE = ("pickup", "restock", "unlock")
+# Handled by the link itself, never by the controller.
+LINK_OPS = {"resend": {"from": int, "to": int}}
+
+
+def op_args(op):
+    """The argument table of a controller operation, or None."""
+    spec = PHYSICAL.get(op)
+    return IMMEDIATE.get(op) if spec is None else spec
+
+
+# Journal record kinds ("k"). Every record the kiosk keeps is one of these.
+K_BOOT = "boot"                # a boot: cause, firmware, board
+K_OP = "op"                    # an operation's terminal state
+K_REFUSED = "refused"          # a refused command, ack or request, with why
+K_PICKUP = "pickup"            # an order left its bin through the pickup door
+K_RESTOCK = "restock"          # an order was put into a bin
+K_STOCK = "stock"              # a bin made uncertain by a reset, or verified
+K_DOOR = "door"                # a door or bolt change, or a door alarm
+K_MOTOR = "motor"              # a carousel motion began, ended or stopped
+K_FAULT = "fault"              # a driver fault (motor, lock, sensor bus)
+K_SENSOR = "sensor"            # a sensor faulted or recovered
+K_TEMP = "temp"                # climate: warnings, excursions, days, MKT
+K_SERVICE = "service"          # a service session started, ended or expired
+K_SELFTEST = "selftest"        # a self-test's results
+K_CLOCK = "clock"              # the clock stepped to the host's time
+K_JOURNAL_OVERFLOW = "journal_overflow"  # unacknowledged records lost to rotation
+KINDS = (K_BOOT, K_OP, K_REFUSED, K_PICKUP, K_RESTOCK, K_STOCK, K_DOOR, K_MOTOR, K_FAULT,
+         K_SENSOR, K_TEMP, K_SERVICE, K_SELFTEST, K_CLOCK, K_JOURNAL_OVERFLOW)
+
+
+# Floats have no canonical form across MicroPython and CPython (they print
+# differently), so records and signed messages carry them as integer
+# hundredths under a key that says so: a float field `x` becomes `x_centi`,
+# a float inside a list its hundredths.
+def centi(x):
+    try:
+        return int(round(x * 100))
+    except (ValueError, OverflowError):  # nan, inf
+        return None
+
+
+def signable(v, inplace=False):
+    """v with floats turned into hundredths and tuples into lists, ready
+    for the canonical encoding. Nested containers are copied (they may be
+    the controller's own); the top dict is changed in place if asked."""
+    if isinstance(v, float):
+        return centi(v)
+    if isinstance(v, dict):
+        d = v if inplace else {}
+        for k in list(v):
+            x = v[k]
+            if isinstance(x, float):
+                if inplace:
+                    del d[k]
+                d[str(k) + "_centi"] = centi(x)
+            else:
+                if inplace and not isinstance(k, str):
+                    del d[k]
+                d[str(k)] = signable(x) if isinstance(x, (dict, list, tuple)) else x
+        return d
+    if isinstance(v, (list, tuple)):
+        return [signable(x) if isinstance(x, (float, dict, list, tuple)) else x for x in v]
+    return v

@@ -1,0 +1,67 @@
+# The stock book: which order sits in which bin, and which bins a reset left
+# uncertain until a technician looks. Kept on flash (stock.json) and
+# changed only after the door cycle that moved the medicine ended, so the
+# book never shows medicine that left, nor a bin as empty that is not.
+from kiosk import files
+from kiosk.contract import K_PICKUP, K_STOCK
+
+PATH = "stock.json"
+
+
+class Stock:
+    def __init__(self, path=PATH):
+        self.path = path
+        saved = files.read_json(path, {})
+        self.bins = saved.get("bins", {})            # bin (str) -> order id
+        self.unverified = saved.get("unverified", [])  # bins a reset left uncertain
+
+    def save(self):
+        files.write_json(self.path, {"bins": self.bins, "unverified": self.unverified})
+
+    def order_in(self, b):
+        return self.bins.get(str(b))
+
+    def stocked(self):
+        return sorted(int(b) for b in self.bins)
+
+    def put(self, b, order):
+        """An order went into bin b (a restock's door cycle ended)."""
+        self.bins[str(b)] = order
+        if b in self.unverified:
+            self.unverified.remove(b)
+        self.save()
+
+    def take(self, b):
+        """Bin b was emptied (a pickup's door cycle ended)."""
+        self.bins.pop(str(b), None)
+        self.save()
+
+    def verify(self, b, present):
+        """A technician looked into a bin and says whether its order is
+        still there; the bin is certain again either way."""
+        if not present:
+            self.bins.pop(str(b), None)
+        if b in self.unverified:
+            self.unverified.remove(b)
+        self.save()
+
+    def recover(self, gone, event):
+        """Settle the book after a reset cut an operation short (gone, from
+        kiosk.core.jobs.interrupted): released medicine left its bin; an
+        unknown outcome leaves the bin refused for pickup until a
+        technician verifies it. An operation whose pickup or restock record
+        was journaled already changed the book. event(kind, fields)
+        journals."""
+        if gone.get("kind") not in ("pickup", "restock") or gone.get("recorded"):
+            return
+        b = gone.get("args", {}).get("bin")
+        if not isinstance(b, int):
+            return
+        out = gone.get("outcome")
+        if gone["kind"] == "pickup" and out == "released":
+            self.bins.pop(str(b), None)
+            event(K_PICKUP, {"id": gone["id"], "order": gone["args"].get("order"), "bin": b, "recovered": True})
+        elif out != "not_released" and b not in self.unverified:
+            self.unverified.append(b)
+            event(K_STOCK, {"bin": b, "ev": "unverified", "after": gone["id"]})
+        self.save()

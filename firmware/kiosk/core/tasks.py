@@ -1,0 +1,58 @@
+# The controller's background tasks: the monitor that keeps doors and motor
+# safe (and proves the loop alive for the watchdog), the temperature
+# sampler, and the watchdog feeder. Each is `async def name(ctl)`, started
+# by Controller.start().
+import asyncio
+import time
+from micropython import const
+from kiosk.contract import K_DOOR, K_TEMP
+
+_MONITOR_MS = const(20)
+_SAVE_EVERY_MS = const(600000)   # climate state to flash at least this often
+
+
+async def monitor(ctl):
+    """Every few ms: debounce the door and lock inputs, journal what they
+    report, stop the carousel if a door stops being secure, and prove the
+    loop is alive (the watchdog is fed only from fresh heartbeats)."""
+    while not ctl.stopped:
+        now = time.ticks_ms()
+        for name, lk in ctl.locks.items():
+            ev = lk.update(now)
+            while ev is not None:
+                ctl.event(K_DOOR, {"door": name, "ev": ev})
+                ev = lk.next_event()
+        if ctl.moving() and not ctl.doors_secure():
+            ctl.stop_motion()
+        ctl.heartbeat = now
+        await asyncio.sleep_ms(_MONITOR_MS)
+
+
+async def sampler(ctl):
+    """Sample every sensor on a fixed period; climate state is saved to
+    flash every ten minutes and whenever an alarm changes."""
+    period = ctl.policies["sample_period_s"] * 1000
+    saved = time.ticks_ms()
+    while not ctl.stopped:
+        t0 = time.ticks_ms()
+        await ctl.sample()
+        now_s = int(time.time())
+        changed = False
+        for name, val in ctl.sensors.values().items():
+            for ev in ctl.climate.add(name, val[0], val[1], now_s, ctl.stock.stocked):
+                ctl.event(K_TEMP, ev)
+                changed = True
+        if changed or time.ticks_diff(time.ticks_ms(), saved) > _SAVE_EVERY_MS:
+            ctl.climate.save()
+            saved = time.ticks_ms()
+        left = period - time.ticks_diff(time.ticks_ms(), t0)
+        await asyncio.sleep_ms(left if left > 0 else 0)
+
+
+async def watchdog_feeder(ctl):
+    """Feed the watchdog only while the monitor's heartbeat is fresh."""
+    period = ctl.healthy_ms // 2
+    while not ctl.stopped:
+        if ctl.wdt and time.ticks_diff(time.ticks_ms(), ctl.heartbeat) < ctl.healthy_ms:
+            ctl.wdt.feed()
+        await asyncio.sleep_ms(period)

@@ -1,0 +1,1 @@
+# The field team's side: inspection and service actions at the USB REPL.
