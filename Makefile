@@ -5,7 +5,8 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PYTEST := $(VPY) -m pytest -q -rs
+TEST_JOBS ?= 4
+PYTEST := $(VPY) -m pytest -q -rs -n $(TEST_JOBS) --dist loadgroup
 FIRMWARE_OUT := build/firmware
 
 .PHONY: all venv mpylibs build test demo bench torture hostile clean distclean

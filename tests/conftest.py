@@ -8,8 +8,11 @@ line match, and tests/test_firmware_mp.py runs each one under the unix-port
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+import pytest
 
 from kiosk_host import paths
 
@@ -17,12 +20,14 @@ from kiosk_host import paths
 collect_ignore = ["mp"]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session):
     """Compile the flash tree and the emulator's modules first, so the
-    MicroPython tests always run the current sources as a board would."""
+    MicroPython tests always run the current sources as a board would.
+    Once, in the main process: parallel workers (pytest -n) use its build."""
     from kiosk_host import build
 
-    if paths.MPYLIB_DIR.is_dir():
+    if paths.MPYLIB_DIR.is_dir() and not os.environ.get("PYTEST_XDIST_WORKER"):
         build.build()
         build.build_sim()
 
@@ -46,3 +51,16 @@ def pytest_generate_tests(metafunc):
     if "mp_case" in metafunc.fixturenames:
         cases = mp_test_cases()
         metafunc.parametrize("mp_case", cases, ids=[f"{m}.{f}" for m, f in cases])
+
+
+# Parallel runs (`pytest -n N --dist loadgroup`, as `make test` does): a
+# module's tests stay together on one worker, in order, so module-scoped
+# rigs (a broker, a fleet of emulated kiosks) are built once and tests that
+# build on an earlier one's effect keep it. Modules that set
+# `SPREAD_ACROSS_WORKERS = True` (independent processes per test, such as
+# the MicroPython cases) are spread over all workers.
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module
+        if not getattr(module, "SPREAD_ACROSS_WORKERS", False):
+            item.add_marker(pytest.mark.xdist_group(module.__name__))

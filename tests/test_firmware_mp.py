@@ -16,6 +16,7 @@ import pytest
 from kiosk_host import mpy, paths
 
 RUNNER = paths.TESTS_MP_DIR / "runner.py"
+SPREAD_ACROSS_WORKERS = True  # one independent micropython process per case
 TIMEOUT = 60
 
 

@@ -1,5 +1,5 @@
 """The kiosk protocol seen from the host: topics, canonical encoding and
-HMAC-SHA256 signatures. The firmware's kiosk/auth.py implements the same
+HMAC-SHA256 signatures. The firmware's kiosk/link/auth.py implements the same
 encoding; tests/vectors/canonical.json is checked against both."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from typing import Any
 
-VERSION = 1
+from .contract import VERSION  # noqa: F401 (part of this module's API)
 MAX_DEPTH = 8
 
 

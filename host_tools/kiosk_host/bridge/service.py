@@ -25,7 +25,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from .. import protocol
+from .. import contract, protocol
 from .config import Keys, broker_settings
 from .metrics import Counter, Gauge, Histogram, Registry
 from .store import TERMINAL, Store
@@ -40,21 +40,10 @@ RESEND_MAX = 1000        # the kiosk's limit for one resend range
 STALE_GRACE_S = 5.0      # a command no kiosk answered by exp + this is timed out
 
 # What the bridge lets a client ask of a kiosk, with the argument types the
-# firmware's controller checks (firmware/kiosk/controller.py PHYSICAL and
-# IMMEDIATE); bad requests are refused here and never reach a kiosk.
-OPS: dict[str, dict[str, type]] = {
-    "pickup": {"order": str, "bin": int},
-    "restock": {"order": str, "bin": int},
-    "home": {},
-    "jog": {"bins": int},
-    "selftest": {},
-    "unlock": {"door": str},
-    "service_start": {"session": str},
-    "service_end": {},
-    "clear_excursion": {"excursion": str},
-    "cancel": {"target": str},
-    "verify_bin": {"bin": int, "present": bool},
-}
+# firmware's controller checks: the shared operation table
+# (firmware/kiosk/contract.py). Bad requests are refused here and never
+# reach a kiosk.
+OPS: dict[str, dict[str, type]] = contract.OPS
 
 
 class BridgeError(Exception):
@@ -277,10 +266,10 @@ class Bridge:
         for kiosk, events in evts.items():
             lost = []
             for e in events:
-                if (e.get("k") == "journal_overflow" and isinstance(e.get("lost_from"), int)
+                if (e.get("k") == contract.K_JOURNAL_OVERFLOW and isinstance(e.get("lost_from"), int)
                         and isinstance(e.get("lost_to"), int)):
                     lost.append((e["lost_from"], e["lost_to"]))
-                if e.get("k") == "temp" and e.get("ev") == "excursion_start" and not e.get("replayed"):
+                if e.get("k") == contract.K_TEMP and e.get("ev") == "excursion_start" and not e.get("replayed"):
                     self.m_excursions.inc()
             batches.append((kiosk, events, lost))
         t0 = time.monotonic()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import contract
+
 DOOR_EVENTS = {
     "door_opened": ("door", "open"), "door_closed": ("door", "closed"), "door_forced": ("door", "open"),
     "bolt_engaged": ("bolt", "engaged"), "bolt_released": ("bolt", "not_engaged"),
@@ -57,11 +59,11 @@ def empty() -> dict[str, Any]:
 def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
     """Fold one event (in seq order) into the status."""
     if ev.get("s", 0) <= status.get("as_of", 0):
-        if ev.get("k") == "pickup" and status.get("last_pickup") is None:
+        if ev.get("k") == contract.K_PICKUP and status.get("last_pickup") is None:
             status["last_pickup"] = _pickup(ev)
         return
     k = ev.get("k")
-    if k == "door":
+    if k == contract.K_DOOR:
         d = status["doors"].setdefault(str(ev.get("door")), {"door": None, "bolt": None, "alarms": []})
         e = ev.get("ev")
         if e in DOOR_EVENTS:
@@ -73,12 +75,12 @@ def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
             d["alarms"] = [a for a in d["alarms"] if a != "held_open"]
         if e == "bolt_engaged":
             d["alarms"] = [a for a in d["alarms"] if a not in ("bolt_not_engaged", "forced")]
-    elif k == "pickup":
+    elif k == contract.K_PICKUP:
         status["last_pickup"] = _pickup(ev)
         status["stock"].pop(str(ev.get("bin")), None)
-    elif k == "restock":
+    elif k == contract.K_RESTOCK:
         status["stock"][str(ev.get("bin"))] = ev.get("order")
-    elif k == "stock":
+    elif k == contract.K_STOCK:
         # A reset left a bin's content unknown, or a technician checked it.
         b = ev.get("bin")
         if ev.get("ev") == "unverified" and b not in status["unverified"]:
@@ -87,7 +89,7 @@ def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
             status["unverified"] = [x for x in status["unverified"] if x != b]
             if not ev.get("present"):
                 status["stock"].pop(str(b), None)
-    elif k == "temp":
+    elif k == contract.K_TEMP:
         e = ev.get("ev")
         if e == "excursion_start":
             status["excursions"][str(ev.get("id"))] = _excursion(ev)
@@ -95,12 +97,12 @@ def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
             status["excursions"][str(ev.get("id"))] = _excursion(ev)
         elif e in ("excursion_cleared", "excursion_dropped"):
             status["excursions"].pop(str(ev.get("id")), None)
-    elif k == "fault":
+    elif k == contract.K_FAULT:
         if ev.get("code") not in status["faults"]:
             status["faults"].append(ev.get("code"))
-    elif k == "service":
+    elif k == contract.K_SERVICE:
         status["service"] = ev.get("state") == "started"
-    elif k == "boot":
+    elif k == contract.K_BOOT:
         status["faults"] = []
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
+from .. import contract
 from . import status as kstatus
 
 SCHEMA = [
@@ -49,8 +50,8 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS telemetry_kiosk ON telemetry (kiosk, t)",
 ]
 
-TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
-STATES = ("queued", "in_progress") + TERMINAL
+TERMINAL = contract.TERMINAL
+STATES = contract.STATES
 
 
 class StoreError(Exception):
@@ -212,10 +213,10 @@ class Store:
         cid = ev.get("id")
         if not isinstance(cid, str):
             return []
-        if ev.get("k") == "op" and ev.get("state") in TERMINAL:
+        if ev.get("k") == contract.K_OP and ev.get("state") in TERMINAL:
             info = {k: ev[k] for k in ("step", "outcome", "opened") if k in ev}
             r = self._update(cid, ev["state"], ev.get("reason"), info, "event", kiosk)
-        elif ev.get("k") == "refused":
+        elif ev.get("k") == contract.K_REFUSED:
             r = self._update(cid, "rejected", ev.get("why"), {"detail": ev["detail"]} if "detail" in ev else {},
                              "event", kiosk)
         else:
