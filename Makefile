@@ -6,7 +6,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_JOBS ?= 4
-PYTEST := $(VPY) -m pytest -q -rs -n $(TEST_JOBS) --dist loadgroup
+PYTEST := $(VPY) -m pytest -q -rs -n $(TEST_JOBS) --dist loadscope
 FIRMWARE_OUT := build/firmware
 
 .PHONY: all venv mpylibs build test demo bench torture hostile clean distclean
