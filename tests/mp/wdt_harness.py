@@ -1,7 +1,10 @@
 # Boots a kiosk whose board allows only a 1 s watchdog, then behaves as the
 # mode in argv asks: "healthy" runs normally, "dead_monitor" kills the task
 # that keeps the hardware safe while the event loop goes on, "blocked" stalls
-# the whole loop. The host test sees whether the watchdog reset the process.
+# the whole loop, "hung_sampler" leaves the temperature sampler stuck in a
+# read that never ends, "boot_fails" makes the controller's constructor fail
+# (a full flash) under kiosk.app.main. The host test sees whether the
+# watchdog reset the process.
 import asyncio
 import sys
 import time
@@ -10,19 +13,49 @@ import kit
 mode = sys.argv[1]
 
 
-async def main():
+def _board():
     b = kit.board()
     b["wdt_max_ms"] = 1000
-    app, w = kit.boot(b)
+    return b
+
+
+async def main():
+    app, w = kit.boot(_board(), policies={"sample_period_s": 1})
     print("BOOT", app.journal.boot, kit.journal_kinds(app.journal, "boot")[-1]["cause"])
-    app.ctl.start()
+    if mode == "hung_sampler":
+        async def never():
+            await asyncio.Event().wait()
+        app.ctl.sensors.sample = never
+    app.start()
     await asyncio.sleep_ms(1000)
     if mode == "dead_monitor":
-        app.ctl._tasks[0].cancel()      # the monitor is the first task
+        for t in app.ctl.supervisor.tasks:
+            if t.name == "monitor":
+                t.handle.cancel()
     elif mode == "blocked":
         time.sleep_ms(3000)
-    await asyncio.sleep_ms(4000)
+    await asyncio.sleep_ms(10000 if mode == "hung_sampler" else 4000)
     print("ALIVE")
 
 
-asyncio.run(main())
+def boot_fails():
+    from kiosk.core import controller
+    from kiosk import app as appmod
+
+    def full(*args, **kw):
+        raise OSError(28)   # ENOSPC: the flash is full
+
+    controller.Controller.__init__ = full
+    kit.provision(_board())
+    w = kit.simworld.install(_board())
+    r = appmod.main()
+    print("MAIN", r)
+    time.sleep_ms(3000)
+    safe = all(not lk.energized() for lk in w.locks.values()) and not w.carousels["A"].enabled
+    print("ALIVE", "safe" if safe else "UNSAFE")
+
+
+if mode == "boot_fails":
+    boot_fails()
+else:
+    asyncio.run(main())
