@@ -1,6 +1,9 @@
 # Boot: bring the kiosk up in a safe order. Pins are inputs after reset (the
 # lock drivers' pull-downs keep coils off), so a bad config or board file
-# leaves the hardware safe and the REPL free for the field team.
+# leaves the hardware safe and the REPL free for the field team. The
+# watchdog starts last, once nothing that can fail at boot is left: a kiosk
+# that cannot start stays at the REPL instead of resetting every few
+# seconds.
 import asyncio
 import gc
 import sys
@@ -43,20 +46,26 @@ class App:
         self.climate = climate.Climate(self.sensors.names(), self.cfg.policies, boot=self.journal.boot)
         if self.climate.load(climate.PATH) == "corrupt":
             self.journal.append(K_TEMP, {"ev": "history_lost", "why": str(self.climate.load_error)})
-        wdt_ms = min(b["wdt_max_ms"], 8000)
-        self.wdt = hal.watchdog(wdt_ms)
+        self.wdt_ms = min(b["wdt_max_ms"], 8000)
+        self.wdt = None
         self.ctl = Controller(b, self.cfg, self.journal, self.carousels, self.locks,
-                              self.sensors, self.climate, self.wdt, wdt_ms, recovered=gone)
+                              self.sensors, self.climate, None, self.wdt_ms, recovered=gone)
         self.link = None
-
-    def start(self):
-        self.ctl.start()
         try:
             from kiosk.link.session import Link
-        except ImportError:
+        except ImportError:  # a port without umqtt: the kiosk runs offline
             return
         self.link = Link(self.cfg, self.journal, self.ctl, VERSION, self.board["board"])
-        self.link.start()
+
+    def start(self):
+        """Start the watchdog, then every task under the controller's
+        supervisor (the link adds its own)."""
+        from kiosk.hw import hal
+        if self.wdt is None:
+            self.wdt = hal.watchdog(self.wdt_ms)
+        self.ctl.start(self.wdt)
+        if self.link:
+            self.link.start(self.ctl.supervisor)
 
     async def stop(self):
         from kiosk.hw import hal
@@ -64,7 +73,8 @@ class App:
         if self.link:
             self.link.stop()
         self.journal.flush()
-        hal.feed_while_idle(self.wdt)
+        if self.wdt is not None:
+            hal.feed_while_idle(self.wdt)
 
 
 async def _run(app):

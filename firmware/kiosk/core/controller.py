@@ -8,6 +8,7 @@
 # background tasks in kiosk.core.tasks; the operation table is the shared
 # kiosk.contract.
 import asyncio
+import gc
 import time
 from micropython import const
 from kiosk import contract
@@ -17,11 +18,13 @@ from kiosk.contract import (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, R
 from kiosk.core import jobs, operations, tasks
 from kiosk.core.jobs import Op, Refused, OpTimeout, OpFailed
 from kiosk.core.stock import Stock
+from kiosk.core.supervisor import Supervisor
 
 _POLL_MS = const(50)
 _QUEUE_MAX = const(4)
 _RECENT_MAX = const(16)
-_HEALTHY_MS = const(2000)   # at most this stale a heartbeat still counts as healthy
+_HEALTHY_MS = const(2000)   # at most this stale a monitor heartbeat still counts as healthy
+_RUNNER_SILENCE_MS = const(5000)
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
@@ -38,9 +41,11 @@ class Controller:
         self.sensors = sensors
         self.climate = climate
         self.wdt = wdt
-        # The watchdog is fed only while the monitor (the loop that keeps the
-        # doors and the motor safe) is seen running well inside its timeout.
+        # The watchdog is fed only while every supervised task beats; the
+        # monitor (the loop that keeps the doors and the motor safe) must
+        # beat well inside the watchdog's timeout.
         self.healthy_ms = min(_HEALTHY_MS, wdt_ms // 2)
+        self.supervisor = Supervisor(self._task_died, self.healthy_ms)
         self.stock = Stock()
         self.op = None
         self.queue = []
@@ -49,11 +54,9 @@ class Controller:
         self.faults = {}                    # fault code -> detail, until cleared by a good action
         self.listeners = []                 # called with (seq) after each journaled event
         self.reply = None                   # reply(op_id, state, info) for the host link
-        self.heartbeat = time.ticks_ms()
         self._wake = asyncio.Event()
         self._sampling = asyncio.Lock()
         self._motion = None
-        self._tasks = []
         self._runner_task = None
         self.stopped = False
         for g in recovered or ():
@@ -224,14 +227,28 @@ class Controller:
         raise Refused("unknown_target")
 
     # -- running operations -------------------------------------------------
-    async def runner(self):
+    async def runner(self, task):
+        """Run the queued operations one at a time, beating while it waits
+        for work and while it watches the running operation."""
         # After boot, door and bolt inputs need one debounce period before
         # they are known; until then nothing may move or unlock.
         await self.until(self.settled, 5000)
+        if self.op is not None:
+            # A runner that died mid-operation left it behind: end it.
+            op, self.op = self.op, None
+            if self._runner_task is not None:
+                self._runner_task.cancel()
+                self._runner_task = None
+            await self._safe_stop()
+            self._finish_left(op)
         while not self.stopped:
+            task.beat()
             if not self.queue:
                 self._wake.clear()
-                await self._wake.wait()
+                try:
+                    await asyncio.wait_for_ms(self._wake.wait(), _RUNNER_SILENCE_MS // 2)
+                except asyncio.TimeoutError:
+                    pass
                 continue
             op = self.queue.pop(0)
             self.op = op
@@ -241,14 +258,21 @@ class Controller:
                 op.persist(seq)
                 jobs.save_waiting(self.queue, seq)
             self._tell(op, IN_PROGRESS)
-            self._runner_task = asyncio.create_task(self._run(op))
+            running = self._runner_task = asyncio.create_task(self._run(op))
+            while not running.done():
+                task.beat()
+                await asyncio.sleep_ms(_POLL_MS)
             try:
-                await self._runner_task
+                await running
             except asyncio.CancelledError:
                 await self._safe_stop()
                 self._finish(op, CANCELLED, "cancelled")
             self._runner_task = None
             self.op = None
+
+    def _finish_left(self, op):
+        self._fault("runner_died", "operation %s ended by a fault" % op.id)
+        self._finish(op, FAILED, "runner_died")
 
     async def _run(self, op):
         try:
@@ -306,9 +330,18 @@ class Controller:
             await asyncio.sleep_ms(_POLL_MS)
         return True
 
-    def _fault(self, code, detail):
+    def _fault(self, code, detail, **more):
         self.faults[code] = detail
-        self.event(K_FAULT, {"code": code, "detail": detail})
+        more["code"] = code
+        more["detail"] = detail
+        self.event(K_FAULT, more)
+
+    def _task_died(self, name, err, pause_ms):
+        """The supervisor's report of a task that died: journaled as a fault
+        (it is restarted after pause_ms)."""
+        gc.collect()            # a MemoryError may be why it died
+        self._fault("task_died", "%s: %s: %s" % (name, type(err).__name__, err), task=name,
+                    restart_ms=pause_ms)
 
     async def _safe_stop(self):
         """Locks de-energised, motion stopped, motor disabled."""
@@ -370,17 +403,23 @@ class Controller:
             self.event(K_SENSOR, {"sensor": ev[1], "ev": ev[0], "code": ev[2]})
         return events
 
-    def start(self):
-        """Start the control tasks. Locks are already de-energised and motors
-        disabled by the drivers' constructors."""
-        for coro in (tasks.monitor(self), self.runner(), tasks.sampler(self), tasks.watchdog_feeder(self)):
-            self._tasks.append(asyncio.create_task(coro))
+    def start(self, wdt=None):
+        """Start the control tasks under the supervisor, which feeds wdt (the
+        controller's own watchdog if None) while they all beat. Locks are
+        already de-energised and motors disabled by the drivers'
+        constructors."""
+        s = self.supervisor
+        if not s.tasks:
+            s.add("monitor", lambda t: tasks.monitor(self, t), self.healthy_ms,
+                  backoff_ms=(100, 1000), critical=True)
+            s.add("runner", self.runner, _RUNNER_SILENCE_MS, backoff_ms=(100, 5000), critical=True)
+            s.add("sampler", lambda t: tasks.sampler(self, t), tasks.sampler_silence_ms(self))
+        s.start(wdt or self.wdt)
 
     async def stop(self):
         """Stop every task and leave the hardware safe (Ctrl-C, shutdown)."""
         self.stopped = True
-        for t in self._tasks:
-            t.cancel()
+        self.supervisor.stop()
         await self._safe_stop()
 
     # -- what the host and the REPL see -----------------------------------------

@@ -1,7 +1,8 @@
 # The controller's background tasks: the monitor that keeps doors and motor
-# safe (and proves the loop alive for the watchdog), the temperature
-# sampler, and the watchdog feeder. Each is `async def name(ctl)`, started
-# by Controller.start().
+# safe and the temperature sampler. Each is `async def name(ctl, task)`,
+# started by Controller.start() under kiosk.core.supervisor, and calls
+# task.beat() after each round of its work: the watchdog is fed only while
+# every task beats.
 import asyncio
 import time
 from micropython import const
@@ -11,10 +12,9 @@ _MONITOR_MS = const(20)
 _SAVE_EVERY_MS = const(600000)   # climate state to flash at least this often
 
 
-async def monitor(ctl):
+async def monitor(ctl, task):
     """Every few ms: debounce the door and lock inputs, journal what they
-    report, stop the carousel if a door stops being secure, and prove the
-    loop is alive (the watchdog is fed only from fresh heartbeats)."""
+    report, stop the carousel if a door stops being secure."""
     while not ctl.stopped:
         now = time.ticks_ms()
         for name, lk in ctl.locks.items():
@@ -24,17 +24,24 @@ async def monitor(ctl):
                 ev = lk.next_event()
         if ctl.moving() and not ctl.doors_secure():
             ctl.stop_motion()
-        ctl.heartbeat = now
+        task.beat()
         await asyncio.sleep_ms(_MONITOR_MS)
 
 
-async def sampler(ctl):
+def sampler_silence_ms(ctl):
+    """How long the sampler may go without a beat: a period's sleep, a
+    round of conversions, and a round that waited for the self-test's."""
+    return 2 * ctl.policies["sample_period_s"] * 1000 + 5000
+
+
+async def sampler(ctl, task):
     """Sample every sensor on a fixed period; climate state is saved to
     flash every ten minutes and whenever an alarm changes."""
     period = ctl.policies["sample_period_s"] * 1000
     saved = time.ticks_ms()
     while not ctl.stopped:
         t0 = time.ticks_ms()
+        task.beat()
         await ctl.sample()
         now_s = int(time.time())
         changed = False
@@ -48,11 +55,3 @@ async def sampler(ctl):
         left = period - time.ticks_diff(time.ticks_ms(), t0)
         await asyncio.sleep_ms(left if left > 0 else 0)
 
-
-async def watchdog_feeder(ctl):
-    """Feed the watchdog only while the monitor's heartbeat is fresh."""
-    period = ctl.healthy_ms // 2
-    while not ctl.stopped:
-        if ctl.wdt and time.ticks_diff(time.ticks_ms(), ctl.heartbeat) < ctl.healthy_ms:
-            ctl.wdt.feed()
-        await asyncio.sleep_ms(period)

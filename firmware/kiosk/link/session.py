@@ -25,6 +25,8 @@ _REPLIES = const(16)  # replies kept while they cannot be sent
 _RESEND_MAX = const(1000)  # records one resend request may ask for
 _BIRTH_SEQ = const(-1)
 _BURST = const(8)  # packets handled per step
+_SILENCE_MS = const(30000)  # the link task beats at least this often (see _run)
+_NAP_MS = const(1000)  # longest sleep between beats while waiting to reconnect
 
 
 class Drop(Exception):
@@ -64,6 +66,7 @@ class Link:
         self._conn_ms = connect_timeout_ms
         self._ev = asyncio.Event()
         self._tasks = []
+        self._task = None  # the supervisor's record of _run, for its beats
         self._stopping = False
         self._birth = False
         self.up = False
@@ -74,11 +77,18 @@ class Link:
         self.rx_msgs = 0
 
     # -- what the rest of the firmware calls --------------------------------
-    def start(self):
+    def start(self, supervisor=None):
+        """Start the link's tasks, under the app's supervisor when given
+        (kiosk.core.supervisor: restarted if they die, the watchdog fed
+        only while they beat)."""
         self.ctl.reply = self.reply
         self.ctl.listeners.append(self.notify)
         if not self.conn.host:
             self.last_error = "no_broker"  # config.json has no broker: stay offline
+            return
+        if supervisor is not None:
+            supervisor.add("link", self._run, _SILENCE_MS)
+            supervisor.add("link_tick", self._tick, max(5000, 20 * self.tick_ms), backoff_ms=(100, 5000))
             return
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._tick())]
 
@@ -138,10 +148,12 @@ class Link:
                 "rssi": net.rssi(), "clock_offset_s": clock.offset()}
 
     # -- the tasks ---------------------------------------------------------------
-    async def _tick(self):
-        while True:
+    async def _tick(self, task=None):
+        while not self._stopping:
             await asyncio.sleep_ms(self.tick_ms)
             self._ev.set()
+            if task:
+                task.beat()
 
     def _stall(self, t0):
         d = time.ticks_diff(time.ticks_us(), t0)
@@ -159,10 +171,13 @@ class Link:
             self.drops += 1
         self.up = False
 
-    async def _run(self):
+    async def _run(self, task=None):
         delay = self._bo[0]
         fails = 0
+        self.conn.close()           # a restart after a death starts clean
+        self._task = task
         while not self._stopping:
+            self._beat()
             t0 = time.ticks_us()
             ok = net.ready(self.wifi)
             if ok:
@@ -191,7 +206,14 @@ class Link:
             r = os.urandom(2)
             wait = delay // 2 + (r[0] << 8 | r[1]) % (delay // 2 + 1)
             delay = min(delay * 2, self._bo[1])
-            await asyncio.sleep_ms(wait)
+            while wait > 0 and not self._stopping:
+                self._beat()
+                await asyncio.sleep_ms(min(wait, _NAP_MS))
+                wait -= _NAP_MS
+
+    def _beat(self):
+        if self._task:
+            self._task.beat()
 
     async def _session(self):
         """One connection, until it fails. True if it got as far as CONNACK."""
@@ -199,6 +221,7 @@ class Link:
         try:
             self._t_open = time.ticks_ms()
             while True:
+                self._beat()
                 t0 = time.ticks_us()
                 ok = self.conn.connected()
                 self._stall(t0)
@@ -213,6 +236,7 @@ class Link:
             self._tele_t = time.ticks_add(self._rx_t, -self.tele_ms)
             self._stall(t0)
             while not self._stopping:
+                self._beat()
                 t0 = time.ticks_us()
                 busy = self._pump()
                 self._stall(t0)

@@ -265,8 +265,7 @@ def op(kind, args=None, timeout_s=300):
     with the hardware safe. Returns {"id", "state", "info"}. Ctrl-C cancels
     and leaves the hardware safe."""
     import asyncio
-    from kiosk.hw import hal
-    a, fresh = _ensure_app()
+    a, _ = _ensure_app()
     ctl = a.ctl
     _n[0] += 1
     op_id = "repl-%d" % _n[0]
@@ -306,8 +305,6 @@ def op(kind, args=None, timeout_s=300):
     finally:
         asyncio.new_event_loop()
         a.journal.flush()
-        if fresh:
-            hal.feed_while_idle(a.wdt)
     return {"id": op_id, "state": seen.get("state"), "info": seen.get("info") or {}}
 
 
