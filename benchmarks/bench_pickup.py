@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from bridge_support import BridgeProc, wait_until  # noqa: E402
+from bridge_support import BridgeProc, scan_label, wait_until  # noqa: E402
 from kiosk_host import paths  # noqa: E402
 from kiosk_host.broker import LocalBroker  # noqa: E402
 from kiosk_host.emulator.fleet import Fleet  # noqa: E402
@@ -199,10 +199,14 @@ class Site:
             self.close()
             raise
 
-    def command(self, method: str, path: str, body=None, door: str | None = None, hold: float = 1.5) -> dict:
+    def command(self, method: str, path: str, body=None, door: str | None = None, hold: float = 1.5,
+                label: str | None = None) -> dict:
         status, r = self.bridge.request(method, f"/api/kiosks/{KIOSK}{path}", body)
         if status != 202:
             raise Broken(f"{method} {path}: {status} {r}")
+        if label and not scan_label(self.bridge.command, lambda text: self.fleet.scan(KIOSK, text),
+                                    r["command_id"], label):
+            raise Broken(f"{method} {path}: the kiosk never asked for the package label")
         if door:
             wait_until(lambda: self.fleet.world(KIOSK)["world"]["locks"][door]["energized"], 30, f"{door} unlocked")
             self.fleet.door(KIOSK, door, "open")
@@ -226,7 +230,7 @@ class Site:
 def prepare(site: Site, bin_no: int, distance: int, order: str, hold: float) -> None:
     """Stock the bin, then leave the carousel `distance` bins short of it."""
     site.command("POST", "/service", {"session": "bench-tech"})
-    site.command("POST", "/restocks", {"order_id": order, "bin": bin_no}, door="service", hold=hold)
+    site.command("POST", "/restocks", {"order_id": order, "bin": bin_no}, door="service", hold=hold, label=order)
     if distance:
         site.command("POST", "/commands", {"op": "jog", "args": {"bins": -distance}})
     site.command("DELETE", "/service")

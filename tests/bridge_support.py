@@ -128,6 +128,22 @@ def wait_until(pred, timeout: float = 10, what: str = "condition", every: float 
         time.sleep(every)
 
 
+def scan_label(get_command, scan, cid: str, label: str, timeout: float = 30.0) -> bool:
+    """A technician at the kiosk's scanner: once restock `cid` asks for its
+    package's label (its step is scanning_label), scan `label`. False when
+    the command ended first or never asked within timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        c = get_command(cid)
+        if c["state"] not in ("queued", "in_progress"):
+            return False
+        if c["info"].get("step") == "scanning_label":
+            scan(label)
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def journal_records(flash: Path) -> dict[int, dict[str, Any]]:
     """Every intact record on a kiosk's flash journal, by seq."""
     out = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from bridge_support import BridgeProc, journal_records, signed_fields, wait_until
+from bridge_support import BridgeProc, journal_records, scan_label, signed_fields, wait_until
 from kiosk_host import protocol
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
@@ -43,10 +43,12 @@ class Site:
         self.fleet.door(kid, door, "close")
 
     def run(self, kid: str, path: str, body=None, expect: str | tuple = "succeeded", door: str | None = None,
-            bridge: BridgeProc | None = None) -> dict:
+            bridge: BridgeProc | None = None, label: str | None = None) -> dict:
         b = bridge or self.bridge
         status, r = b.post(f"/api/kiosks/{kid}{path}", body)
         assert status == 202, (status, r)
+        if label:
+            assert scan_label(b.command, lambda text: self.fleet.scan(kid, text), r["command_id"], label)
         if door:
             wait_until(lambda: self.fleet.world(kid)["world"]["locks"][door]["energized"], 20, f"{door} unlocked")
             self.hold_door(kid, door)
@@ -56,7 +58,7 @@ class Site:
 
     def restock(self, kid: str, order: str, bin_no: int) -> None:
         self.run(kid, "/service", {"session": "tech-1"})
-        self.run(kid, "/restocks", {"order_id": order, "bin": bin_no}, door="service")
+        self.run(kid, "/restocks", {"order_id": order, "bin": bin_no}, door="service", label=order)
         status, r = self.bridge.request("DELETE", f"/api/kiosks/{kid}/service")
         assert status == 202, r
         self.bridge.wait_command(r["command_id"], "succeeded")

@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import Page, expect, sync_playwright
 
-from bridge_support import wait_until
+from bridge_support import scan_label, wait_until
 from kiosk_host.bridge.api import create_app
 from kiosk_host.bridge.config import Keys
 from kiosk_host.bridge.service import Bridge
@@ -71,9 +71,14 @@ class Site:
         assert status == 200, (path, status, body)
         return body
 
-    def command(self, method: str, path: str, body=None, door: str | None = None, kid: str = "kiosk-001") -> dict:
+    def command(self, method: str, path: str, body=None, door: str | None = None, kid: str = "kiosk-001",
+                label: str | None = None) -> dict:
         status, r = self.call(method, path, body)
         assert status == 202, (path, status, r)
+        if label:
+            assert scan_label(lambda cid: self.get(f"/api/commands/{cid}"),
+                              lambda text: self.call("POST", f"/api/sim/{kid}/scan", {"text": text}),
+                              r["command_id"], label)
         if door:
             self.wait_unlocked(kid, door)
             self.hold_door(kid, door)
@@ -140,7 +145,8 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     site.call("POST", f"/api/sim/{kid}/sensor", {"sensor": "shelf_top", "celsius": 33.0})
     # The technician loads order rx-700 into bin 5 (API and the service door).
     site.command("POST", f"/api/kiosks/{kid}/service", {"session": "tech-1"})
-    site.command("POST", f"/api/kiosks/{kid}/restocks", {"order_id": "rx-700", "bin": 5}, door="service")
+    site.command("POST", f"/api/kiosks/{kid}/restocks", {"order_id": "rx-700", "bin": 5}, door="service",
+                 label="rx-700")
     site.command("DELETE", f"/api/kiosks/{kid}/service")
     wait_until(lambda: site.get(f"/api/kiosks/{kid}")["excursions_open"] == 1, 20, "the excursion recorded")
     site.call("POST", f"/api/sim/{kid}/sensor", {"sensor": "shelf_top", "celsius": 22.0})

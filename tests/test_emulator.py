@@ -121,6 +121,44 @@ def test_network_drop_and_restore(rig):
     h.wait(lambda: any(d.get("online") for d, _ in h.states[m:]), 30, "birth after the network came back")
 
 
+def test_a_scanned_code_reaches_the_host_once_and_never_the_flash(rig):
+    from bridge_support import journal_records
+    kid = "kiosk-002"
+    rig.wait_birth(kid)
+    h = rig.hosts[kid]
+    assert rig.fleet.scan(kid, "K7Q2-M9XD-3HTR")["sent"] == 15
+    live = rig.wait_event(kid, lambda e: e.get("k") == "scan" and e.get("ev") == "code")
+    assert live["text"] == "K7Q2-M9XD-3HTR" and not live.get("replayed")
+    assert len(live["h"]) == 8
+    flash = rig.fleet.kiosk(kid).flash
+    wait_for(lambda: live["s"] in journal_records(flash), 5, "the scan record on flash")
+    assert "text" not in journal_records(flash)[live["s"]]
+    assert b"K7Q2-M9XD-3HTR" not in b"".join(p.read_bytes() for p in flash.glob("**/*") if p.is_file()), \
+        "the code's text is nowhere on the kiosk's flash"
+    # The host answers (one code waits at a time); journaled with the reason.
+    cid = h.command("scan_refused", {"scan": live["s"], "why": "not_stocked"})
+    h.reply_state(cid, "succeeded")
+    ans = rig.wait_event(kid, lambda e: e.get("k") == "scan" and e.get("ev") == "refused")
+    assert ans["scan"] == live["s"] and ans["why"] == "not_stocked" and "fails" not in ans
+    # Scanned while the kiosk is offline: the record arrives later, replayed, without its text.
+    rig.fleet.network(kid, False)
+    time.sleep(0.5)
+    rig.fleet.scan(kid, "OFFLINE-CODE")
+    wait_for(lambda: any(r.get("k") == "scan" and r.get("s", 0) > live["s"] for r in journal_records(flash).values()),
+             5, "the offline scan journaled")
+    rig.fleet.network(kid, True)
+    later = rig.wait_event(kid, lambda e: e.get("k") == "scan" and e.get("s", 0) > live["s"] and e.get("ev") == "code",
+                           30)
+    assert later.get("replayed") is True and "text" not in later
+    with h.lock:
+        assert all("text" not in e for e in h.evt_log if e["s"] != live["s"])
+    # The call button: journaled by name.
+    rig.fleet.button(kid, "call_pharmacist")
+    assert rig.wait_event(kid, lambda e: e.get("k") == "button")["name"] == "call_pharmacist"
+    with pytest.raises(EmulatorError, match="no button"):
+        rig.fleet.button(kid, "self_destruct")
+
+
 def test_mpremote_exec_ls_and_cp_against_the_pty(rig, tmp_path):
     kid = "kiosk-002"
     pty = rig.fleet.pty(kid)

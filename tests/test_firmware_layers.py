@@ -27,7 +27,8 @@ ALLOWED = {
     "leaf": {"hw"},
     "app": {"hw", "core", "link", "service"},
 }
-LEAVES = {"kiosk.contract", "kiosk.files", "kiosk.schema", "kiosk.config", "kiosk.clock", "kiosk.version"}
+LEAVES = {"kiosk.contract", "kiosk.files", "kiosk.schema", "kiosk.config", "kiosk.clock", "kiosk.version",
+          "kiosk.text"}
 
 
 def _module_name(path: Path) -> str:

@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bridge_support import BridgeProc, journal_records, signed_fields, wait_until
+from bridge_support import BridgeProc, journal_records, scan_label, signed_fields, wait_until
 from kiosk_host.emulator import EmulatorError
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
@@ -192,6 +192,13 @@ class Worker:
                 return
             time.sleep(0.1)
 
+    def label(self, cid: str, order: str) -> None:
+        """The technician scans the package's label when the kiosk asks."""
+        try:
+            scan_label(self.rig.bridge.command, lambda text: self.rig.fleet.scan(self.kid, text), cid, order, 15)
+        except (EmulatorError, AssertionError, OSError):
+            pass   # the kiosk or the bridge went away meanwhile: the restock ends without it
+
     def sync_stock(self) -> None:
         k = self.rig.kiosk(self.kid)
         if k:
@@ -213,9 +220,11 @@ class Worker:
             free = [b for b in range(1, BINS + 1) if b not in self.stock and b not in unverified]
             if free:
                 b = self.rng.choice(free)
-                cid = self.cmd("/restocks", {"order_id": f"{self.kid}-o{self.n}", "bin": b})
+                order = f"{self.kid}-o{self.n}"
+                cid = self.cmd("/restocks", {"order_id": order, "bin": b})
                 if cid:
                     self.rig.count("restocks_requested")
+                    self.label(cid, order)
                     self.door_cycle("service", time.monotonic() + 15)
                     self.wait_cmd(cid)
             self.wait_cmd(self.cmd("/service", method="DELETE"))

@@ -18,7 +18,7 @@ class App:
         from kiosk import config
         from kiosk.hw import board as boardmod, hal
         from kiosk.core import journal, jobs, climate
-        from kiosk.hw import stepper, lock, sensors
+        from kiosk.hw import stepper, lock, sensors, scanner, button
         from kiosk.core.controller import Controller
         self.cfg = config.load(cfg_path)
         self.board = boardmod.load("boards/%s.json" % self.cfg.board)
@@ -49,13 +49,15 @@ class App:
         self.wdt_ms = min(b["wdt_max_ms"], 8000)
         self.wdt = None
         self.ctl = Controller(b, self.cfg, self.journal, self.carousels, self.locks,
-                              self.sensors, self.climate, None, self.wdt_ms, recovered=gone)
+                              self.sensors, self.climate, None, self.wdt_ms, recovered=gone,
+                              scanner=scanner.from_board(b), buttons=button.from_board(b))
         self.link = None
         try:
             from kiosk.link.session import Link
         except ImportError:  # a port without umqtt: the kiosk runs offline
             return
         self.link = Link(self.cfg, self.journal, self.ctl, VERSION, self.board["board"])
+        self.link.attach = self.ctl.scans.reveal   # a scanned code's text, sent once in its event
 
     def start(self):
         """Start the watchdog, then every task under the controller's

@@ -21,6 +21,12 @@ DEFAULT_POLICIES = {
     "service_session_max_s": 1800,  # an authorised service session ends by itself
     "command_max_age_s": 300,       # a command older than this is stale
     "telemetry_period_s": 60,
+    "scan_answer_s": 10,            # a scanned code waits this long for the host's answer
+    "scan_lockout_after": 5,        # wrong (or unanswered) codes in a row that lock the scanner
+    "scan_lockout_s": 300,          # for this long
+    "restock_label_check": True,    # a restock's package label must be scanned and match
+    "label_scan_timeout_s": 120,    # the technician has this long to scan it
+    "button_repeat_s": 10,          # a button's presses are journaled at most this often
 }
 
 _TOP = {
@@ -38,6 +44,8 @@ _POLICIES = {
     "door_held_open_s": ("pos", 0), "relock_verify_s": ("pos", 0),
     "sample_period_s": ("pos", 0), "service_session_max_s": ("pos", 0),
     "command_max_age_s": ("pos", 0), "telemetry_period_s": ("pos", 0),
+    "scan_answer_s": ("pos", 0), "scan_lockout_after": ("pos", 0), "scan_lockout_s": ("pos", 0),
+    "restock_label_check": ("bool", 0), "label_scan_timeout_s": ("pos", 0), "button_repeat_s": ("pos", 0),
 }
 
 

@@ -25,6 +25,7 @@ STATES = (QUEUED, IN_PROGRESS) + TERMINAL
 PHYSICAL = {
     "pickup": {"order": str, "bin": int},
     "restock": {"order": str, "bin": int},
+    "retrieve": {"order": str, "bin": int},
     "home": {},
     "jog": {"bins": int},
     "selftest": {},
@@ -37,12 +38,21 @@ IMMEDIATE = {
     "clear_excursion": {"excursion": str},
     "cancel": {"target": str},
     "verify_bin": {"bin": int, "present": bool},
+    "scan_refused": {"scan": int, "why": str},
 }
+# Arguments an operation may also take. A pickup that answers a patient's
+# scan names it (the seq of its `scan` record): the kiosk then releases
+# only while that scan is still waiting for its answer.
+OPTIONAL = {"pickup": {"scan": int}}
 # Only inside a service session a host opened for a technician.
-NEEDS_SERVICE = ("restock", "jog", "selftest", "unlock", "verify_bin")
+NEEDS_SERVICE = ("restock", "retrieve", "jog", "selftest", "unlock", "verify_bin")
 # Operations that unlock a door: on flash from accepted to ended, so a
 # reset in between is closed once with what it means for the medicine.
-DOOR_CYCLE = ("pickup", "restock", "unlock")
+DOOR_CYCLE = ("pickup", "restock", "retrieve", "unlock")
+# Door cycles that move an order in or out of a bin, each journaled as a
+# record of its own name (K_PICKUP, K_RESTOCK, K_RETRIEVE) once the book
+# changed.
+STOCK_MOVES = ("pickup", "restock", "retrieve")
 # Handled by the link itself, never by the controller.
 LINK_OPS = {"resend": {"from": int, "to": int}}
 
@@ -51,6 +61,15 @@ def op_args(op):
     """The argument table of a controller operation, or None."""
     spec = PHYSICAL.get(op)
     return IMMEDIATE.get(op) if spec is None else spec
+
+
+# Why a host refuses a scanned code (scan_refused "why"). The first four
+# are wrong codes: they count toward the scanner's local lockout.
+SCAN_WRONG = ("unknown_code", "other_kiosk", "used", "expired")
+SCAN_REASONS = SCAN_WRONG + ("replaced", "cancelled", "not_stocked", "not_released", "counselling",
+                             "busy", "unavailable", "locked_out")
+# Buttons a board may have, by name.
+BUTTONS = ("call_pharmacist",)
 
 
 # Journal record kinds ("k"). Every record the kiosk keeps is one of these.
@@ -69,8 +88,12 @@ K_SERVICE = "service"          # a service session started, ended or expired
 K_SELFTEST = "selftest"        # a self-test's results
 K_CLOCK = "clock"              # the clock stepped to the host's time
 K_JOURNAL_OVERFLOW = "journal_overflow"  # unacknowledged records lost to rotation
+K_RETRIEVE = "retrieve"        # an order was taken back out of its bin (return to stock)
+K_SCAN = "scan"                # the code scanner: a code (its short hash), an answer, a lockout, a label
+K_BUTTON = "button"            # a button at the kiosk was pressed (call a pharmacist)
 KINDS = (K_BOOT, K_OP, K_REFUSED, K_PICKUP, K_RESTOCK, K_STOCK, K_DOOR, K_MOTOR, K_FAULT,
-         K_SENSOR, K_TEMP, K_SERVICE, K_SELFTEST, K_CLOCK, K_JOURNAL_OVERFLOW)
+         K_SENSOR, K_TEMP, K_SERVICE, K_SELFTEST, K_CLOCK, K_JOURNAL_OVERFLOW,
+         K_RETRIEVE, K_SCAN, K_BUTTON)
 
 
 # Floats have no canonical form across MicroPython and CPython (they print

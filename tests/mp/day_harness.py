@@ -117,6 +117,16 @@ class Day:
                 await asyncio.sleep_ms(hold_ms)
                 self.w.handle({"op": "door", "door": door, "action": "close"})
 
+    async def labeller(self, ctl):
+        """Scans each restock's package label when the kiosk asks for it."""
+        done = None
+        while not self.ended:
+            op = ctl.op
+            if op is not None and op.kind == "restock" and op.step == "scanning_label" and op.id != done:
+                self.w.handle({"op": "scan", "text": op.args["order"]})
+                done = op.id
+            await asyncio.sleep_ms(50)
+
     async def climate(self, t0):
         import time
         for after_s, sensor, celsius in self.plan.get("climate", ()):
@@ -145,7 +155,8 @@ class Day:
         app.start()
         self._note()
         people = [asyncio.create_task(self.person("service", 1500)),
-                  asyncio.create_task(self.person("pickup", 1200))]
+                  asyncio.create_task(self.person("pickup", 1200)),
+                  asyncio.create_task(self.labeller(app.ctl))]
         clim = asyncio.create_task(self.climate(time.ticks_ms()))
         say("READY")
         await self.until_end()

@@ -62,6 +62,24 @@ async def person(world, door, open_after=100, hold=1500, action="open"):
     world.handle({"op": "door", "door": door, "action": "close"})
 
 
+async def technician(world, ctl, label=None, hold=1500):
+    """A technician restocking: scans the package's label (the order, or
+    `label`) once the restock is running, then opens and shuts the service
+    door when it unlocks."""
+    assert await wait_for(lambda: ctl.op is not None and ctl.op.kind == "restock", 20000), "no restock ran"
+    text = ctl.op.args["order"] if label is None else label
+    assert world.handle({"op": "scan", "text": text})["sent"]
+    if label is None:
+        await person(world, "service", hold=hold)
+
+
+def scan(world, text):
+    """Someone holds a code under the scanner."""
+    r = world.handle({"op": "scan", "text": text})
+    assert r["sent"], r
+    return r
+
+
 def journal_kinds(journal, kind):
     out = []
     for _, line in journal.iter_lines():

@@ -77,7 +77,7 @@ async def prepare():
     r = kit.Replies(app.ctl)
     app.ctl.start()
     app.ctl.submit("s", "service_start", {"session": "tech"})
-    tech = asyncio.create_task(kit.person(w, "service"))
+    tech = asyncio.create_task(kit.technician(w, app.ctl))
     app.ctl.submit("r", "restock", {"order": ORDER, "bin": BIN})
     state, info = await r.final("r")
     await tech

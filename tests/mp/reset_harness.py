@@ -38,7 +38,7 @@ async def run(where):
     app.ctl.start()
     if "3" not in app.ctl.stock.bins:
         app.ctl.submit("s", "service_start", {"session": "tech"})
-        tech = asyncio.create_task(kit.person(w, "service"))
+        tech = asyncio.create_task(kit.technician(w, app.ctl))
         app.ctl.submit("r", "restock", {"order": "RX-3", "bin": 3})
         assert (await r.final("r"))[0] == "succeeded"
         await tech

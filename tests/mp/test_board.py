@@ -65,6 +65,41 @@ def test_semantic_mistakes_are_named():
     assert "b.carousels[0].step_pin: gpio2 is reserved" in _refused(b)
 
 
+def _board(name):
+    with open(BOARDS + name + ".json") as f:
+        return json.load(f)
+
+
+def test_scanner_and_button_mistakes_are_named():
+    b = _emulator()
+    b["scanner"]["rx_pin"] = b["locks"][0]["door_pin"]
+    assert "b.scanner.rx_pin: gpio12 already used by locks[0].door_pin" in _refused(b)
+    b = _emulator()
+    b["scanner"]["baud"] = 9601
+    assert "b.scanner.baud: must be one of 9600" in _refused(b)
+    b = _emulator()
+    del b["scanner"]["tx_pin"]
+    assert "b.scanner.tx_pin: missing" in _refused(b)
+    b = _emulator()
+    b["buttons"][0]["name"] = "call_pharmacst"
+    assert "b.buttons[0].name: must be one of call_pharmacist" in _refused(b)
+    b = _emulator()
+    b["buttons"].append(dict(b["buttons"][0], pin="gpio17"))
+    assert "b.buttons: duplicate button names" in _refused(b)
+    # The RP2 routes UART1 to fixed pins only; the ESP32's UART0 is the REPL.
+    b = _board("pico2w")
+    b["scanner"]["rx_pin"] = "gpio18"
+    assert "b.scanner.rx_pin: UART1's RX is on gpio5/9/21/25" in _refused(b)
+    b = _board("esp32s3")
+    b["scanner"]["uart"] = 0
+    assert "b.scanner.uart: esp32 has UART 1 or 2 for a scanner" in _refused(b)
+    # Both are optional: a board without them is valid.
+    b = _emulator()
+    del b["scanner"]
+    del b["buttons"]
+    board.validate(b, "b")
+
+
 def test_pin_notation():
     assert pins.parse_pin("gpio7") == (7, None, False)
     assert pins.parse_pin("^!gpio5") == (5, "up", True)

@@ -17,7 +17,7 @@ async def _up(policies=FAST):
 async def _restock(app, w, r, bin_no, order):
     ctl = app.ctl
     ctl.submit("s-%d" % bin_no, "service_start", {"session": "tech-1"})
-    tech = asyncio.create_task(kit.person(w, "service"))
+    tech = asyncio.create_task(kit.technician(w, ctl))
     ctl.submit("r-%d" % bin_no, "restock", {"order": order, "bin": bin_no})
     state, info = await r.final("r-%d" % bin_no)
     await tech

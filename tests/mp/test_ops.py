@@ -90,3 +90,50 @@ def test_torn_or_foreign_files_close_nothing_and_raise_nothing():
     with open(jobs.WAITING, "w") as f:
         f.write('[1, "x", {"kind": "pickup"}]')
     assert jobs.interrupted(j) == []
+
+
+def test_a_cut_retrieval_or_scanned_pickup_settles_the_stock_book_once():
+    from kiosk.core.stock import Stock
+    j = Journal("journal")
+    st = Stock()
+    st.put(3, "RX-1")
+    st.put(4, "RX-2")
+    st.put(5, "RX-3")
+    got = []
+
+    def event(kind, fields):
+        got.append((kind, fields))
+        return j.append(kind, fields)
+
+    # A retrieval cut after the door was seen open: the order left its bin.
+    op = jobs.Op("x", "retrieve", {"order": "RX-1", "bin": 3}, boot=1)
+    op.step, op.opened = "waiting_close", True
+    op.persist(j.last_seq)
+    (rec,) = jobs.interrupted(j)
+    st.recover(rec, event)
+    assert got == [("retrieve", {"id": "x", "order": "RX-1", "bin": 3, "recovered": True})]
+    assert st.order_in(3) is None
+    jobs.forget()
+    # A retrieval cut while the door was unlocked: nobody knows; the bin waits for a technician.
+    op = jobs.Op("y", "retrieve", {"order": "RX-2", "bin": 4}, boot=1)
+    op.step = "waiting_open"
+    op.persist(j.last_seq)
+    st.recover(jobs.interrupted(j)[0], event)
+    assert 4 in st.unverified and st.order_in(4) == "RX-2"
+    jobs.forget()
+    # A pickup answering a scan keeps the scan in its recovered record.
+    op = jobs.Op("p", "pickup", {"order": "RX-3", "bin": 5, "scan": 41}, boot=1)
+    op.step, op.opened = "verifying", True
+    op.persist(j.last_seq)
+    st.recover(jobs.interrupted(j)[0], event)
+    assert got[-1] == ("pickup", {"id": "p", "order": "RX-3", "bin": 5, "recovered": True, "scan": 41})
+    # A restock cut while scanning its label never unlocked: nothing changes.
+    jobs.forget()
+    op = jobs.Op("r", "restock", {"order": "RX-9", "bin": 9}, boot=1)
+    op.step = "scanning_label"
+    op.persist(j.last_seq)
+    (rec,) = jobs.interrupted(j)
+    assert rec["outcome"] == "not_released"
+    n = len(got)
+    st.recover(rec, event)
+    assert len(got) == n and st.order_in(9) is None and 9 not in st.unverified

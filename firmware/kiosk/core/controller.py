@@ -13,10 +13,11 @@ import time
 from micropython import const
 from kiosk import contract
 from kiosk.contract import (QUEUED, IN_PROGRESS, SUCCEEDED, FAILED, TIMED_OUT, REJECTED, CANCELLED,
-                            DOOR_CYCLE, IMMEDIATE, NEEDS_SERVICE, TEXT_MAX, signable,
-                            K_FAULT, K_MOTOR, K_OP, K_REFUSED, K_SENSOR, K_SERVICE, K_STOCK, K_TEMP)
+                            DOOR_CYCLE, IMMEDIATE, NEEDS_SERVICE, STOCK_MOVES, SCAN_REASONS, TEXT_MAX,
+                            signable, K_FAULT, K_MOTOR, K_OP, K_REFUSED, K_SENSOR, K_SERVICE, K_STOCK, K_TEMP)
 from kiosk.core import jobs, operations, tasks
 from kiosk.core.jobs import Op, Refused, OpTimeout, OpFailed
+from kiosk.core.scans import Scans
 from kiosk.core.stock import Stock
 from kiosk.core.supervisor import Supervisor
 
@@ -28,9 +29,15 @@ _RUNNER_SILENCE_MS = const(5000)
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
+def _check_arg(name, v, typ):
+    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)) \
+            or (typ is str and not 0 < len(v) <= TEXT_MAX):
+        raise Refused("bad_args", "%s must be %s" % (name, _TYPE_NAMES[typ]))
+
+
 class Controller:
     def __init__(self, board, cfg, journal, carousels, locks, sensors, climate, wdt=None, wdt_ms=8000,
-                 recovered=None):
+                 recovered=None, scanner=None, buttons=None):
         self.board = board
         self.cfg = cfg
         self.policies = cfg.policies
@@ -40,6 +47,8 @@ class Controller:
         self.locks = locks                  # {"pickup": DoorLock, "service": DoorLock}
         self.sensors = sensors
         self.climate = climate
+        self.scanner = scanner              # hw.scanner.Scanner, or None on a board without one
+        self.buttons = buttons or {}        # {name: hw.button.Button}
         self.wdt = wdt
         # The watchdog is fed only while every supervised task beats; the
         # monitor (the loop that keeps the doors and the motor safe) must
@@ -61,6 +70,7 @@ class Controller:
         self.stopped = False
         for g in recovered or ():
             self.stock.recover(g, self.event)
+        self.scans = Scans(self.policies, self.event)
 
     # -- journal first, then tell ----------------------------------------
     def event(self, kind, fields):
@@ -131,6 +141,8 @@ class Controller:
                 return SUCCEEDED
             if len(self.queue) >= _QUEUE_MAX:
                 raise Refused("busy")
+            if "scan" in args:   # a pickup answering a scan: only while that scan waits
+                self.scans.claim(args["scan"])
             op = Op(op_id, kind, args, self.journal.boot)
             self.queue.append(op)
             if kind in DOOR_CYCLE:   # on flash before the host hears "queued"
@@ -165,14 +177,15 @@ class Controller:
             raise Refused("unknown_op")
         if not isinstance(args, dict):
             raise Refused("bad_args")
+        extra = contract.OPTIONAL.get(kind) or {}
         for name in args:
-            if name not in spec:
+            if name not in spec and name not in extra:
                 raise Refused("bad_args", "unexpected %s" % name)
         for name, typ in spec.items():
-            v = args.get(name)
-            if not isinstance(v, typ) or (typ is int and isinstance(v, bool)) \
-                    or (typ is str and not 0 < len(v) <= TEXT_MAX):
-                raise Refused("bad_args", "%s must be %s" % (name, _TYPE_NAMES[typ]))
+            _check_arg(name, args.get(name), typ)
+        for name, typ in extra.items():
+            if name in args:
+                _check_arg(name, args[name], typ)
         if "bin" in spec:
             self.locate(args["bin"])
 
@@ -208,6 +221,11 @@ class Controller:
             return {}
         if kind == "cancel":
             return self._cancel(args["target"])
+        if kind == "scan_refused":
+            if args["why"] not in SCAN_REASONS:
+                raise Refused("bad_args", "why must be one of the scan reasons")
+            self.scans.refused(args["scan"], args["why"], time.ticks_ms())
+            return {"scan": args["scan"]}
         if kind == "verify_bin":
             b, present = args["bin"], args["present"]
             self.stock.verify(b, present)
@@ -298,7 +316,7 @@ class Controller:
         f = {"id": op.id, "op": op.kind, "state": state}
         if reason:
             f["reason"] = reason
-        if op.kind in ("pickup", "restock"):
+        if op.kind in STOCK_MOVES:
             f["order"] = op.args["order"]
             f["bin"] = op.args["bin"]
             f["opened"] = op.opened
@@ -414,6 +432,7 @@ class Controller:
                   backoff_ms=(100, 1000), critical=True)
             s.add("runner", self.runner, _RUNNER_SILENCE_MS, backoff_ms=(100, 5000), critical=True)
             s.add("sampler", lambda t: tasks.sampler(self, t), tasks.sampler_silence_ms(self))
+            s.add("desk", lambda t: tasks.desk(self, t), tasks.DESK_SILENCE_MS, backoff_ms=(100, 5000))
         s.start(wdt or self.wdt)
 
     async def stop(self):
@@ -437,6 +456,7 @@ class Controller:
             "queue": [q.id for q in self.queue],
             "service": self.service is not None,
             "faults": self.faults,
+            "scanner": self.scans.state(),
         }
 
     def _bin_at_door(self):

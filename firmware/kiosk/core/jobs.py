@@ -4,7 +4,7 @@
 # a reset the controller can say how it ended, and never runs it again.
 import json
 from kiosk import files
-from kiosk.contract import QUEUED, FAILED, DOOR_CYCLE
+from kiosk.contract import QUEUED, FAILED, DOOR_CYCLE, STOCK_MOVES
 
 CURRENT = "op.json"     # the door-cycle operation in progress
 WAITING = "queue.json"  # door-cycle operations accepted and not yet begun
@@ -14,8 +14,9 @@ WAITING = "queue.json"  # door-cycle operations accepted and not yet begun
 # nobody can say (the patient may have taken it); once the door was seen
 # open and closed again it was released. "unlocking" is on flash from just
 # before the coil is powered until "waiting_open" is written, so a reset
-# in it may follow the unlock: unknown.
-_NOT_RELEASED = ("homing", "moving")
+# in it may follow the unlock: unknown. A restock's label is read before
+# the door is unlocked.
+_NOT_RELEASED = ("homing", "moving", "scanning_label")
 
 
 class Refused(Exception):
@@ -109,9 +110,9 @@ def _closing(rec, journal):
         return None
     kind = rec.get("kind")
     step = rec.get("step")
-    # Its pickup (or restock) record is journaled once the stock changed:
-    # close it without journaling that a second time.
-    recorded = kind in ("pickup", "restock") and kind in kinds
+    # Its pickup (restock, retrieve) record is journaled once the stock
+    # changed: close it without journaling that a second time.
+    recorded = kind in STOCK_MOVES and kind in kinds
     if rec.get("opened") or recorded:
         outcome = "released"
     elif step in _NOT_RELEASED or step is None:

@@ -1,12 +1,14 @@
-# The operations themselves: what a pickup, a restock, a service unlock, a
-# homing and a jog do, step by step, through the controller's guarded
+# The operations themselves: what a pickup, a restock, a retrieval, a
+# service unlock, a homing and a jog do, step by step, through the controller's guarded
 # primitives (ctl.motor, ctl.check_unlock, ctl.step, ctl.until). The
 # controller runs one at a time and records how it ended; here is only
 # what each does. Each is `async def name(ctl, op, args)` returning the
 # info its success reports.
+import time
 from kiosk.core.jobs import Refused, OpTimeout, OpFailed
+from kiosk.core.scans import short_hash
 from kiosk.hw.lock import LockRefused
-from kiosk.contract import K_PICKUP, K_RESTOCK
+from kiosk.contract import K_PICKUP, K_RESTOCK, K_RETRIEVE, K_SCAN
 
 
 async def bring(ctl, op, bin_no):
@@ -62,18 +64,68 @@ async def pickup(ctl, op, a):
     await bring(ctl, op, b)
     await door_cycle(ctl, op, "pickup")
     ctl.stock.take(b)
-    ctl.event(K_PICKUP, {"id": op.id, "order": a["order"], "bin": b})
+    rec = {"id": op.id, "order": a["order"], "bin": b}
+    if "scan" in a:
+        rec["scan"] = a["scan"]
+    ctl.event(K_PICKUP, rec)
     return {"bin": b}
+
+
+async def read_label(ctl, op, since):
+    """The package label the technician scanned since the operation began
+    (while the bin turned, or now): the text, or OpTimeout."""
+    if ctl.scanner is None:
+        raise Refused("no_scanner", "this kiosk has no scanner for the label check")
+    ctl.step(op, "scanning_label")
+    got = []
+
+    def scanned():
+        text = ctl.scans.take_label(since)
+        if text is not None:
+            got.append(text)
+        return bool(got)
+
+    if not await ctl.until(scanned, ctl.policies["label_scan_timeout_s"] * 1000):
+        raise OpTimeout("no_label")
+    return got[0]
 
 
 async def restock(ctl, op, a):
     b = a["bin"]
     if ctl.stock.order_in(b) is not None:
         raise Refused("bin_full")
+    since = time.ticks_ms()
+    label = None
     await bring(ctl, op, b)
+    if ctl.policies["restock_label_check"]:
+        label = await read_label(ctl, op, since)
+        match = label == a["order"]
+        ctl.event(K_SCAN, {"ev": "label", "id": op.id, "order": a["order"], "h": short_hash(label),
+                           "match": match})
+        if not match:
+            raise Refused("label_mismatch", "the package's label is not the order to stock")
     await door_cycle(ctl, op, "service")
     ctl.stock.put(b, a["order"])
-    ctl.event(K_RESTOCK, {"id": op.id, "order": a["order"], "bin": b})
+    rec = {"id": op.id, "order": a["order"], "bin": b}
+    if label is not None:
+        rec["label"] = "checked"
+    ctl.event(K_RESTOCK, rec)
+    return {"bin": b}
+
+
+async def retrieve(ctl, op, a):
+    """Take an order back out of its bin through the service door (an
+    expired or cancelled order returns to the pharmacy's stock)."""
+    b = a["bin"]
+    have = ctl.stock.order_in(b)
+    if have is None:
+        raise Refused("bin_empty")
+    if have != a["order"]:
+        raise Refused("bin_mismatch")
+    await bring(ctl, op, b)
+    await door_cycle(ctl, op, "service")
+    ctl.stock.take(b)
+    ctl.event(K_RETRIEVE, {"id": op.id, "order": a["order"], "bin": b})
     return {"bin": b}
 
 
@@ -104,5 +156,5 @@ async def selftest(ctl, op, a):
     return await st.run(ctl, op)
 
 
-RUN = {"pickup": pickup, "restock": restock, "unlock": unlock, "home": home, "jog": jog,
-       "selftest": selftest}
+RUN = {"pickup": pickup, "restock": restock, "retrieve": retrieve, "unlock": unlock, "home": home,
+       "jog": jog, "selftest": selftest}

@@ -3,7 +3,7 @@
 # changed only after the door cycle that moved the medicine ended, so the
 # book never shows medicine that left, nor a bin as empty that is not.
 from kiosk import files
-from kiosk.contract import K_PICKUP, K_STOCK
+from kiosk.contract import K_PICKUP, K_RETRIEVE, K_STOCK, STOCK_MOVES
 
 PATH = "stock.json"
 
@@ -32,7 +32,7 @@ class Stock:
         self.save()
 
     def take(self, b):
-        """Bin b was emptied (a pickup's door cycle ended)."""
+        """Bin b was emptied (a pickup's or a retrieval's door cycle ended)."""
         self.bins.pop(str(b), None)
         self.save()
 
@@ -47,20 +47,25 @@ class Stock:
 
     def recover(self, gone, event):
         """Settle the book after a reset cut an operation short (gone, from
-        kiosk.core.jobs.interrupted): released medicine left its bin; an
-        unknown outcome leaves the bin refused for pickup until a
-        technician verifies it. An operation whose pickup or restock record
-        was journaled already changed the book. event(kind, fields)
-        journals."""
-        if gone.get("kind") not in ("pickup", "restock") or gone.get("recorded"):
+        kiosk.core.jobs.interrupted): medicine a pickup or a retrieval
+        released left its bin; an unknown outcome leaves the bin refused
+        for pickup until a technician verifies it. An operation whose
+        pickup, restock or retrieve record was journaled already changed
+        the book. event(kind, fields) journals."""
+        kind = gone.get("kind")
+        if kind not in STOCK_MOVES or gone.get("recorded"):
             return
-        b = gone.get("args", {}).get("bin")
+        args = gone.get("args") or {}
+        b = args.get("bin")
         if not isinstance(b, int):
             return
         out = gone.get("outcome")
-        if gone["kind"] == "pickup" and out == "released":
+        if kind != "restock" and out == "released":
             self.bins.pop(str(b), None)
-            event(K_PICKUP, {"id": gone["id"], "order": gone["args"].get("order"), "bin": b, "recovered": True})
+            rec = {"id": gone["id"], "order": args.get("order"), "bin": b, "recovered": True}
+            if isinstance(args.get("scan"), int):
+                rec["scan"] = args["scan"]
+            event(K_PICKUP if kind == "pickup" else K_RETRIEVE, rec)
         elif out != "not_released" and b not in self.unverified:
             self.unverified.append(b)
             event(K_STOCK, {"bin": b, "ev": "unverified", "after": gone["id"]})

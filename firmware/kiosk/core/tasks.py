@@ -1,14 +1,16 @@
 # The controller's background tasks: the monitor that keeps doors and motor
-# safe and the temperature sampler. Each is `async def name(ctl, task)`,
-# started by Controller.start() under kiosk.core.supervisor, and calls
-# task.beat() after each round of its work: the watchdog is fed only while
-# every task beats.
+# safe, the temperature sampler and the desk (code scanner and buttons).
+# Each is `async def name(ctl, task)`, started by Controller.start() under
+# kiosk.core.supervisor, and calls task.beat() after each round of its
+# work: the watchdog is fed only while every task beats.
 import asyncio
 import time
 from micropython import const
-from kiosk.contract import K_DOOR, K_TEMP
+from kiosk.contract import K_BUTTON, K_DOOR, K_TEMP
 
 _MONITOR_MS = const(20)
+_DESK_MS = const(50)
+DESK_SILENCE_MS = 5000           # the desk beats every 50 ms; this long without a beat is a hang
 _SAVE_EVERY_MS = const(600000)   # climate state to flash at least this often
 
 
@@ -55,3 +57,28 @@ async def sampler(ctl, task):
         left = period - time.ticks_diff(time.ticks_ms(), t0)
         await asyncio.sleep_ms(left if left > 0 else 0)
 
+
+async def desk(ctl, task):
+    """The patient's side of the kiosk, every 50 ms: what the code scanner
+    sent (read without waiting: a line is handed on only once complete),
+    the buttons (a press is journaled at most once per button_repeat_s
+    each, so a held or hammered button cannot flood the journal), and the
+    scans' timeouts and lockout."""
+    scanner = ctl.scanner
+    repeat = ctl.policies["button_repeat_s"] * 1000
+    told = {}
+    while not ctl.stopped:
+        now = time.ticks_ms()
+        if scanner is not None:
+            line = scanner.poll(now)
+            if line is not None:
+                ctl.scans.read(line, ctl.in_service(), now)
+        for name, b in ctl.buttons.items():
+            if b.update(now):
+                last = told.get(name)
+                if last is None or time.ticks_diff(now, last) >= repeat:
+                    told[name] = now
+                    ctl.event(K_BUTTON, {"name": name, "presses": b.presses})
+        ctl.scans.tick(now)
+        task.beat()
+        await asyncio.sleep_ms(_DESK_MS)

@@ -4,6 +4,7 @@
 # Runs under MicroPython and CPython alike (host tools validate before deploy).
 from kiosk.schema import check as _check_fields, read_file, SchemaError
 from kiosk.hw.pins import parse_pin
+from kiosk.contract import BUTTONS
 
 
 class BoardError(SchemaError):
@@ -17,6 +18,12 @@ DRIVERS = {"a4988": 16, "drv8825": 32, "tmc2209": 256}  # max microstep
 STEP_TIMING = ("soft", "pio", "rmt")
 LOCK_KINDS = ("solenoid", "strike")
 SENSOR_TYPES = {"ds18b20": "onewire", "sht3x": "i2c", "sht4x": "i2c"}
+SCANNERS = ("gm65", "gm861")
+BAUDS = (9600, 19200, 38400, 57600, 115200)
+# UARTs a scanner may use: the ESP32's UART0 is the REPL's.
+UARTS = {"rp2": (0, 1), "esp32": (1, 2), "unix": (0, 1, 2, 3)}
+# The RP2040/RP2350 route each UART to fixed pins only: (TX pins, RX pins).
+RP2_UART_PINS = {0: ((0, 12, 16, 28), (1, 13, 17, 29)), 1: ((4, 8, 20, 24), (5, 9, 21, 25))}
 
 # field: (kind, required); kinds are described in kiosk/schema.py.
 _TOP = {
@@ -25,7 +32,7 @@ _TOP = {
     "step_timing": (STEP_TIMING, 1), "reserved_pins": ("list", 0),
     "carousels": ("list", 1), "locks": ("list", 1),
     "buses": ("dict", 0), "sensors": ("list", 0), "status_led": ("pin", 0),
-    "mpy_march": ("str", 0),
+    "mpy_march": ("str", 0), "scanner": ("dict", 0), "buttons": ("list", 0),
 }
 _CAROUSEL = {
     "name": ("str", 1), "bins": ("pos", 1), "steps_per_bin": ("pos", 1),
@@ -44,6 +51,11 @@ _BUS = {
     "type": (("onewire", "i2c"), 1), "pin": ("pin", 0), "id": ("int", 0),
     "scl_pin": ("pin", 0), "sda_pin": ("pin", 0), "freq": ("pos", 0),
 }
+_SCANNER = {
+    "type": (SCANNERS, 1), "uart": ("int", 1), "tx_pin": ("pin", 1), "rx_pin": ("pin", 1),
+    "baud": (BAUDS, 0),
+}
+_BUTTON = {"name": (BUTTONS, 1), "pin": ("pin", 1)}
 _SENSOR = {
     "name": ("str", 1), "type": (tuple(SENSOR_TYPES), 1), "bus": ("str", 1),
     "rom": ("str", 0), "resolution": ((9, 10, 11, 12), 0), "address": ("pos", 0),
@@ -57,11 +69,14 @@ def validate(b, source="board"):
     _check_fields(b, _TOP, source, errors)
     if errors and not isinstance(b, dict):
         raise BoardError("; ".join(errors))
-    for name, schema in (("carousels", _CAROUSEL), ("locks", _LOCK), ("sensors", _SENSOR)):
+    for name, schema in (("carousels", _CAROUSEL), ("locks", _LOCK), ("sensors", _SENSOR),
+                         ("buttons", _BUTTON)):
         items = b.get(name)
         if isinstance(items, list):
             for i, item in enumerate(items):
                 _check_fields(item, schema, "%s.%s[%d]" % (source, name, i), errors)
+    if isinstance(b.get("scanner"), dict):
+        _check_fields(b["scanner"], _SCANNER, source + ".scanner", errors)
     buses = b.get("buses") or {}
     if isinstance(buses, dict):
         for bname, bus in buses.items():
@@ -113,7 +128,24 @@ def _check_semantics(b, source, errors):
                 errors.append("%s.rom: must be 16 hex digits" % where)
     if len(set(snames)) != len(snames):
         errors.append("%s.sensors: duplicate sensor names" % source)
+    bnames = [x["name"] for x in b.get("buttons") or []]
+    if len(set(bnames)) != len(bnames):
+        errors.append("%s.buttons: duplicate button names" % source)
+    sc = b.get("scanner")
+    if sc:
+        _check_uart(b["mcu"], sc, source + ".scanner", errors)
     _check_pins(b, source, errors)
+
+
+def _check_uart(mcu, sc, where, errors):
+    if sc["uart"] not in UARTS[mcu]:
+        errors.append("%s.uart: %s has UART %s for a scanner" % (where, mcu, " or ".join(str(u) for u in UARTS[mcu])))
+    elif mcu == "rp2":
+        tx, rx = RP2_UART_PINS[sc["uart"]]
+        for k, allowed in (("tx_pin", tx), ("rx_pin", rx)):
+            if parse_pin(sc[k])[0] not in allowed:
+                errors.append("%s.%s: UART%d's %s is on gpio%s" % (
+                    where, k, sc["uart"], k[:2].upper(), "/".join(str(p) for p in allowed)))
 
 
 def _pin_fields(b):
@@ -129,6 +161,12 @@ def _pin_fields(b):
         for k in ("pin", "scl_pin", "sda_pin"):
             if k in bus:
                 yield "buses.%s.%s" % (name, k), bus[k]
+    sc = b.get("scanner")
+    if sc:
+        for k in ("tx_pin", "rx_pin"):
+            yield "scanner.%s" % k, sc[k]
+    for i, bt in enumerate(b.get("buttons") or []):
+        yield "buttons[%d].pin" % i, bt["pin"]
     if "status_led" in b:
         yield "status_led", b["status_led"]
 

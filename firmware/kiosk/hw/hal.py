@@ -93,6 +93,14 @@ def i2c_bus(bus):
     return I2C(bus.get("id", 0), scl=scl, sda=sda, freq=bus.get("freq", 100000))
 
 
+def uart(cfg, rxbuf=256):
+    """The UART a board entry names ({"uart", "tx_pin", "rx_pin", "baud"}),
+    with a read timeout of 0: a read takes what is there and never waits."""
+    from machine import UART
+    return UART(cfg["uart"], baudrate=cfg.get("baud", 9600), tx=Pin(parse_pin(cfg["tx_pin"])[0]),
+                rx=Pin(parse_pin(cfg["rx_pin"])[0]), rxbuf=rxbuf, timeout=0)
+
+
 def step_backend(board, carousel):
     """The step-timing backend the board names: software timing (emulator,
     any port), RP2 PIO or ESP32 RMT (pulses timed in hardware)."""

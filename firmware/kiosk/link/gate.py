@@ -8,6 +8,7 @@ from kiosk import files
 from micropython import const
 from kiosk.link import auth
 from kiosk import clock
+from kiosk.text import clean
 from kiosk.contract import MAX_PAYLOAD, VERSION
 from kiosk.contract import K_REFUSED
 
@@ -22,19 +23,9 @@ def _int(x):
 
 def _text(x, n):
     """x if it is a string of 1..n characters that reads back the same
-    anywhere, else None. The JSON parser lets through lone surrogates
-    ("\\ud800", or one half of an escaped pair) and overlong UTF-8 bytes; a
-    refusal that echoed them would journal an event no host can decode, and
-    the host could not acknowledge past it."""
-    if not isinstance(x, str) or not 0 < len(x) <= n:
-        return None
-    want = 0
-    for c in x:
-        o = ord(c)
-        if 0xD800 <= o <= 0xDFFF or o > 0x10FFFF:
-            return None
-        want += 1 if o < 0x80 else 2 if o < 0x800 else 3 if o < 0x10000 else 4
-    return x if len(x.encode()) == want else None
+    anywhere (kiosk.text.clean), else None: a refusal that echoed anything
+    else would journal an event no host can decode."""
+    return clean(x, n)
 
 
 class Gate:

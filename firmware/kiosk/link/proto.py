@@ -45,14 +45,19 @@ class Proto:
         sig = binascii.hexlify(auth.hmac_sha256(self.key, c))
         return b"%s,\"sig\":\"%s\"}" % (c[:-1], sig)
 
-    def event(self, line, replayed):
-        """A journal record (its JSON bytes) as an evt payload."""
+    def event(self, line, replayed, extra=None):
+        """A journal record (its JSON bytes) as an evt payload; extra
+        fields (never journaled) are signed with it."""
         try:
             d = json.loads(line)
         except ValueError:
             d = {"k": "unreadable"}
         if replayed:
             d["replayed"] = True
+        if extra:
+            for k in extra:
+                if k not in d:
+                    d[k] = extra[k]
         return self.seal(d)
 
     def _state(self, online, boot, extra=None):

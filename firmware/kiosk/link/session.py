@@ -59,6 +59,9 @@ class Link:
         self.gate = Gate(key, cfg.policies["command_max_age_s"], self.event, ctl.submit,
                          self.reply, {"resend": self._resend}, seen_path)
         self.readings = readings
+        # attach(seq) -> fields sent with record seq's first publish and
+        # never journaled (a scanned code's text), or None.
+        self.attach = None
         self.handlers = {}  # extra topic (bytes) -> handler(payload)
         self.replies = []
         self.tick_ms = tick_ms
@@ -366,7 +369,8 @@ class Link:
             rec = box.peek()
             if rec is None or ms.room() < len(rec[1]) + 160 + len(p.id):
                 break
-            payload = self._make(p.event, rec[1], rec[2])
+            extra = None if rec[2] or self.attach is None else self.attach(rec[0])
+            payload = self._make(p.event, rec[1], rec[2], extra)
             if payload is None or not self._fits(p.t_evt, payload):
                 break
             box.pop()

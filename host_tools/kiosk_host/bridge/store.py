@@ -407,7 +407,9 @@ class Store:
         entry = {"state": state, "at": now, "by": by}
         if reason:
             entry["reason"] = reason
-        if any(all(h.get(k) == entry.get(k) for k in ("state", "reason", "by")) for h in hist):
+        if state == "in_progress" and isinstance((info or {}).get("step"), str):
+            entry["step"] = info["step"]     # each step the kiosk reports, with its time
+        if any(all(h.get(k) == entry.get(k) for k in ("state", "reason", "by", "step")) for h in hist):
             return self._command(cmd_id), False    # heard before (a replayed event or reply)
         hist.append(entry)
         moves = cur not in TERMINAL and (state in TERMINAL or STATES.index(state) >= STATES.index(cur))

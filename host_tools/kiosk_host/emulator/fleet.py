@@ -249,6 +249,25 @@ class Fleet:
         k.sticky["faults"][(kind, target)] = bool(on)
         return r
 
+    def scan(self, kiosk_id: str, text: str) -> dict[str, Any]:
+        """Someone holds a code or a package label under the kiosk's scanner:
+        the text reaches the firmware's UART as the scanner sends it."""
+        k = self.kiosk(kiosk_id)
+        if not isinstance(text, str) or not 0 < len(text) <= 256:
+            raise EmulatorError("scan: text must be 1 to 256 characters")
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise EmulatorError("scan: text must have a UTF-8 form (no lone surrogates)") from None
+        return k.command({"op": "scan", "text": text})
+
+    def button(self, kiosk_id: str, name: str) -> dict[str, Any]:
+        """Press a button at the kiosk (call_pharmacist)."""
+        k = self.kiosk(kiosk_id)
+        if not isinstance(name, str) or not name:
+            raise EmulatorError("button: name a button")
+        return k.command({"op": "button", "name": name})
+
     def power(self, kiosk_id: str, on: bool) -> dict[str, Any]:
         """Cut the power (SIGKILL, no cleanup) or restore it (boot)."""
         k = self.kiosk(kiosk_id)

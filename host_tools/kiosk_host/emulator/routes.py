@@ -40,6 +40,12 @@ def sim_router(fleet: Fleet):
     class Power(Body):
         on: bool
 
+    class Scan(Body):
+        text: str = Field(min_length=1, max_length=256)
+
+    class Button(Body):
+        name: Literal["call_pharmacist"]
+
     class Network(Body):
         up: bool
 
@@ -82,6 +88,14 @@ def sim_router(fleet: Fleet):
     @router.post("/{kiosk_id}/fault")
     def fault(kiosk_id: str, body: Fault):
         return call(fleet.fault, kiosk_id, body.kind, body.on, body.target)
+
+    @router.post("/{kiosk_id}/scan", summary="Type a code into the kiosk's scanner (a patient's code, a package label)")
+    def scan(kiosk_id: str, body: Scan):
+        return call(fleet.scan, kiosk_id, body.text)
+
+    @router.post("/{kiosk_id}/button", summary="Press a button at the kiosk")
+    def button(kiosk_id: str, body: Button):
+        return call(fleet.button, kiosk_id, body.name)
 
     @router.post("/{kiosk_id}/power")
     def power(kiosk_id: str, body: Power):

@@ -197,7 +197,8 @@ class Kiosk:
             if self.channel is None:
                 raise EmulatorError(f"{self.id}: no control channel")
             try:
-                self.channel.sendall(json.dumps(cmd).encode() + b"\n")
+                # As UTF-8: MicroPython's json would read a "\ud83d\udc8a" escape as two lone surrogates.
+                self.channel.sendall(json.dumps(cmd, ensure_ascii=False).encode() + b"\n")
                 line = self.reader.readline()
             except OSError as e:
                 raise EmulatorError(f"{self.id}: control channel lost ({e})") from None

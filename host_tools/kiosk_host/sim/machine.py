@@ -216,6 +216,46 @@ class I2C:
 SoftI2C = I2C
 
 
+# -- UART: the receive line of the device wired to its RX pin (simworld) ---
+
+class UART:
+    def __init__(self, id, baudrate=9600, **kw):
+        self._id = id
+        self.init(baudrate, **kw)
+
+    def init(self, baudrate=9600, bits=8, parity=None, stop=1, tx=None, rx=None, rxbuf=256,
+             timeout=0, **kw):
+        if rx is None:
+            raise ValueError("UART: give rx (the emulator wires devices by pin)")
+        w = simworld.world()
+        num = rx._id if isinstance(rx, Pin) else rx
+        self._line = w.uart_line(num)
+        self._line.open(max(rxbuf, 32))
+        self.baudrate = baudrate
+        self.written = 0
+
+    def any(self):
+        return self._line.any()
+
+    def readinto(self, buf, nbytes=None):
+        n = len(buf) if nbytes is None else nbytes
+        got = self._line.read_into(buf, n)
+        return got if got else None
+
+    def read(self, nbytes=-1):
+        n = self._line.any() if nbytes is None or nbytes < 0 else nbytes
+        buf = bytearray(n)
+        got = self._line.read_into(buf, n)
+        return bytes(buf[:got]) if got else None
+
+    def write(self, data):
+        self.written += len(data)
+        return len(data)
+
+    def deinit(self):
+        pass
+
+
 def reset_cause():
     return simworld.world().reset_cause
 

@@ -5,6 +5,7 @@
 # command at a time, so the same verbs serve both.
 import os
 import time
+import _thread
 from kiosk.hw.pins import parse_pin
 
 _MAX_VIOLATIONS = 32
@@ -37,6 +38,40 @@ class SimPin:
         self.world.watch(self.num, lambda level: cb(level ^ inv))
 
 
+class UartLine:
+    """One UART receive line: bytes a device sent that the firmware's UART
+    has not read yet, held in the UART's receive buffer (what overflows it
+    is lost, as on a board). Fed from the control thread, read by the
+    firmware's: guarded by a lock."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.cap = 256
+        self.dropped = 0
+        self.lock = _thread.allocate_lock()
+
+    def open(self, rxbuf):
+        self.cap = rxbuf
+
+    def feed(self, data):
+        with self.lock:
+            room = self.cap - len(self.buf)
+            if room < len(data):
+                self.dropped += len(data) - max(room, 0)
+                data = data[:max(room, 0)]
+            self.buf.extend(data)
+
+    def any(self):
+        return len(self.buf)
+
+    def read_into(self, dest, n):
+        with self.lock:
+            n = min(n, len(self.buf), len(dest))
+            dest[:n] = self.buf[:n]
+            self.buf = self.buf[n:]
+        return n
+
+
 class World:
     def __init__(self, board=None):
         self.board = board
@@ -50,6 +85,9 @@ class World:
         self.carousels = {}
         self.locks = {}
         self.sensors = {}
+        self.scanners = {}
+        self.buttons = {}
+        self.uarts = {}
         self.violations = []
         self.violation_count = 0
         self.uid = (os.getenv("KIOSK_SIM_UID") or "sim-0001").encode()
@@ -94,6 +132,13 @@ class World:
 
     def set_irq(self, num, pin, handler, trigger):
         self.irqs[num] = (pin, handler, trigger)
+
+    def uart_line(self, rx_num):
+        """The receive line of the UART whose RX is on pin rx_num."""
+        line = self.uarts.get(rx_num)
+        if line is None:
+            line = self.uarts[rx_num] = UartLine()
+        return line
 
     def i2c_bus(self, bus_id):
         return self.i2c_buses.setdefault(bus_id, {})
@@ -146,6 +191,13 @@ class World:
             import sim_lock
             for lk in board["locks"]:
                 self.locks[lk["name"]] = sim_lock.Lock(self, lk)
+        if board.get("scanner"):
+            import sim_scanner
+            self.scanners["scanner"] = sim_scanner.Scanner(self, board["scanner"])
+        if board.get("buttons"):
+            import sim_button
+            for b in board["buttons"]:
+                self.buttons[b["name"]] = sim_button.Button(self, b)
         buses = board.get("buses") or {}
         if board.get("sensors"):
             import sim_sensors
@@ -153,9 +205,12 @@ class World:
                 self.sensors[s["name"]] = sim_sensors.make(self, s, buses[s["bus"]], i)
 
     # -- the control verbs (tests, the emulator's control API) -------------
+    def _groups(self):
+        return (self.carousels, self.locks, self.sensors, self.scanners, self.buttons)
+
     def models_for_fault(self, kind, target):
         found = []
-        for group in (self.carousels, self.locks, self.sensors):
+        for group in self._groups():
             for name, m in group.items():
                 if kind in m.FAULTS and (target is None or target == name):
                     found.append(m)
@@ -163,7 +218,7 @@ class World:
 
     def fault_kinds(self):
         kinds = set()
-        for group in (self.carousels, self.locks, self.sensors):
+        for group in self._groups():
             for m in group.values():
                 kinds.update(m.FAULTS)
         return sorted(kinds)
@@ -199,6 +254,16 @@ class World:
                 self.network_drops += 1
             self.network_up = up
             return {"up": up, "drops": self.network_drops}
+        if op == "scan":
+            sc = self.scanners.get("scanner")
+            if sc is None:
+                raise ValueError("this board has no scanner")
+            return sc.scan(cmd.get("text"), cmd.get("end", "\r"))
+        if op == "button":
+            b = self.buttons.get(cmd.get("name"))
+            if b is None:
+                raise ValueError("no button %r (have %s)" % (cmd.get("name"), ", ".join(self.buttons) or "none"))
+            return b.press(cmd.get("ms", 150))
         if op == "state":
             return self.state()
         raise ValueError("unknown op %r" % op)
@@ -208,6 +273,8 @@ class World:
             "carousels": {n: m.state() for n, m in self.carousels.items()},
             "locks": {n: m.state() for n, m in self.locks.items()},
             "sensors": {n: m.state() for n, m in self.sensors.items()},
+            "scanner": {n: m.state() for n, m in self.scanners.items()}.get("scanner"),
+            "buttons": {n: m.state() for n, m in self.buttons.items()},
             "violations": list(self.violations),
             "violation_count": self.violation_count,
         }
