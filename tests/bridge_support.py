@@ -53,16 +53,20 @@ class BridgeProc:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "BridgeProc":
+    def start(self, verbose: bool = True, connected: bool = True) -> "BridgeProc":
+        """Start it; wait for its HTTP port, and for its broker session if `connected`."""
         args = [str(VENV_BIN / "kiosk-bridge"), "serve", "--broker", self.broker_url, "--db", self.db,
-                "--http", f"127.0.0.1:{self.port}", "--keys", str(self.keys), "--command-ttl", str(self.ttl), "-v"]
+                "--http", f"127.0.0.1:{self.port}", "--keys", str(self.keys), "--command-ttl", str(self.ttl)]
+        if verbose:
+            args.append("-v")
         if self.share:
             args += ["--share", self.share]
         self.starts += 1
         log = open(self.root / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)
         wait_port(self.port, 20)
-        wait_until(lambda: self.get("/healthz", ok_only=False)[0] == 200, 20, f"{self.name} connected to the broker")
+        if connected:
+            wait_until(lambda: self.get("/healthz", ok_only=False)[0] == 200, 20, f"{self.name} connected to the broker")
         return self
 
     def stop(self, kill: bool = False) -> None:

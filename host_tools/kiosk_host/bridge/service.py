@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ GAP_GRACE_S = 2.0        # a hole may only be a message still on its way (or at 
 RESEND_EVERY_S = 5.0
 RESEND_MAX = 1000        # the kiosk's limit for one resend range
 STALE_GRACE_S = 5.0      # a command no kiosk answered by exp + this is timed out
+RECONNECT_MAX_S = 10     # the longest wait between two attempts to reach the broker
 
 # What the bridge lets a client ask of a kiosk, with the argument types the
 # firmware's controller checks: the shared operation table
@@ -54,6 +56,47 @@ class BridgeError(Exception):
         self.status = status
 
 
+class BrokerLink:
+    """The broker session as people should see it: up or down, since when,
+    how many attempts have failed since it was last up, and the last
+    error. Changed from paho's thread, read by the API's."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connected = False
+        self.since = time.time()
+        self.attempts = 0
+        self.error: str | None = None
+        self.ever_connected = False
+
+    def up(self) -> int:
+        with self.lock:
+            failed, self.attempts = self.attempts, 0
+            self.connected, self.since, self.error, self.ever_connected = True, time.time(), None, True
+            return failed
+
+    def down(self, why: str) -> None:
+        with self.lock:
+            if self.connected:
+                self.since = time.time()
+            self.connected, self.error = False, why
+
+    def failed(self, why: str) -> tuple[int, bool]:
+        """Count a failed attempt: (attempts so far, whether the error changed)."""
+        with self.lock:
+            if self.connected:
+                self.since = time.time()
+            changed = why != self.error
+            self.connected, self.error = False, why
+            self.attempts += 1
+            return self.attempts, changed
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {"connected": self.connected, "since": self.since, "failed_attempts": self.attempts,
+                    "error": self.error, "ever_connected": self.ever_connected}
+
+
 class Bridge:
     def __init__(self, broker_url: str, store: Store, keys: Keys, share: str | None = None,
                  credentials_file: str | None = None, command_ttl_s: int = 60, client_id: str | None = None):
@@ -67,6 +110,7 @@ class Bridge:
         self.inbox: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
         self.connected = threading.Event()
+        self.link = BrokerLink()                   # the broker session as the dashboard's header shows it
         self.client: mqtt.Client | None = None
         self._threads: list[threading.Thread] = []
         self._gaps: dict[str, float] = {}          # kiosk -> when the hole after acked was first seen
@@ -124,13 +168,15 @@ class Bridge:
         if b["tls"]:
             c.tls_set(ca_certs=b["ca"])
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        c.reconnect_delay_set(0.5, 10)
+        c.reconnect_delay_set(0.5, RECONNECT_MAX_S)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         self.client = c
         c.connect_async(b["host"], b["port"], keepalive=30)
+        log.info("connecting to the broker at %s:%s", b["host"], b["port"])
         c.loop_start()
         for target, name in ((self._ingest, "bridge-ingest"), (self._housekeeping, "bridge-housekeeping")):
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -155,7 +201,7 @@ class Bridge:
 
     def _on_connect(self, client, userdata, flags, rc, props=None):
         if getattr(rc, "is_failure", False):
-            log.error("broker refused the connection: %s", rc)
+            self._failed(f"the broker refused the session: {rc}")
             return
         try:   # acks are small packets sent one by one: no Nagle delay behind the previous one
             client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -163,11 +209,31 @@ class Bridge:
             pass
         client.subscribe([(self._topic(k), 1) for k in ("state", "evt", "reply", "tele")])
         self.connected.set()
-        log.info("connected to %s:%s", self.broker["host"], self.broker["port"])
+        was = self.link.up()
+        if was:
+            log.warning("connected to the broker at %s:%s after %d failed attempts", self.broker["host"],
+                        self.broker["port"], was)
+        else:
+            log.info("connected to the broker at %s:%s", self.broker["host"], self.broker["port"])
+
+    def _on_connect_fail(self, client, userdata):
+        # paho calls this inside its `except OSError`: the error is at hand.
+        e = sys.exc_info()[1]
+        self._failed(f"cannot reach the broker: {e.strerror or e}" if isinstance(e, OSError) and e.strerror
+                     else f"cannot reach the broker: {e or 'connection failed'}")
+
+    def _failed(self, why: str) -> None:
+        """A connection attempt failed: always logged (not only with -v),
+        first at once, then at growing intervals while it keeps failing."""
+        n, changed = self.link.failed(why)
+        if changed or n & (n - 1) == 0 or n % 100 == 0:
+            log.warning("%s:%s: %s (attempt %d; retrying every %d s at most)", self.broker["host"],
+                        self.broker["port"], why, n, RECONNECT_MAX_S)
 
     def _on_disconnect(self, client, userdata, flags, rc, props=None):
         self.connected.clear()
         if not self.stopping.is_set():
+            self.link.down(f"connection lost: {rc}")
             log.warning("broker connection lost (%s); reconnecting", rc)
 
     def _on_message(self, client, userdata, m):
@@ -420,14 +486,20 @@ class Bridge:
             if typ is int and name in ("bin",) and v < 1:
                 raise BridgeError(422, "bin numbers start at 1")
 
-    def send(self, kiosk: str, op: str, args: dict[str, Any], record: bool = True) -> dict[str, Any] | None:
+    def send(self, kiosk: str, op: str, args: dict[str, Any], record: bool = True, actor: str | None = None,
+             note: str | None = None) -> dict[str, Any] | None:
         """Sign and publish one command. Recorded commands are followed to
-        their terminal state; `resend` (the bridge's own) is not."""
+        their terminal state; `resend` (the bridge's own) is not. actor is
+        who asked and note why, kept with the command."""
         key = self.keys.get(kiosk)
         if key is None:
             raise BridgeError(404, f"unknown kiosk {kiosk!r} (no key in {self.keys.dir})")
         if record:
             self.check(op, args)
+        if not self.connected.is_set() or self.client is None:
+            raise BridgeError(503, "the bridge has no broker session: no command can reach a kiosk until it "
+                                   "reconnects (see the bridge's log)")
+        if record:
             k = self.store.kiosk(kiosk)
             if k is None or not k["online"]:
                 raise BridgeError(409, f"kiosk {kiosk} is offline: the command could not reach it")
@@ -435,13 +507,11 @@ class Bridge:
                 bins = _bin_count(k)
                 if bins and args["bin"] > bins:
                     raise BridgeError(422, f"kiosk {kiosk} has bins 1 to {bins}")
-        if not self.connected.is_set() or self.client is None:
-            raise BridgeError(503, "the bridge is not connected to the broker")
         cid = uuid.uuid4().hex
         iat = int(time.time())
         exp = iat + self.command_ttl_s
         cmd = protocol.sign(key, {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args})
-        out = self.store.add_command(cid, kiosk, op, args, exp) if record else None
+        out = self.store.add_command(cid, kiosk, op, args, exp, actor, note) if record else None
         info = self.client.publish(f"kiosk/{kiosk}/cmd", json.dumps(cmd, separators=(",", ":"), ensure_ascii=False), qos=1, retain=False)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and record:
             self.store.update_command(cid, "failed", "not_sent", {"detail": mqtt.error_string(info.rc)}, "bridge")

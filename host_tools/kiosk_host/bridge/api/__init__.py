@@ -23,6 +23,9 @@ from ..service import Bridge, BridgeError
 from . import commands, dashboard, events, fleet, operations, temperature
 from .common import ERRORS
 
+# Pydantic's error types for a body that could not be read as JSON at all.
+UNREADABLE = ("json_invalid",)
+
 # In this order in the app, the OpenAPI document and the /docs page.
 ROUTERS = (fleet.router, commands.router, temperature.router, events.router, operations.router)
 
@@ -56,6 +59,13 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError):
+        unreadable = [err for err in e.errors() if err.get("type") in UNREADABLE]
+        if unreadable:
+            # Not a malformed request but no request at all: 400, as documented.
+            return JSONResponse({"detail": "the body is not JSON (send UTF-8 JSON with "
+                                           "content-type: application/json)",
+                                 "errors": [{"loc": list(err.get("loc", ())), "msg": str(err.get("msg")),
+                                             "type": err.get("type")} for err in unreadable]}, status_code=400)
         msgs = []
         for err in e.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")

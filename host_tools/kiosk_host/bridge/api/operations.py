@@ -1,11 +1,16 @@
-"""For operations: Prometheus metrics and the liveness check."""
+"""For operations: Prometheus metrics, the liveness check and the bridge's
+own state (its broker session), which the dashboard's header shows."""
 
 from __future__ import annotations
+
+import time
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from ... import __version__
 from ..service import Bridge
+from .common import iso
 
 
 def router(bridge: Bridge) -> APIRouter:
@@ -21,5 +26,13 @@ def router(bridge: Bridge) -> APIRouter:
         ok = bridge.connected.is_set()
         store.acked("-")
         return JSONResponse({"broker": ok, "store": store.kind}, status_code=200 if ok else 503)
+
+    @router.get("/api/bridge", summary="The bridge itself: its broker session (up or down, since when, the last "
+                                       "error), its store and version")
+    def bridge_state():
+        link = bridge.link.state()
+        link["since_iso"] = iso(link["since"])
+        link["host"], link["port"] = bridge.broker["host"], bridge.broker["port"]
+        return {"broker": link, "store": store.kind, "version": __version__, "now": iso(time.time())}
 
     return router
