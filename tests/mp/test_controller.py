@@ -97,6 +97,10 @@ async def _excursion():
     ctl.submit("p-held", "pickup", {"order": "RX-2", "bin": 2})
     state, info = await r.final("p-held")
     assert state == "rejected" and info["reason"] == "excursion_hold", (state, info)
+    xid = [t for t in kit.journal_kinds(app.journal, "temp") if t.get("ev") == "excursion_start"][0]["id"]
+    ctl.submit("c-0", "clear_excursion", {"excursion": str(xid)})
+    assert r.last("c-0")[1]["reason"] == "excursion_ongoing", "one still going on cannot be cleared"
+    assert ctl.climate.pickups_held()
     w.handle({"op": "sensor", "sensor": "cabinet", "celsius": 22.0, "drift": 0})
     temps = []
     assert await kit.wait_for(lambda: any(t.get("ev") == "excursion_end" for t in kit.journal_kinds(app.journal, "temp")), 8000)

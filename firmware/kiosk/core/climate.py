@@ -283,6 +283,12 @@ class Climate:
     # Acknowledge an ended excursion by id: returns it as an
     # "excursion_cleared" event, or None if the id is unknown or the
     # excursion still active (nothing to judge yet).
+    def ongoing(self, xid):
+        for x in self._exc:
+            if x["id"] == str(xid) and not x["end"]:
+                return True
+        return False
+
     def clear(self, xid):
         for x in self._exc:
             if x["id"] == str(xid) and x["end"]:

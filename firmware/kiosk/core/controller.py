@@ -214,8 +214,8 @@ class Controller:
             return {}
         if kind == "clear_excursion":
             ev = self.climate.clear(args["excursion"])
-            if not ev:
-                raise Refused("unknown_excursion")
+            if not ev:   # only an ended excursion can be cleared
+                raise Refused("excursion_ongoing" if self.climate.ongoing(args["excursion"]) else "unknown_excursion")
             self.event(K_TEMP, ev)
             self.climate.save()
             return {}
