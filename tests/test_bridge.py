@@ -117,7 +117,8 @@ def test_a_pickup_from_request_to_terminal_state_with_its_custody_events(site):
     k = site.bridge.kiosk(kid)
     assert k["last_pickup"]["order"] == "rx-100" and k["last_pickup"]["command_id"] == cid
     assert k["status"]["stock"] == {} and k["alarms"] == []
-    assert k["doors"]["pickup"] == {"door": "closed", "bolt": "engaged", "alarms": []}
+    assert k["doors"]["pickup"] == {"door": "closed", "bolt": "engaged", "alarms": [], "secure": True}
+    assert k["severity"] == "ok" and k["problems"] == [], k["problems"]
     assert site.bridge.metric("kiosk_bridge_commands_total", op="pickup", state="succeeded") >= 1
     assert site.bridge.metric("kiosk_bridge_command_latency_seconds_count", op="pickup") >= 1
     site.stored_matches_flash(kid)
@@ -257,22 +258,29 @@ def test_an_excursion_is_raised_shown_and_cleared(site):
     wait_until(lambda: any(v is not None and v >= 31 for _, v in
                            b.get(f"/api/kiosks/{kid}/temperature?hours=1")["series"].get("cabinet", [])),
                20, "the high reading in the temperature history")
-    # Clearing an ongoing excursion is refused by the kiosk (and says why).
-    status, r = b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear")
-    assert status == 202
-    c = b.wait_command(r["command_id"], TERMINAL)
-    assert c["state"] == "rejected" and c["reason"] == "unknown_excursion", c
+    # Clearing an ongoing excursion is refused (nothing is sent), and so is one without a name and a reason.
+    why = {"by": "pat.pharmacist", "reason": "bins 1-3 checked: sealed, within the label's allowance"}
+    status, r = b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear", why)
+    assert status == 409 and "still going on" in r["detail"], (status, r)
+    assert b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear", {"by": "pat.pharmacist"})[0] == 422
+    assert b.post(f"/api/kiosks/{kid}/excursions/nope/clear", why)[0] == 404
+    assert not [c for c in b.kiosk(kid)["commands"] if c["op"] == "clear_excursion"]
     site.fleet.sensor(kid, "cabinet", celsius=22.0)
     wait_until(lambda: any(e["body"].get("ev") == "excursion_end" for e in b.events(kid, "temp")), 30,
                "the excursion's end")
-    t = b.get(f"/api/kiosks/{kid}/temperature?hours=1")
+    t = wait_until(lambda: (lambda t: t if any(v is not None and v <= 22.5 for _, v in t["series"]["cabinet"]) else None)(
+        b.get(f"/api/kiosks/{kid}/temperature?hours=1")), 20, "a reading back in range")
     ended = [e for e in t["excursion_events"] if e["ev"] == "excursion_end" and e["id"] == x["id"]]
     assert ended and ended[0]["end"] and ended[0]["max"] >= 31.0 and ended[0]["min"] <= ended[0]["max"]
     day = [d for d in t["days"] if d["sensor"] == "cabinet"]
     assert day and day[-1]["max"] >= 31.0 and day[-1]["min"] <= 22.5 and day[-1]["min"] <= day[-1]["mkt"] <= day[-1]["max"]
-    c = site.run(kid, f"/excursions/{x['id']}/clear", None)
-    assert c["op"] == "clear_excursion"
+    assert b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear", {"reason": "checked"})[0] == 422
+    c = site.run(kid, f"/excursions/{x['id']}/clear", why)
+    assert c["op"] == "clear_excursion" and c["actor"] == "pat.pharmacist" and c["note"] == why["reason"]
     k = wait_until(lambda: (lambda k: k if not k["excursions_open"] else None)(b.kiosk(kid)), 15, "cleared")
+    span = [s for s in b.get(f"/api/kiosks/{kid}/temperature?hours=1")["excursions"] if s["id"] == x["id"]]
+    assert span and span[0]["state"] == "cleared" and span[0]["cleared_by"] == "pat.pharmacist", span
+    assert span[0]["cleared_reason"] == why["reason"] and span[0]["start"] < span[0]["end"] and span[0]["max"] >= 31.0
     assert not any("excursion" in a for a in k["alarms"])
     assert any(e["body"].get("ev") == "excursion_cleared" and e["body"]["id"] == x["id"] for e in b.events(kid, "temp"))
     assert b.metric("kiosk_bridge_excursions_total") >= 1

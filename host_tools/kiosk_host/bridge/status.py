@@ -31,8 +31,15 @@ def from_birth(birth: dict[str, Any]) -> dict[str, Any]:
     for x in climate.get("excursions") or []:
         if isinstance(x, dict) and "id" in x:
             excursions[str(x["id"])] = _excursion(x)
+    readings: dict[str, dict[str, Any]] = {}
+    for name, x in (climate.get("sensors") or {}).items():
+        if isinstance(x, dict):
+            _reading(readings, str(name), x.get("t"), x.get("last_centi"), x.get("rh_centi"))
     return {
         "as_of": (birth.get("journal") or {}).get("last") or 0,
+        "readings": readings,
+        "sensor_faults": {str(n): x.get("error") for n, x in (snap.get("sensors") or {}).items()
+                          if isinstance(x, dict) and x.get("status") == "faulted"},
         "doors": doors,
         "excursions": excursions,
         "held": bool(climate.get("held")),
@@ -54,6 +61,46 @@ def _excursion(x: dict[str, Any]) -> dict[str, Any]:
 
 def empty() -> dict[str, Any]:
     return from_birth({})
+
+
+def _reading(readings: dict[str, dict[str, Any]], sensor: str, t: Any, temp_centi: Any, rh_centi: Any = None) -> None:
+    """Keep a sensor's reading if it is newer than the one held: the latest
+    reading is whichever came last, from telemetry, a birth or a climate
+    event, so every view shows the same one."""
+    if not isinstance(t, int) or isinstance(t, bool) or not isinstance(temp_centi, int) or isinstance(temp_centi, bool):
+        return
+    held = readings.get(sensor)
+    if held is None or t >= held["t"]:
+        readings[sensor] = {"t": t, "temp_centi": temp_centi,
+                            "rh_centi": rh_centi if isinstance(rh_centi, int) and not isinstance(rh_centi, bool) else None}
+
+
+def reading_of(ev: dict[str, Any]) -> tuple[str, int, int, int | None] | None:
+    """(sensor, t, hundredths of °C, of %RH) of a climate event that carries
+    the reading it was raised on: a warning's or an excursion's first
+    sample. Telemetry may not carry that sample for up to a minute."""
+    if ev.get("k") != contract.K_TEMP or not isinstance(ev.get("sensor"), str):
+        return None
+    e = ev.get("ev")
+    if e == "warning_start":
+        t, c, rh = ev.get("t"), ev.get("value_centi"), None
+    elif e == "excursion_start":
+        t, c, rh = ev.get("start"), ev.get("max_centi"), ev.get("max_rh_centi")
+    else:
+        return None
+    if not isinstance(t, int) or not isinstance(c, int) or isinstance(c, bool):
+        return None
+    return ev["sensor"], t, c, rh if isinstance(rh, int) else None
+
+
+def telemetry(status: dict[str, Any], tele: dict[str, Any]) -> None:
+    """Fold one telemetry message's readings into the status."""
+    t = tele.get("t")
+    temps = tele.get("temp_centi") if isinstance(tele.get("temp_centi"), dict) else {}
+    rhs = tele.get("rh_centi") if isinstance(tele.get("rh_centi"), dict) else {}
+    readings = status.setdefault("readings", {})
+    for name, c in temps.items():
+        _reading(readings, str(name), t, c, rhs.get(name))
 
 
 def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
@@ -90,6 +137,9 @@ def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
             if not ev.get("present"):
                 status["stock"].pop(str(b), None)
     elif k == contract.K_TEMP:
+        r = reading_of(ev)
+        if r:
+            _reading(status.setdefault("readings", {}), r[0], r[1], r[2], r[3])
         e = ev.get("ev")
         if e == "excursion_start":
             status["excursions"][str(ev.get("id"))] = _excursion(ev)
@@ -97,6 +147,12 @@ def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
             status["excursions"][str(ev.get("id"))] = _excursion(ev)
         elif e in ("excursion_cleared", "excursion_dropped"):
             status["excursions"].pop(str(ev.get("id")), None)
+    elif k == contract.K_SENSOR:
+        faults = status.setdefault("sensor_faults", {})
+        if ev.get("ev") == "sensor_fault":
+            faults[str(ev.get("sensor"))] = ev.get("code")
+        elif ev.get("ev") == "sensor_ok":
+            faults.pop(str(ev.get("sensor")), None)
     elif k == contract.K_FAULT:
         if ev.get("code") not in status["faults"]:
             status["faults"].append(ev.get("code"))

@@ -103,6 +103,10 @@ class Store:
         with self._tx():
             for stmt in SCHEMA:
                 self._exec(stmt)
+            # Who asked for each command, and why (an excursion's clearing
+            # reason): added to stores made before there were users.
+            self._column("commands", "actor", "TEXT")
+            self._column("commands", "note", "TEXT")
 
     # -- plumbing --------------------------------------------------------------
     @contextlib.contextmanager
@@ -122,6 +126,12 @@ class Store:
                 self.db.rollback()
                 raise
             self.db.commit()
+
+    def _column(self, table: str, column: str, decl: str) -> None:
+        if self.kind == "postgresql":
+            self._exec(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
+        elif column not in [r[1] for r in self._all(f"PRAGMA table_info({table})")]:
+            self._exec(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.kind == "postgresql" else sql
@@ -187,6 +197,7 @@ class Store:
                    [(kiosk, a, b) for a, b in lost])
         upto = self._advance(kiosk, acked)
         done = self._apply(kiosk, acked, upto) if upto > acked else []
+        self._exec("UPDATE kiosks SET seen = ? WHERE id = ?", (now, kiosk))    # heard from, whatever it said
         return new, upto, done
 
     def _lock_kiosk(self, kiosk: str) -> int:
@@ -204,6 +215,10 @@ class Store:
             ev = json.loads(body)
             kstatus.apply(st, ev)
             done += self._command_news(kiosk, ev)
+            r = kstatus.reading_of(ev)
+            if r:   # the sample that raised a warning or an excursion belongs in the history too
+                self._exec("INSERT INTO telemetry (kiosk, t, sensor, temp_centi, rh_centi) VALUES (?, ?, ?, ?, ?)",
+                           (kiosk, r[1], r[0], r[2], r[3]))
         self._exec("UPDATE kiosks SET status = ? WHERE id = ?", (_dumps(st), kiosk))
         return done
 
@@ -340,9 +355,17 @@ class Store:
                 tc, rc = temps.get(name), rhs.get(name)
                 samples.append((kiosk, t, name, tc if isinstance(tc, int) else None, rc if isinstance(rc, int) else None))
         with self._tx():
-            for kiosk, m in latest.items():
+            statuses = {}
+            for kiosk in sorted(latest):     # locked in id order, as add_batches does: no deadlock
                 self._exec("INSERT INTO kiosks (id) VALUES (?) ON CONFLICT DO NOTHING", (kiosk,))
-                self._exec("UPDATE kiosks SET tele = ?, seen = ? WHERE id = ?", (_dumps(m), now, kiosk))
+                row = self._one("SELECT status FROM kiosks WHERE id = ?"
+                                + (" FOR UPDATE" if self.kind == "postgresql" else ""), (kiosk,))
+                statuses[kiosk] = _loads(row[0]) if row and row[0] else kstatus.empty()
+            for kiosk, m in rows:   # every message's readings: the newest wins
+                kstatus.telemetry(statuses[kiosk], m)
+            for kiosk, m in latest.items():
+                self._exec("UPDATE kiosks SET tele = ?, seen = ?, status = ? WHERE id = ?",
+                           (_dumps(m), now, _dumps(statuses[kiosk]), kiosk))
             self._many("INSERT INTO telemetry (kiosk, t, sensor, temp_centi, rh_centi) VALUES (?, ?, ?, ?, ?)", samples)
 
     def kiosks(self) -> list[dict[str, Any]]:
@@ -379,13 +402,16 @@ class Store:
                 (kiosk, since))]
 
     # -- commands --------------------------------------------------------------
-    def add_command(self, cmd_id: str, kiosk: str, op: str, args: dict[str, Any], exp: int) -> dict[str, Any]:
+    def add_command(self, cmd_id: str, kiosk: str, op: str, args: dict[str, Any], exp: int,
+                    actor: str | None = None, note: str | None = None) -> dict[str, Any]:
+        """A command as sent: actor is the user who asked, note why (both
+        kept with it for ever)."""
         now = time.time()
         hist = [{"state": "queued", "at": now, "by": "bridge"}]
         with self._tx():
-            self._exec("INSERT INTO commands (id, kiosk, op, args, state, created, updated, exp, history) "
-                       "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                       (cmd_id, kiosk, op, _dumps(args), now, now, exp, _dumps(hist)))
+            self._exec("INSERT INTO commands (id, kiosk, op, args, state, created, updated, exp, history, actor, note) "
+                       "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                       (cmd_id, kiosk, op, _dumps(args), now, now, exp, _dumps(hist), actor, note))
         return self.command(cmd_id)
 
     def update_command(self, cmd_id: str, state: str, reason: str | None = None, info: dict | None = None,
@@ -425,18 +451,30 @@ class Store:
             return self._command(cmd_id)
 
     def _command(self, cmd_id: str) -> dict[str, Any] | None:
-        r = self._one("SELECT id, kiosk, op, args, state, reason, info, created, updated, exp, history "
+        r = self._one("SELECT id, kiosk, op, args, state, reason, info, created, updated, exp, history, actor, note "
                       "FROM commands WHERE id = ?", (cmd_id,))
         if r is None:
             return None
         return {"command_id": r[0], "kiosk": r[1], "op": r[2], "args": _loads(r[3]), "state": r[4], "reason": r[5],
-                "info": _loads(r[6]) or {}, "created": r[7], "updated": r[8], "exp": r[9], "history": _loads(r[10])}
+                "info": _loads(r[6]) or {}, "created": r[7], "updated": r[8], "exp": r[9], "history": _loads(r[10]),
+                "actor": r[11], "note": r[12]}
 
-    def commands(self, kiosk: str, limit: int = 50) -> list[dict[str, Any]]:
+    def commands(self, kiosk: str, limit: int = 50, op: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
-            ids = [r[0] for r in self._all("SELECT id FROM commands WHERE kiosk = ? ORDER BY created DESC LIMIT ?",
-                                           (kiosk, limit))]
+            ids = [r[0] for r in self._all("SELECT id FROM commands WHERE kiosk = ?" + (" AND op = ?" if op else "")
+                                           + " ORDER BY created DESC LIMIT ?",
+                                           (kiosk, op, limit) if op else (kiosk, limit))]
         return [self.command(i) for i in ids]
+
+    def active_commands(self) -> dict[str, list[dict[str, Any]]]:
+        """Every command still queued or in progress, by kiosk: what a door
+        that stands open may be open for."""
+        with self.lock:
+            rows = self._all("SELECT id, kiosk, op, args, state FROM commands WHERE state IN ('queued', 'in_progress')")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r[1], []).append({"command_id": r[0], "op": r[2], "args": _loads(r[3]), "state": r[4]})
+        return out
 
     def stale_commands(self, now: float) -> list[dict[str, Any]]:
         """Commands still queued after their expiry: the kiosk never took them."""

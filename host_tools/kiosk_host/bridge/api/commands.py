@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...protocol import TEXT_PATTERN
 from ..service import Bridge
-from .common import ACCEPTED, ID, Accepted, BinNumber, known
+from .common import ACCEPTED, ID, Accepted, BinNumber, command_view, known
 
 
 class Pickup(BaseModel):
@@ -73,6 +73,12 @@ Command = Annotated[Union[PlainCmd, JogCmd, UnlockCmd, VerifyCmd],
                     Field(discriminator="op")]
 
 
+class Explanation(BaseModel):
+    code: str
+    what: str
+    next: str
+
+
 class CommandState(BaseModel):
     command_id: str
     kiosk: str
@@ -84,7 +90,14 @@ class CommandState(BaseModel):
     created: float
     updated: float
     exp: int
+    created_iso: Optional[str] = None
+    updated_iso: Optional[str] = None
+    exp_iso: Optional[str] = None
     history: list[dict[str, Any]]
+    actor: Optional[str] = Field(None, description="who asked for it")
+    note: Optional[str] = Field(None, description="why they asked (say, an excursion's clearing reason)")
+    explanation: Optional[Explanation] = Field(None, description="for a command that ended without succeeding: "
+                                                                 "what happened and what to do next, with the code")
 
 
 def router(bridge: Bridge) -> APIRouter:
@@ -128,7 +141,7 @@ def router(bridge: Bridge) -> APIRouter:
         c = store.command(command_id)
         if c is None:
             raise HTTPException(404, f"unknown command {command_id!r}")
-        return c
+        return command_view(c)
 
     @router.post("/api/commands/{command_id}/cancel", status_code=202, response_model=Accepted, responses=ACCEPTED,
                  operation_id="cancel_command", summary="Ask the kiosk to cancel a queued or running command")

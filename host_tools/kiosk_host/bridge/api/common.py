@@ -1,15 +1,17 @@
 """What the API's routers share: the error answers every route documents,
 the 202 that every command route answers, the id and bin number types, and
-the kiosk lookups (`known`, `summary`)."""
+the kiosk lookups (`known`, `summary`), times as ISO 8601 (`iso`)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Optional
 
 from fastapi import HTTPException
 from pydantic import BaseModel, BeforeValidator, Field
 
 from ...protocol import TEXT_PATTERN
+from .. import health, refusals
 from .. import status as kstatus
 from ..service import Bridge
 
@@ -73,24 +75,62 @@ def known(bridge: Bridge, kiosk_id: str) -> dict[str, Any]:
     return k
 
 
-def summary(k: dict[str, Any]) -> dict[str, Any]:
-    """What the fleet view shows of one kiosk."""
+def iso(t: Any) -> str | None:
+    """A Unix time as ISO 8601 in UTC (2026-12-05T14:03:07Z); None stays None."""
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t < 253402300800:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def readings(st: dict[str, Any], now: float) -> dict[str, dict[str, Any]]:
+    """Each sensor's latest reading with its time and age: the one truth the
+    fleet, the kiosk page and the chart all show (status.py keeps the
+    newest of telemetry, births and climate events)."""
+    out = {}
+    for name, r in sorted((st.get("readings") or {}).items()):
+        c = celsius(r.get("temp_centi"))
+        out[name] = {"c": c, "rh": celsius(r.get("rh_centi")), "t": r.get("t"), "t_iso": iso(r.get("t")),
+                     "age_s": max(0, int(now - r["t"])) if isinstance(r.get("t"), int) else None,
+                     "range": health.temp_range(c)}
+    return out
+
+
+def summary(k: dict[str, Any], active: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What the fleet view shows of one kiosk; `active` are its commands
+    still queued or running (what an open door may be open for). Times are
+    Unix seconds, each also as ISO 8601 under the same name + `_iso`."""
+    now = time.time()
     st = k["status"]
-    tele = k.get("tele") or {}
-    temps = {n: celsius(v) for n, v in (tele.get("temp_centi") or {}).items()} if isinstance(tele.get("temp_centi"), dict) else {}
-    rh = {n: celsius(v) for n, v in (tele.get("rh_centi") or {}).items()} if isinstance(tele.get("rh_centi"), dict) else {}
-    if not temps:
-        sensors = ((k.get("birth") or {}).get("snap") or {}).get("climate", {}).get("sensors", {})
-        temps = {n: celsius(s.get("last_centi")) for n, s in sensors.items() if isinstance(s, dict)}
+    latest = readings(st, now)
+    probs = health.problems(k, active, now)
+    last_pickup = st.get("last_pickup")
+    if last_pickup:
+        last_pickup = dict(last_pickup, t_iso=iso(last_pickup.get("t")))
     return {
         "id": k["id"], "online": k["online"], "why_offline": None if k["online"] else k.get("why"),
-        "boot": k["boot"], "fw": k["fw"], "board": k["board"], "seen": k["seen"],
-        "doors": {n: {"door": d.get("door"), "bolt": d.get("bolt"), "alarms": d.get("alarms", [])}
+        "boot": k["boot"], "fw": k["fw"], "board": k["board"],
+        "seen": k["seen"], "seen_iso": iso(k["seen"]),
+        "seen_age_s": None if k["seen"] is None else max(0, int(now - k["seen"])),
+        "severity": health.severity(probs), "problems": probs,
+        "doors": {n: {"door": d.get("door"), "bolt": d.get("bolt"), "alarms": d.get("alarms", []),
+                      "secure": d.get("door") == "closed" and d.get("bolt") == "engaged" and not d.get("alarms")}
                   for n, d in st.get("doors", {}).items()},
-        "alarms": kstatus.alarms(st),
+        # The kiosk's own alarms, and a door not secure that raised none (yet).
+        "alarms": kstatus.alarms(st) + [p["text"] for p in probs if p["code"] in health.UNRAISED],
         "excursions_open": len(st.get("excursions", {})),
-        "last_pickup": st.get("last_pickup"),
+        "last_pickup": last_pickup,
         "service": st.get("service", False),
-        "temperature_c": temps, "humidity_pct": rh,
+        "readings": latest,
+        "temperature_c": {n: r["c"] for n, r in latest.items()},
+        "humidity_pct": {n: r["rh"] for n, r in latest.items() if r["rh"] is not None},
         "events_stored_upto": k["acked"], "journal_last": max(k["journal_last"] or 0, k["acked"] or 0),
     }
+
+
+def command_view(c: dict[str, Any]) -> dict[str, Any]:
+    """A command as the API shows it: its times also as ISO 8601, and for one
+    that ended without succeeding, what happened and what to do next."""
+    out = dict(c, created_iso=iso(c["created"]), updated_iso=iso(c["updated"]), exp_iso=iso(c["exp"]))
+    out["explanation"] = (refusals.explain(c.get("reason") or c["state"], c.get("args"), c.get("op"))
+                          if c["state"] in ("rejected", "failed", "timed_out") else None)
+    return out

@@ -7,7 +7,7 @@ from typing import Optional
 from fastapi import APIRouter, Query
 
 from ..service import Bridge
-from .common import known
+from .common import iso, known
 
 SEQ_MAX = 2**53   # journal sequence numbers are far below; the stores keep 64-bit integers
 
@@ -27,6 +27,8 @@ def router(bridge: Bridge) -> APIRouter:
         else:
             evs = store.events(kiosk_id, after, limit, kind)
             nxt = {"after": evs[-1]["seq"]} if len(evs) == limit else None
+        for e in evs:
+            e["t_iso"], e["stored_iso"] = iso(e["t"]), iso(e["stored"])
         return {"kiosk": kiosk_id, "events": evs, "next": nxt}
 
     return router

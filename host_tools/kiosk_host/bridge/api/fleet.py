@@ -6,30 +6,34 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from .. import health
 from ..service import Bridge
-from .common import known, summary
+from .common import command_view, known, summary
 
 
 def router(bridge: Bridge) -> APIRouter:
     store = bridge.store
     router = APIRouter(tags=["fleet"])
 
-    @router.get("/api/kiosks", summary="Every kiosk and its state")
+    @router.get("/api/kiosks", summary="Every kiosk and its state, the most urgent first "
+                                       "(severity alarm, offline, attention, ok; then by id)")
     def kiosks() -> list[dict[str, Any]]:
         seen = {k["id"]: k for k in store.kiosks()}
         for kid in bridge.keys.ids():
             if kid not in seen:
                 seen[kid] = known(bridge, kid)
-        return [summary(k) for k in sorted(seen.values(), key=lambda k: k["id"]) if bridge.keys.get(k["id"])]
+        active = store.active_commands()
+        out = [summary(k, active.get(k["id"])) for k in seen.values() if bridge.keys.get(k["id"])]
+        return sorted(out, key=lambda s: (-health.rank(s["severity"]), s["id"]))
 
     @router.get("/api/kiosks/{kiosk_id}", summary="One kiosk in detail")
     def kiosk(kiosk_id: str) -> dict[str, Any]:
         k = known(bridge, kiosk_id)
-        out = summary(k)
+        out = summary(k, store.active_commands().get(kiosk_id))
         out["status"] = k["status"]
         out["snapshot"] = (k.get("birth") or {}).get("snap")
         out["telemetry"] = k.get("tele")
-        out["commands"] = store.commands(kiosk_id, 20)
+        out["commands"] = [command_view(c) for c in store.commands(kiosk_id, 20)]
         return out
 
     return router

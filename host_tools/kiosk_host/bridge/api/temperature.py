@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...protocol import TEXT_PATTERN
-from ..service import Bridge
-from .common import ACCEPTED, Accepted, celsius, known
+from ..health import BAND_C, LIMITS_C
+from ..service import Bridge, BridgeError
+from .common import ACCEPTED, Accepted, celsius, iso, known, readings
 
-BAND_C = (20.0, 25.0)       # USP controlled room temperature
-LIMITS_C = (15.0, 30.0)     # allowed excursions
 DH_R = 10000.0              # MKT: activation energy / gas constant, K
 K0 = 273.15
 DAY_S = 86400
@@ -29,22 +29,67 @@ def mkt(temps_c: list[float]) -> float | None:
     return round(DH_R / -math.log(s) - K0, 2)
 
 
+class ClearExcursion(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    by: str = Field(min_length=1, max_length=64, pattern=TEXT_PATTERN, description="who clears it")
+    reason: str = Field(min_length=3, max_length=500, pattern=TEXT_PATTERN,
+                        description="why the stock it touched is fine (or what was done with it)")
+
+
+def spans(events: list[dict[str, Any]], status: dict[str, Any], clears: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each excursion once, as the chart shades it and the table lists it:
+    start, end (None while it goes on), range, bins, state (ongoing, ended,
+    cleared) and, once cleared, who cleared it, when and why."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in sorted(events, key=lambda e: e["seq"]):
+        x = out.setdefault(str(e["id"]), {"id": str(e["id"]), "sensor": e.get("sensor"), "start": None, "end": None,
+                                         "min": None, "max": None, "bins": [], "state": "ongoing"})
+        if e["ev"] in ("excursion_start", "excursion_end"):
+            for f in ("sensor", "start", "end", "min", "max", "bins"):
+                if e.get(f) is not None:
+                    x[f] = e[f]
+            x["state"] = "ended" if x["end"] else "ongoing"
+        elif e["ev"] == "excursion_cleared":
+            x["state"] = "cleared"
+    for xid, x in (status.get("excursions") or {}).items():   # from the birth, when its events are older
+        y = out.setdefault(xid, {"id": xid, "bins": []})
+        y.update({"sensor": x.get("sensor"), "start": x.get("start"), "end": x.get("end"),
+                  "min": celsius(x.get("min_centi")), "max": celsius(x.get("max_centi")), "bins": x.get("bins") or [],
+                  "state": "ended" if x.get("end") else "ongoing"})
+    for c in clears:
+        x = out.get(str((c.get("args") or {}).get("excursion")))
+        if x is not None and c["state"] == "succeeded":
+            x.update(cleared_by=c.get("actor"), cleared_at=c["updated"], cleared_at_iso=iso(c["updated"]),
+                     cleared_reason=c.get("note"), cleared_command=c["command_id"])
+    for x in out.values():
+        x["start_iso"], x["end_iso"] = iso(x.get("start")), iso(x.get("end"))
+    return sorted(out.values(), key=lambda x: (x.get("start") or 0, x["id"]))
+
+
 def router(bridge: Bridge) -> APIRouter:
     store = bridge.store
     router = APIRouter(tags=["temperature"])
 
     @router.post("/api/kiosks/{kiosk_id}/excursions/{excursion_id}/clear", status_code=202, response_model=Accepted,
-                 responses=ACCEPTED, summary="Acknowledge (clear) an excursion")
-    def clear_excursion(kiosk_id: str, excursion_id: Annotated[str, PathParam(min_length=1, max_length=64,
-                                                                            pattern=TEXT_PATTERN)]):
-        known(bridge, kiosk_id)
-        return {"command_id": bridge.send(kiosk_id, "clear_excursion", {"excursion": excursion_id})["command_id"]}
+                 responses=ACCEPTED, summary="Clear (acknowledge) an ended excursion, saying who and why")
+    def clear_excursion(kiosk_id: str, body: ClearExcursion,
+                        excursion_id: Annotated[str, PathParam(min_length=1, max_length=64, pattern=TEXT_PATTERN)]):
+        k = known(bridge, kiosk_id)
+        x = (k["status"].get("excursions") or {}).get(excursion_id)
+        if x is None:
+            raise BridgeError(404, f"kiosk {kiosk_id} has no excursion {excursion_id} to clear (cleared already?)")
+        if not x.get("end"):
+            raise BridgeError(409, f"excursion {excursion_id} is still going on: it can be cleared once the "
+                                   "temperature is back in range and the kiosk has ended it")
+        return {"command_id": bridge.send(kiosk_id, "clear_excursion", {"excursion": excursion_id},
+                                          actor=body.by, note=body.reason)["command_id"]}
 
     @router.get("/api/kiosks/{kiosk_id}/temperature",
                 summary="Temperature history, daily statistics, MKT and excursions")
     def temperature(kiosk_id: str, hours: float = Query(24, gt=0, le=24 * 90)):
         k = known(bridge, kiosk_id)
-        since = int(time.time() - hours * 3600)
+        now = time.time()
+        since = int(now - hours * 3600)
         series: dict[str, list] = {}
         rh: dict[str, list] = {}
         per_day: dict[tuple[str, int], list[float]] = {}
@@ -80,11 +125,14 @@ def router(bridge: Bridge) -> APIRouter:
                                    "start": b.get("start"), "end": b.get("end"), "min": celsius(b.get("min_centi")),
                                    "max": celsius(b.get("max_centi")), "max_rh": celsius(b.get("max_rh_centi")),
                                    "bins": b.get("bins")})
-        open_ = [dict(x, min=celsius(x.get("min_centi")), max=celsius(x.get("max_centi")))
+        open_ = [dict(x, min=celsius(x.get("min_centi")), max=celsius(x.get("max_centi")),
+                      start_iso=iso(x.get("start")), end_iso=iso(x.get("end")))
                  for x in k["status"].get("excursions", {}).values()]
-        return {"kiosk": kiosk_id, "band_c": list(BAND_C), "limits_c": list(LIMITS_C), "since": since,
-                "series": series, "humidity": rh,
+        return {"kiosk": kiosk_id, "band_c": list(BAND_C), "limits_c": list(LIMITS_C),
+                "since": since, "until": int(now), "since_iso": iso(since), "until_iso": iso(now),
+                "latest": readings(k["status"], now), "series": series, "humidity": rh,
                 "days": sorted(days.values(), key=lambda d: (d["sensor"] or "", d["day"])),
-                "mkt_window": window, "excursions_open": open_, "excursion_events": excursions}
+                "mkt_window": window, "excursions_open": open_, "excursion_events": excursions,
+                "excursions": spans(excursions, k["status"], store.commands(kiosk_id, 200, "clear_excursion"))}
 
     return router
