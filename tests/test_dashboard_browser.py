@@ -150,7 +150,7 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     site.command("DELETE", f"/api/kiosks/{kid}/service")
     wait_until(lambda: site.get(f"/api/kiosks/{kid}")["excursions_open"] == 1, 20, "the excursion recorded")
     site.call("POST", f"/api/sim/{kid}/sensor", {"sensor": "shelf_top", "celsius": 22.0})
-    expect(row.locator('[data-field="excursions"]')).to_have_text("1")
+    expect(row.locator('[data-field="problems"]')).to_contain_text("excursion")
 
     # To the kiosk's page, by its link (a client-side route).
     row.locator("a").click()
@@ -160,7 +160,7 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     expect(page.locator('#doors-table tr[data-door="pickup"] [data-field="door"]')).to_have_text("closed")
     expect(page.locator("#sim")).to_be_visible()
     events = page.locator("#event-log tbody tr")
-    expect(page.locator('#event-log tr[data-kind="restock"]')).to_contain_text("order rx-700 loaded into bin 5")
+    expect(page.locator('#event-log tr[data-kind="restock"]')).to_contain_text("Order rx-700 loaded into bin 5")
     before = events.count()
     first_seq = int(events.first.get_attribute("data-seq"))
     seqs = [int(s) for s in events.evaluate_all("rows => rows.map(r => r.dataset.seq)")]
@@ -182,7 +182,7 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     page.click("#pickup-submit")
     status = page.locator("#pickup-status")
     expect(status).to_have_attribute("data-state", "error")
-    expect(status).to_contain_text("Pickup refused")
+    expect(status).to_contain_text("Pickup of rx-700 from bin 99 refused")
     expect(status).to_contain_text("bin")
 
     # The pickup: the form, then the patient at the door through Simulate.
@@ -207,7 +207,7 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
 
     # The custody record arrives in the log without a reload, on top.
     pickup_ev = page.locator('#event-log tr[data-kind="pickup"]')
-    expect(pickup_ev).to_contain_text("order rx-700 picked up from bin 5")
+    expect(pickup_ev).to_contain_text("Order rx-700 picked up from bin 5")
     expect(pickup_ev).to_contain_text(cid)
     assert int(events.first.get_attribute("data-seq")) > first_seq and events.count() > before
     seqs = [int(s) for s in events.evaluate_all("rows => rows.map(r => r.dataset.seq)")]
@@ -231,17 +231,20 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     # The excursion, ended, is cleared with its button.
     xrow = page.locator('#excursions-table tr[data-testid="excursion-row"]')
     expect(xrow).to_have_count(1)
-    expect(xrow.locator("td").nth(3)).not_to_have_text("ongoing", timeout=30_000)
+    expect(xrow).to_have_attribute("data-state", "ended", timeout=30_000)
+    xrow.locator('input[name="by"]').fill("pat.pharmacist")
+    xrow.locator('input[name="reason"]').fill("bin 5 checked, sealed")
     xrow.locator("button").click()
     expect(page.locator("#excursion-status")).to_have_attribute("data-state", "succeeded")
-    expect(xrow).to_have_count(0)
+    expect(xrow).to_have_attribute("data-state", "cleared")
+    expect(xrow).to_contain_text("cleared by pat.pharmacist")
     expect(page.locator("#excursions-note")).to_have_text("No open excursions.")
 
     # Back to the fleet: the last pickup is there; a kiosk without power shows offline and why.
     page.click("text=← Fleet")
     expect(page).to_have_url(site.base + "/")
     expect(row.locator('[data-field="pickup"]')).to_contain_text("rx-700 from bin 5")
-    expect(row.locator('[data-field="excursions"]')).to_have_text("0")
+    expect(row.locator('[data-field="problems"]')).not_to_contain_text("excursion")
     assert site.call("POST", "/api/sim/kiosk-002/power", {"on": False})[0] == 200
     other = page.locator('#fleet-table tr[data-kiosk="kiosk-002"]')
     expect(other).to_have_attribute("data-online", "false")

@@ -6,10 +6,21 @@ from typing import Optional
 
 from fastapi import APIRouter, Query
 
+from ... import contract
+from .. import refusals
 from ..service import Bridge
 from .common import iso, known
 
 SEQ_MAX = 2**53   # journal sequence numbers are far below; the stores keep 64-bit integers
+
+
+def explain_event(b: dict) -> dict | None:
+    """What a refusal or an operation that did not succeed means, and what to do."""
+    if b.get("k") == contract.K_REFUSED:
+        return refusals.explain(b.get("why"), None, b.get("op"))
+    if b.get("k") == contract.K_OP and b.get("state") in ("failed", "timed_out", "rejected"):
+        return refusals.explain(b.get("reason") or b.get("state"), b, b.get("op"))
+    return None
 
 
 def router(bridge: Bridge) -> APIRouter:
@@ -29,6 +40,7 @@ def router(bridge: Bridge) -> APIRouter:
             nxt = {"after": evs[-1]["seq"]} if len(evs) == limit else None
         for e in evs:
             e["t_iso"], e["stored_iso"] = iso(e["t"]), iso(e["stored"])
+            e["explanation"] = explain_event(e["body"])
         return {"kiosk": kiosk_id, "events": evs, "next": nxt}
 
     return router

@@ -1,13 +1,18 @@
-// One kiosk's page (/kiosk/{id}): status and doors, the pickup form,
-// temperature and excursions, commands, the event log and, in the demo,
-// the Simulate panel.
+// One kiosk's page (/kiosk/{id}): what needs attention, status and doors,
+// the pickup form, the technician's Service panel, temperature and
+// excursions, commands, the event log and, in the demo, the Simulate panel.
 
-import { TERMINAL, api, kioskPath, watchCommand } from "./api.js";
+import { api, kioskPath } from "./api.js";
 import { chart } from "./chart.js";
 import { h, setAttr, setText, syncRows } from "./dom.js";
-import { describe, fmtC, fmtTime, pickupText, stateText, words } from "./format.js";
-import { POLL_MS, poller, problem, problems } from "./live.js";
+import {
+  SEVERITY_TEXT, describe, explainText, fmtAge, fmtC, fmtTime, lastKnownText, pickupText, readingClass, readingText,
+  stateText, words,
+} from "./format.js";
+import { POLL_MS, brokerUp, poller, problem, problems } from "./live.js";
+import { servicePanel } from "./service.js";
 import { setupSim } from "./sim.js";
+import { track } from "./track.js";
 
 const TEMP_POLL_MS = 10000;      // temperature history
 // Events per page of the log; ?events_page=N on a kiosk page changes it.
@@ -22,9 +27,12 @@ export function kioskView(id) {
 
   // Status and doors.
   el.state = h("span", { id: "kiosk-state", class: "badge", "data-testid": "kiosk-state" });
+  el.severity = h("span", { id: "kiosk-severity", class: "sev", "data-testid": "kiosk-severity" });
+  el.lastKnown = h("p", { id: "kiosk-last-known", class: "notice", "data-testid": "kiosk-last-known", hidden: true });
   el.facts = h("dl", { id: "kiosk-facts", class: "facts" });
   el.doors = h("tbody");
-  el.alarms = h("ul", { id: "kiosk-alarms", class: "alarms", "data-testid": "kiosk-alarms" });
+  el.problems = h("ul", { id: "kiosk-problems", class: "alarms", "data-testid": "kiosk-problems" });
+  el.readings = h("ul", { id: "kiosk-readings", class: "plain-list", "data-testid": "kiosk-readings" });
   el.stock = h("p", { id: "kiosk-stock", "data-testid": "kiosk-stock" });
   el.lastPickup = h("p", { id: "kiosk-last-pickup", "data-testid": "kiosk-last-pickup" });
 
@@ -34,12 +42,16 @@ export function kioskView(id) {
   el.bin = h("input", { id: "pickup-bin", name: "bin", type: "number", required: true, min: 1, step: 1,
     inputmode: "numeric", "data-testid": "pickup-bin" });
   el.pickupButton = h("button", { id: "pickup-submit", type: "submit", "data-testid": "pickup-submit", text: "Request pickup" });
+  el.pickupWhy = h("p", { id: "pickup-why", class: "muted small", "data-testid": "pickup-why" });
   el.pickupStatus = h("p", { id: "pickup-status", class: "status", role: "status", "aria-live": "polite",
     "data-testid": "pickup-status" });
   el.pickupForm = h("form", { id: "pickup-form", class: "stack-form", "data-testid": "pickup-form" },
     h("label", { for: "pickup-order", text: "Order id" }), el.order,
     h("label", { for: "pickup-bin", text: "Bin" }), el.bin,
     el.pickupButton);
+
+  // Service (technician).
+  el.service = h("section", { id: "service", class: "card", "aria-labelledby": "svc-h", "data-testid": "service" });
 
   // Temperature.
   el.hours = h("select", { id: "temp-hours", "data-testid": "temp-hours" },
@@ -68,45 +80,52 @@ export function kioskView(id) {
 
   main.replaceChildren(
     h("p", { class: "crumbs" }, h("a", { href: "/", "data-route": true, text: "← Fleet" })),
-    h("h1", { id: "kiosk-title" }, `Kiosk ${id} `, el.state),
+    h("h1", { id: "kiosk-title" }, `Kiosk ${id} `, el.severity, el.state),
+    el.lastKnown,
     el.body = h("div", { id: "kiosk-body", class: "layout", hidden: true },
       h("section", { id: "status", class: "card", "aria-labelledby": "status-h" },
         h("h2", { id: "status-h", text: "Status" }),
+        h("h3", { text: "Needs attention" }), el.problems,
         el.facts,
         h("table", { id: "doors-table", class: "grid", "data-testid": "doors-table" },
           h("caption", { text: "Doors" }),
           h("thead", {}, h("tr", {}, ["Door", "Door state", "Bolt", "Alarms"].map((t) => h("th", { scope: "col", text: t })))),
           el.doors),
-        h("h3", { text: "Alarms" }), el.alarms,
+        h("h3", { text: "Temperature (latest reading)" }), el.readings,
         h("h3", { text: "Stock" }), el.stock,
         h("h3", { text: "Last pickup" }), el.lastPickup),
       h("section", { id: "pickup", class: "card", "aria-labelledby": "pickup-h" },
         h("h2", { id: "pickup-h", text: "Request pickup" }),
-        el.pickupForm, el.pickupStatus),
+        el.pickupForm, el.pickupWhy, el.pickupStatus),
+      el.service,
       el.sim,
       h("section", { id: "temperature", class: "card wide", "aria-labelledby": "temp-h" },
         h("h2", { id: "temp-h" }, "Temperature ", h("label", { class: "sr-only", for: "temp-hours", text: "Period" }), el.hours),
         h("p", { class: "muted small" },
           h("span", { class: "key band" }), " 20–25 °C controlled room temperature   ",
-          h("span", { class: "key limit" }), " 15–30 °C allowed excursion limits"),
+          h("span", { class: "key limit" }), " 15–30 °C allowed excursion limits   ",
+          h("span", { class: "key excursion" }), " excursion   ",
+          h("span", { class: "key oob" }), " reading out of the band"),
         el.charts, el.days),
       h("section", { id: "excursions", class: "card wide", "aria-labelledby": "exc-h" },
         h("h2", { id: "exc-h", text: "Excursions" }),
+        h("p", { class: "muted small", text: "An excursion can be cleared once it has ended, by a pharmacist who has reviewed the bins it touched, with the reason." }),
         el.excursionNote,
-        h("table", { id: "excursions-table", class: "grid", "data-testid": "excursions-table", hidden: true },
-          h("thead", {}, h("tr", {}, ["Id", "Sensor", "Start", "End", "Min", "Max", "Bins", ""].map((t) => h("th", { scope: "col", text: t })))),
-          el.excursions),
+        h("div", { class: "scroll" },
+          h("table", { id: "excursions-table", class: "grid", "data-testid": "excursions-table", hidden: true },
+            h("thead", {}, h("tr", {}, ["Id", "Sensor", "Start", "End", "Min", "Max", "Bins", "State", "Clear"].map((t) => h("th", { scope: "col", text: t })))),
+            el.excursions)),
         el.excursionStatus),
       h("section", { id: "commands", class: "card wide", "aria-labelledby": "cmd-h" },
         h("h2", { id: "cmd-h", text: "Recent commands" }),
         h("div", { class: "scroll" },
           h("table", { id: "commands-table", class: "grid", "data-testid": "commands-table" },
-            h("thead", {}, h("tr", {}, ["Sent", "Operation", "Arguments", "State", "Reason", "Command id"].map((t) => h("th", { scope: "col", text: t })))),
+            h("thead", {}, h("tr", {}, ["Sent", "Operation", "Arguments", "By", "State", "What happened", "Command id"].map((t) => h("th", { scope: "col", text: t })))),
             el.commands)),
         el.commandsNote),
       h("section", { id: "events", class: "card wide", "aria-labelledby": "ev-h" },
         h("h2", { id: "ev-h", text: "Event log" }),
-        h("p", { class: "muted small", text: "Newest first; new events appear as the kiosk sends them." }),
+        h("p", { class: "muted small", text: "The kiosk's own records, newest first; new ones appear as the kiosk sends them." }),
         h("div", { class: "scroll" },
           h("table", { id: "event-log", class: "grid", "data-testid": "event-log" },
             h("thead", {}, h("tr", {}, ["Seq", "Kiosk time", "Kind", "What"].map((t) => h("th", { scope: "col", text: t })))),
@@ -116,8 +135,10 @@ export function kioskView(id) {
   );
 
   let current = null;   // the last kiosk JSON
-  let pickupWatch = null;
-  let excursionWatch = null;
+  let pickupTrack = null;
+  let clearTrack = null;
+  const service = servicePanel(id, el.service, { getKiosk: () => current, onChange: () => poll.poke() });
+  stops.push(service);
 
   // ---- status, doors, commands
   function updateStatus(k) {
@@ -125,34 +146,51 @@ export function kioskView(id) {
     setText(el.state, stateText(k));
     setAttr(el.state, "class", `badge ${k.online ? "ok" : "bad"}`);
     setAttr(el.state, "data-online", k.online ? "true" : "false");
+    setText(el.severity, SEVERITY_TEXT[k.severity] || k.severity);
+    setAttr(el.severity, "class", `sev ${k.severity}`);
+    setAttr(el.severity, "data-severity", k.severity);
+    el.lastKnown.hidden = k.online;
+    setText(el.lastKnown, k.online ? "" : `Offline: everything below is the ${lastKnownText(k)}.`);
     const facts = [
       ["Boot", k.boot ?? "—"], ["Firmware", k.fw ?? "—"], ["Board", k.board ?? "—"],
-      ["Last heard", fmtTime(k.seen)], ["Events stored", `${k.events_stored_upto ?? 0} of ${k.journal_last ?? 0}`],
+      ["Last heard", k.seen ? `${fmtTime(k.seen)} (${fmtAge(k.seen_age_s)})` : "never"],
+      ["Events stored", `${k.events_stored_upto ?? 0} of ${k.journal_last ?? 0}`],
     ];
     if (el.facts.children.length !== facts.length * 2) {
       el.facts.replaceChildren(...facts.flatMap(([dt]) => [h("dt", { text: dt }), h("dd")]));
     }
     facts.forEach(([, dd], i) => setText(el.facts.children[i * 2 + 1], dd));
 
+    const probs = (k.problems || []).map((p) => [p.text, `problem ${p.level}`, p.code]);
+    const want = probs.length ? probs : [["nothing: all doors shut and locked, temperature in band", "muted", "none"]];
+    const key = JSON.stringify(want);
+    if (el.problems.dataset.key !== key) {
+      el.problems.dataset.key = key;
+      el.problems.replaceChildren(...want.map(([text, cls, code]) => h("li", { class: cls, text, "data-code": code })));
+    }
+
     const doors = Object.keys(k.doors || {}).sort();
-    syncRows(el.doors, doors, (name) => {
-      const tr = h("tr", { "data-door": name, "data-testid": `door-${name}` },
-        h("th", { scope: "row", text: name }), h("td", { "data-field": "door" }), h("td", { "data-field": "bolt" }),
-        h("td", { "data-field": "alarms" }));
-      return tr;
-    }, (tr, name) => {
+    syncRows(el.doors, doors, (name) => h("tr", { "data-door": name, "data-testid": `door-${name}` },
+      h("th", { scope: "row", text: name }), h("td", { "data-field": "door" }), h("td", { "data-field": "bolt" }),
+      h("td", { "data-field": "alarms" })),
+    (tr, name) => {
       const d = k.doors[name];
+      setAttr(tr, "data-secure", d.secure ? "true" : "false");
+      setAttr(tr, "class", d.secure ? "" : "not-secure");
       setText(tr.children[1], words(d.door));
       setText(tr.children[2], words(d.bolt));
-      setText(tr.children[3], (d.alarms || []).length ? d.alarms.map(words).join(", ") : "none");
-      setAttr(tr.children[3], "class", (d.alarms || []).length ? "alarm" : "muted");
+      setText(tr.children[3], (d.alarms || []).length ? d.alarms.map(words).join(", ") : d.secure ? "none" : "not closed and locked");
+      setAttr(tr.children[3], "class", d.secure ? "muted" : "alarm");
     });
 
-    const alarms = k.alarms || [];
-    const want = alarms.length ? alarms : ["none"];
-    if ([...el.alarms.children].map((li) => li.textContent).join("\n") !== want.join("\n")) {
-      el.alarms.replaceChildren(...want.map((a) => h("li", { class: alarms.length ? "alarm" : "muted", text: a })));
-    }
+    syncRows(el.readings, Object.keys(k.readings || {}).sort(), (n) => h("li", { "data-sensor": n, "data-testid": "reading" }),
+      (li, n) => {
+        const r = k.readings[n];
+        setText(li, `${n}: ${readingText(r)}`);
+        setAttr(li, "class", readingClass(r));
+        setAttr(li, "data-c", r.c ?? "");
+        setAttr(li, "data-range", r.range ?? "");
+      });
 
     const stock = (k.status && k.status.stock) || {};
     const bins = Object.keys(stock).sort((a, b) => Number(a) - Number(b));
@@ -162,20 +200,30 @@ export function kioskView(id) {
     setText(el.stock, stockText);
     setText(el.lastPickup, pickupText(k.last_pickup));
 
+    // A pickup can only reach a kiosk that is online, through a broker session.
+    const why = !k.online ? "The kiosk is offline: a pickup cannot reach it." : brokerUp() === false
+      ? "The bridge has no broker session: a pickup cannot reach the kiosk." : k.service
+        ? "A service session is open: pickups wait until the technician ends it." : "";
+    const sending = el.pickupStatus.dataset.state === "sending" || el.pickupStatus.dataset.state === "queued"
+      || el.pickupStatus.dataset.state === "in_progress";
+    el.pickupButton.disabled = sending || !k.online || brokerUp() === false;
+    setText(el.pickupWhy, why);
+    service.update();
+
     syncRows(el.commands, (k.commands || []).map((c) => c.command_id), (cid) =>
       h("tr", { "data-command": cid, "data-testid": "command-row" },
-        h("td", {}), h("td", {}), h("td", {}), h("td", { "data-field": "state" }), h("td", {}),
-        h("td", { class: "mono small", text: cid })),
+        h("td", { class: "nowrap" }), h("td", {}), h("td", {}), h("td", {}), h("td", { "data-field": "state" }),
+        h("td", { "data-field": "explanation" }), h("td", { class: "mono small", text: cid })),
     (tr, cid) => {
       const c = k.commands.find((x) => x.command_id === cid);
       setText(tr.children[0], fmtTime(c.created));
-      setAttr(tr.children[0], "class", "nowrap");
       setText(tr.children[1], words(c.op));
       setText(tr.children[2], Object.entries(c.args || {}).map(([a, v]) => `${a}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ") || "—");
-      setText(tr.children[3], words(c.state));
-      setAttr(tr.children[3], "class", `state ${c.state}`);
+      setText(tr.children[3], c.actor || "—");
+      setText(tr.children[4], words(c.state));
+      setAttr(tr.children[4], "class", `state ${c.state}`);
       setAttr(tr, "data-state", c.state);
-      setText(tr.children[4], c.reason || "");
+      setText(tr.children[5], c.explanation ? explainText(c.explanation) : c.note || "");
     });
     setText(el.commandsNote, (k.commands || []).length ? "" : "No commands sent to this kiosk yet.");
   }
@@ -187,11 +235,12 @@ export function kioskView(id) {
 
   function eventRow(e, fresh) {
     const b = e.body || {};
+    const text = describe(b) + (e.explanation ? `. ${explainText(e.explanation)}` : "");
     const tr = h("tr", { "data-seq": e.seq, "data-kind": e.kind, "data-testid": "event", class: fresh ? "fresh" : null },
       h("td", { class: "num", text: e.seq }),
       h("td", { class: "nowrap", text: fmtTime(e.t) }),
-      h("td", { text: e.kind }),
-      h("td", { text: describe(b) }));
+      h("td", { text: words(e.kind) }),
+      h("td", { text }));
     shown.add(e.seq);
     return tr;
   }
@@ -240,37 +289,14 @@ export function kioskView(id) {
   });
 
   // ---- pickup form
-  el.pickupForm.addEventListener("submit", async (ev) => {
+  el.pickupForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    if (pickupWatch) pickupWatch.stop();
-    const order = el.order.value.trim();
-    const bin = Number(el.bin.value);
+    if (pickupTrack) pickupTrack.stop();
+    const args = { order: el.order.value.trim(), bin: Number(el.bin.value) };
     el.pickupButton.disabled = true;
-    setAttr(el.pickupStatus, "data-state", "sending");
-    setAttr(el.pickupStatus, "class", "status");
-    setText(el.pickupStatus, `Sending pickup of ${order} from bin ${el.bin.value}…`);
-    try {
-      const r = await api("POST", `${kioskPath(id)}/pickups`, { order_id: order, bin });
-      setAttr(el.pickupStatus, "data-command", r.command_id);
-      const show = (c) => {
-        setAttr(el.pickupStatus, "data-state", c.state);
-        setAttr(el.pickupStatus, "class", `status state ${c.state}`);
-        const hint = c.state === "in_progress" ? " (bringing the bin to the door, then waiting for the patient)" : "";
-        setText(el.pickupStatus, `Pickup of ${order} from bin ${bin}: ${words(c.state)}${c.reason ? ` (${c.reason})` : ""}${hint}`);
-        if (TERMINAL.has(c.state)) el.pickupButton.disabled = false;
-      };
-      show({ state: r.state || "queued" });
-      pickupWatch = watchCommand(r.command_id, show, (e) => {
-        setText(el.pickupStatus, `Pickup of ${order}: cannot follow command ${r.command_id}: ${e.message}`);
-        el.pickupButton.disabled = false;
-      });
-      poll.poke();
-    } catch (e) {
-      setAttr(el.pickupStatus, "data-state", "error");
-      setAttr(el.pickupStatus, "class", "status error");
-      setText(el.pickupStatus, `Pickup refused: ${e.message}`);
-      el.pickupButton.disabled = false;
-    }
+    pickupTrack = track(el.pickupStatus, `Pickup of ${args.order} from bin ${args.bin}`, "POST", `${kioskPath(id)}/pickups`,
+      { order_id: args.order, bin: args.bin }, "pickup", args, () => poll.poke());
+    poll.poke();
   });
 
   // ---- temperature and excursions
@@ -284,24 +310,22 @@ export function kioskView(id) {
       problem("temperature", e);
       return;
     }
-    const key = JSON.stringify(t, (k, v) => (k === "since" ? undefined : v));
-    const now = Date.now() / 1000;
+    const key = JSON.stringify([t.excursions, t.days, t.mkt_window]);
     if (key !== lastTemp) {
       lastTemp = key;
       renderExcursions(t);
       renderDays(t);
     }
-    renderCharts(t, now);
+    renderCharts(t);
   }
 
-  function renderCharts(t, now) {
-    const sensors = new Set([...Object.keys(t.series || {}), ...Object.keys((current && current.temperature_c) || {})]);
-    const names = [...sensors].sort();
+  function renderCharts(t) {
+    const names = [...new Set([...Object.keys(t.series || {}), ...Object.keys(t.latest || {})])].sort();
     if (!names.length) {
       el.charts.replaceChildren(h("p", { class: "muted", text: "No temperature readings stored in this period." }));
       return;
     }
-    el.charts.replaceChildren(...names.map((n) => chart(n, t.series[n] || [], t, now)));
+    el.charts.replaceChildren(...names.map((n) => chart(n, (t.series || {})[n] || [], t)));
   }
 
   function renderDays(t) {
@@ -319,56 +343,59 @@ export function kioskView(id) {
     el.days.replaceChildren(...parts);
   }
 
+  const EXCURSION_STATE = { ongoing: "going on", ended: "ended: to review and clear", cleared: "cleared" };
+
   function renderExcursions(t) {
-    const open = t.excursions_open || [];
-    setText(el.excursionNote, open.length ? `${open.length} excursion${open.length === 1 ? "" : "s"} to review and clear.`
-      : "No open excursions.");
-    el.excursions.closest("table").hidden = !open.length;
-    el.excursions.replaceChildren(...open.map((x) => {
-      const clear = h("button", { type: "button", "data-testid": `clear-${x.id}`, "data-excursion": x.id, text: "Clear",
-        "aria-label": `Clear excursion ${x.id}` });
-      clear.addEventListener("click", () => clearExcursion(x.id, clear));
-      return h("tr", { "data-excursion": x.id, "data-testid": "excursion-row" },
-        h("td", { text: x.id }), h("td", { text: x.sensor ?? "—" }), h("td", { text: fmtTime(x.start) }),
-        h("td", { text: x.end ? fmtTime(x.end) : "ongoing" }), h("td", { text: fmtC(x.min) }), h("td", { text: fmtC(x.max) }),
-        h("td", { text: (x.bins || []).join(", ") || "—" }), h("td", {}, clear));
-    }));
+    const all = (t.excursions || []).slice().reverse();
+    const open = all.filter((x) => x.state !== "cleared");
+    setText(el.excursionNote, open.length ? `${open.length} excursion${open.length === 1 ? "" : "s"} not cleared.`
+      : all.length ? "No open excursions." : "No excursions in this period.");
+    el.excursions.closest("table").hidden = !all.length;
+    el.excursions.replaceChildren(...all.map((x) => h("tr", { "data-excursion": x.id, "data-testid": "excursion-row", "data-state": x.state },
+      h("td", { text: x.id }), h("td", { text: x.sensor ?? "—" }), h("td", { class: "nowrap", text: fmtTime(x.start) }),
+      h("td", { class: "nowrap", text: x.end ? fmtTime(x.end) : "going on" }), h("td", { text: fmtC(x.min) }), h("td", { text: fmtC(x.max) }),
+      h("td", { text: (x.bins || []).join(", ") || "—" }),
+      h("td", { class: x.state === "ongoing" ? "alarm" : x.state === "ended" ? "state in_progress" : "muted",
+        text: x.state === "cleared" ? `cleared by ${x.cleared_by || "?"} at ${fmtTime(x.cleared_at)}: ${x.cleared_reason || ""}` : EXCURSION_STATE[x.state] }),
+      h("td", {}, x.state === "ended" ? clearForm(x) : x.state === "ongoing" ? h("span", { class: "muted small", text: "can be cleared once it ends" }) : null))));
   }
 
-  async function clearExcursion(xid, button) {
-    if (excursionWatch) excursionWatch.stop();
-    button.disabled = true;
-    setAttr(el.excursionStatus, "class", "status");
-    setText(el.excursionStatus, `Clearing excursion ${xid}…`);
-    try {
-      const r = await api("POST", `${kioskPath(id)}/excursions/${encodeURIComponent(xid)}/clear`);
-      excursionWatch = watchCommand(r.command_id, (c) => {
-        setAttr(el.excursionStatus, "data-state", c.state);
-        setAttr(el.excursionStatus, "class", `status state ${c.state}`);
-        setText(el.excursionStatus, `Clear excursion ${xid}: ${words(c.state)}${c.reason ? ` (${c.reason})` : ""}`);
-        if (TERMINAL.has(c.state)) { button.disabled = false; tempPoll.poke(); }
-      }, (e) => setText(el.excursionStatus, `Clear excursion ${xid}: ${e.message}`));
-    } catch (e) {
-      setAttr(el.excursionStatus, "class", "status error");
-      setText(el.excursionStatus, `Clear refused: ${e.message}`);
-      button.disabled = false;
-    }
+  function clearForm(x) {
+    const by = h("input", { name: "by", required: true, maxlength: 64, placeholder: "your name", "aria-label": `Who clears excursion ${x.id}`,
+      "data-testid": `clear-by-${x.id}` });
+    const reason = h("input", { name: "reason", required: true, minlength: 3, maxlength: 500, placeholder: "why the stock is fine, or what was done",
+      "aria-label": `Why excursion ${x.id} can be cleared`, "data-testid": `clear-reason-${x.id}`, class: "wide-input" });
+    const button = h("button", { type: "submit", "data-testid": `clear-${x.id}`, text: "Clear", "aria-label": `Clear excursion ${x.id}` });
+    const form = h("form", { class: "inline-form", "data-testid": `clear-form-${x.id}` }, by, reason, button);
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (clearTrack) clearTrack.stop();
+      button.disabled = true;
+      clearTrack = track(el.excursionStatus, `Clearing excursion ${x.id}`, "POST",
+        `${kioskPath(id)}/excursions/${encodeURIComponent(x.id)}/clear`, { by: by.value.trim(), reason: reason.value.trim() },
+        "clear_excursion", {}, () => { button.disabled = false; lastTemp = ""; tempPoll.poke(); });
+    });
+    return form;
   }
 
   el.hours.addEventListener("change", () => { lastTemp = ""; tempPoll.poke(); });
 
   // ---- the poll
   let lastExcursions = null;
+  let lastReadings = null;
   const poll = poller(async () => {
     try {
       const k = await api("GET", kioskPath(id));
       problem("kiosk", null);
       updateStatus(k);
       el.body.hidden = false;
-      // An excursion started, ended or was cleared: show it now, not at the next temperature poll.
+      // An excursion started, ended or was cleared, or a new reading came:
+      // show it on the chart now, not at the next temperature poll.
       const exc = JSON.stringify((k.status && k.status.excursions) || {});
-      if (lastExcursions !== null && lastExcursions !== exc) tempPoll.poke();
+      const rd = JSON.stringify(Object.values(k.readings || {}).map((r) => [r.t, r.c]));
+      if ((lastExcursions !== null && lastExcursions !== exc) || (lastReadings !== null && lastReadings !== rd)) tempPoll.poke();
       lastExcursions = exc;
+      lastReadings = rd;
     } catch (e) {
       if (e.status === 404) {
         setText(el.state, "unknown");
@@ -388,8 +415,8 @@ export function kioskView(id) {
   return {
     stop() {
       stops.forEach((p) => p.stop());
-      if (pickupWatch) pickupWatch.stop();
-      if (excursionWatch) excursionWatch.stop();
+      if (pickupTrack) pickupTrack.stop();
+      if (clearTrack) clearTrack.stop();
       for (const k of ["kiosk", "events", "older", "temperature", "sim"]) problems.delete(k);
     },
   };

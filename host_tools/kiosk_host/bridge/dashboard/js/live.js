@@ -1,12 +1,17 @@
-// Keeping a page live: polling the API, and the banner that says which
-// requests fail.
+// Keeping a page live: polling the API, the banner of failing requests,
+// and the header's word on the link: the bridge's own broker session as it
+// really is (/api/bridge), not merely whether this page's requests work.
 
+import { api } from "./api.js";
 import { setAttr, setText } from "./dom.js";
+import { fmtAge, fmtTime } from "./format.js";
 
 export const POLL_MS = 1500;            // fleet and kiosk status, new events
 
 // One message line per failing request, shown until the request works again.
 export const problems = new Map();
+let broker = null;                      // the last /api/bridge answer's broker, or null
+
 export function problem(key, err) {
   if (err) problems.set(key, err.message || String(err));
   else problems.delete(key);
@@ -14,10 +19,49 @@ export function problem(key, err) {
   const msgs = [...new Set(problems.values())];
   setText(banner, msgs.join("\n"));
   banner.hidden = msgs.length === 0;
+  showLink();
+}
+
+/** The header: bridge unreachable, no broker session (since when, why), or live. */
+function showLink() {
   const conn = document.getElementById("conn");
-  const down = [...problems.values()].some((m) => m.startsWith("the bridge does not answer"));
-  setText(conn, down ? "bridge unreachable" : "live");
-  setAttr(conn, "class", down ? "conn down" : "conn up");
+  const unreachable = [...problems.values()].some((m) => m.startsWith("the bridge does not answer"));
+  let text, state;
+  if (unreachable) {
+    text = "Bridge unreachable: nothing shown is current";
+    state = "down";
+  } else if (broker && !broker.connected) {
+    const why = broker.error ? ` (${broker.error}; ${broker.failed_attempts} failed attempts)` : "";
+    text = `No broker session since ${fmtTime(broker.since)}${why}: kiosk states are as last known`;
+    state = "down";
+  } else if (broker) {
+    text = `Live: broker connected ${fmtAge(Date.now() / 1000 - broker.since)}`;
+    state = "up";
+  } else {
+    text = "Connecting…";
+    state = "unknown";
+  }
+  setText(conn, text);
+  setAttr(conn, "class", `conn ${state}`);
+  setAttr(conn, "data-state", state);
+}
+
+/** Whether the bridge holds a broker session (null: not known yet). */
+export function brokerUp() {
+  return broker ? broker.connected : null;
+}
+
+/** Keep the header's link state current, on every page. */
+export function watchBridge() {
+  return poller(async () => {
+    try {
+      broker = (await api("GET", "/api/bridge")).broker;
+      problem("bridge", null);
+    } catch (e) {
+      if (e.status !== 0) broker = null;
+      problem("bridge", e);
+    }
+  }, POLL_MS);
 }
 
 /** Run fn now and then every ms after it finishes; poke() runs it again

@@ -7,7 +7,8 @@
 
 import { fleetView } from "./fleet.js";
 import { kioskView } from "./kiosk.js";
-import { problem, problems } from "./live.js";
+import { zoneText } from "./format.js";
+import { problem, problems, watchBridge } from "./live.js";
 
 // The pages besides the fleet: a path pattern and the view it shows, given
 // the pattern's groups. Any other path shows the fleet. (The bridge serves
@@ -46,4 +47,6 @@ document.addEventListener("click", (e) => {
 });
 window.addEventListener("popstate", route);
 
+document.getElementById("zone").textContent = `Times are local, ${zoneText()}.`;
+watchBridge();
 route();
