@@ -5,6 +5,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 TEST_JOBS ?= 4
 PYTEST := $(VPY) -m pytest -q -rs -n $(TEST_JOBS) --dist loadscope
 FIRMWARE_OUT := build/firmware
@@ -14,10 +15,16 @@ FIRMWARE_OUT := build/firmware
 all: build
 
 # Re-installs only when pyproject.toml changes (or the venv is missing).
+# The demo and the builds need only the package; `make test` adds the test
+# tools (pytest, Playwright, schemathesis) on top.
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP)
 	$(VPY) -m pip install -e '.[test]'
 	touch $@
 
@@ -31,27 +38,27 @@ build: $(STAMP) mpylibs
 
 # Every test. MicroPython tests run the compiled tree, as a board does;
 # KIOSK_FIRMWARE_DIR=firmware runs them against the sources instead.
-test: $(STAMP) mpylibs build
+test: $(TEST_STAMP) mpylibs build
 	$(PYTEST) tests
 
 demo: $(STAMP) mpylibs build
 	$(VENV)/bin/kiosk-bridge demo $(DEMO_ARGS)
 
 # Every benchmark; writes docs/benchmarks.md (figures, commands, machine, date).
-bench: $(STAMP) mpylibs build
+bench: $(TEST_STAMP) mpylibs build
 	$(VPY) benchmarks/run_all.py
 
 # Long fault-injection runs: 500 power cuts and 100 broker/bridge/network
 # outages on emulated kiosks behind a real bridge; prints every count.
 # Short versions run in `make test` (tests/test_torture.py).
 TORTURE_ARGS ?= --cuts 500 --outages 100 --kiosks 4 --seed 1
-torture: $(STAMP) mpylibs build
+torture: $(TEST_STAMP) mpylibs build
 	$(VPY) benchmarks/torture.py $(TORTURE_ARGS)
 
 # Hostile input at the kiosk: generated bad commands straight to
 # kiosk/<id>/cmd; counts per category, crashes and actuations.
 HOSTILE_ARGS ?= --count 10000 --seed 1
-hostile: $(STAMP) mpylibs build
+hostile: $(TEST_STAMP) mpylibs build
 	$(VPY) benchmarks/hostile_run.py $(HOSTILE_ARGS)
 
 clean:

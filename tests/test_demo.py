@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,6 +67,15 @@ def test_demo_runs_a_fleet_on_one_port_and_ctrl_c_stops_everything(tmp_path, bro
             out.append(line)
             assert time.monotonic() < end, "".join(out)
         assert f"demo: broker {broker}" in "".join(out)
+        # The banner: each kiosk's stable console link, and what to do next.
+        for kid in ("demo-001", "demo-002"):
+            assert f"demo: kiosk {kid}  console {tmp_path / 'kiosks' / kid / 'tty'}  (now /dev/pts/" in "".join(out), out
+        while not any("Ctrl-C stops everything" in line for line in out):
+            out.append(proc.stdout.readline())
+            assert time.monotonic() < end, "".join(out)
+        banner = "".join(out)
+        assert "next steps" in banner and "Service panel" in banner and "pickup" in banner
+        assert f"kioskctl --port {tmp_path / 'kiosks' / 'demo-001' / 'tty'} status" in banner
         base = f"http://127.0.0.1:{port}"
         kiosks = wait_until(lambda: (lambda ks: ks if len(ks) == 2 and all(k["online"] for k in ks) else None)(
             _get(base + "/api/kiosks")), 60, "both kiosks online")
@@ -100,3 +110,40 @@ def test_demo_runs_a_fleet_on_one_port_and_ctrl_c_stops_everything(tmp_path, bro
         log = (tmp_path / "kiosks" / kid / "console.log").read_text(errors="replace")
         assert "locks de-energised" in log
     assert not os.path.exists(f"/proc/{proc.pid}/status") or proc.returncode == 0
+
+
+def test_a_second_demo_on_a_taken_port_starts_nothing_and_says_how_to_pick_another(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        t0 = time.monotonic()
+        r = subprocess.run([str(VENV_BIN / "kiosk-bridge"), "demo", "--count", "2", "--http", f"127.0.0.1:{port}",
+                            "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        taken.close()
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Errno" not in r.stderr, r
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr, r.stderr
+    assert 'make demo DEMO_ARGS="--http 127.0.0.1:' in r.stderr and "kiosk-bridge demo --http 127.0.0.1:" in r.stderr
+    # Nothing was started: no broker, no kiosk, no store.
+    assert "demo: broker" not in r.stdout and "demo: kiosk" not in r.stdout, r.stdout
+    assert not (tmp_path / "kiosks").exists() and not (tmp_path / "broker").exists()
+    assert not (tmp_path / "bridge.sqlite3").exists() and took < 20
+
+
+def test_make_demo_installs_the_package_without_the_test_tools(tmp_path):
+    """`make demo` on a fresh checkout: the package and its runtime
+    dependencies, not pytest, Playwright and schemathesis (make -n -B prints
+    every command it would run, from scratch, without running them)."""
+    root = Path(__file__).parent.parent
+    venv = tmp_path / "venv"
+    demo = subprocess.run(["make", "-n", "-B", "demo", f"VENV={venv}"], cwd=root, capture_output=True, text=True,
+                          timeout=60)
+    assert demo.returncode == 0, demo.stderr
+    assert f"{venv}/bin/python -m pip install -e ." in demo.stdout and "[test]" not in demo.stdout, demo.stdout
+    assert f"{venv}/bin/kiosk-bridge demo" in demo.stdout
+    test = subprocess.run(["make", "-n", "-B", "test", f"VENV={venv}"], cwd=root, capture_output=True, text=True,
+                          timeout=60)
+    assert "pip install -e '.[test]'" in test.stdout, test.stdout

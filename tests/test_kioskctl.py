@@ -218,6 +218,26 @@ def test_no_board_answering_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "--port" in r.stderr
 
 
+def test_a_port_another_program_holds_is_reported_busy_with_who_holds_it(rig):
+    kid = "kiosk-001"
+    rig.wait_birth(kid)
+    # Another program holds the kiosk's port, as mpremote does (an exclusive lock).
+    holder = subprocess.Popen([sys.executable, "-c", "import serial, sys; s = serial.Serial(sys.argv[1], exclusive=True); "
+                               "print('held', flush=True); sys.stdin.read()", rig.fleet.pty(kid)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = kioskctl(rig.fleet.pty(kid), "status")
+        assert r.returncode == 3 and "Traceback" not in r.stderr, r
+        assert f"port busy: {rig.fleet.pty(kid)} is in use by" in r.stderr and f"(pid {holder.pid})" in r.stderr, r.stderr
+        assert "plugged in" not in r.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    # Released: the same command works.
+    assert kioskctl(rig.fleet.pty(kid), "status").returncode == 0
+
+
 def test_provision_writes_identity_key_and_broker_then_the_kiosk_boots_with_them(rig, tmp_path):
     kid = "kiosk-002"
     pty = rig.fleet.pty(kid)

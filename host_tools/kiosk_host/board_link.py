@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from mpremote.transport import TransportError, TransportExecError
@@ -47,6 +49,53 @@ class NoBoard(Exception):
     """Nothing usable answers on the port; the message says what to check."""
 
 
+class PortBusy(NoBoard):
+    """Another program holds the port (mpremote, a terminal, another kioskctl)."""
+
+    def __init__(self, port: str, who: list[str]):
+        super().__init__(f"port busy: {port} is in use by {', '.join(who)}. Close it there (quit mpremote, "
+                         "screen or the other kioskctl), then try again.")
+
+
+def holders(port: str, unlocked: bool = False) -> list[str]:
+    """The other programs holding a serial port, as "name (pid N)", read from
+    /proc without opening the port (opening a USB serial port can reset an
+    ESP32 board). mpremote, kioskctl and pyserial lock the port (flock), as
+    /proc/locks shows; with `unlocked`, programs that merely have it open
+    (a terminal such as screen) count too, except for a pty, whose other
+    end an emulator always holds."""
+    try:
+        st = os.stat(port)
+        real = os.path.realpath(port)
+    except OSError:
+        return []
+    pids = set()
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        for line in Path("/proc/locks").read_text().splitlines():
+            f = line.split()
+            if len(f) > 5 and f[1] == "FLOCK" and f[5] == want and f[4].isdigit():
+                pids.add(int(f[4]))
+    except OSError:
+        pass
+    if unlocked and not real.startswith("/dev/pts/"):
+        for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+            try:
+                if any(os.readlink(fd) == real for fd in fd_dir.iterdir()):
+                    pids.add(int(fd_dir.parent.name))
+            except OSError:
+                continue
+    pids.discard(os.getpid())
+    out = []
+    for pid in sorted(pids):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            name = "a program"
+        out.append(f"{name} (pid {pid})")
+    return out
+
+
 class BoardError(Exception):
     """Code run on the board raised; the message is the board's traceback."""
 
@@ -61,9 +110,12 @@ class BoardLink:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.t = SerialTransport(port, baudrate=baudrate, timeout=1)
         except TransportError as e:
+            busy = holders(port)
+            if busy:
+                raise PortBusy(port, busy) from None
             raise NoBoard(f"cannot open {port}: {e}. Is the board plugged in (or the emulator running), "
                           "and the port right? (kioskctl --port PATH)") from None
-        except Exception as e:  # pyserial's own errors (busy port, not a tty)
+        except Exception as e:  # pyserial's own errors (not a tty)
             raise NoBoard(f"cannot open {port}: {e}") from None
 
     # -- session ------------------------------------------------------------
@@ -80,6 +132,9 @@ class BoardLink:
             raise NoBoard(f"{self.port}: {e}") from None
         if not data.endswith(RAW_BANNER):
             self.close()
+            busy = holders(self.port, unlocked=True)
+            if busy:
+                raise PortBusy(self.port, busy)
             raise NoBoard(f"no MicroPython REPL answers on {self.port} "
                           f"(waited {self.answer_timeout:.0f} s for the raw REPL"
                           + (f"; got {data[-80:]!r})" if data else "; got nothing)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -20,6 +21,40 @@ def _hostport(text: str, parser: argparse.ArgumentParser) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         parser.error(f"--http takes HOST:PORT, not {text!r}")
     return host, int(port)
+
+
+def _unusable(host: str, port: int) -> str | None:
+    """Why HOST:PORT cannot be listened on (say, another demo holds it), or None.
+    Checked before anything is started, so a clash costs nothing to undo."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return f"cannot resolve {host}: {e.strerror}"
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as uvicorn does
+            try:
+                s.bind(addr)
+            except OSError as e:
+                return e.strerror or str(e)
+    return None
+
+
+def _free_port_after(host: str, port: int) -> int | None:
+    for p in range(port + 1, min(port + 50, 65536)):
+        if _unusable(host, p) is None:
+            return p
+    return None
+
+
+def _port_problem(host: str, port: int, how: str) -> str | None:
+    """A message for a port that is taken, naming a free one and how to ask for it."""
+    why = _unusable(host, port)
+    if why is None:
+        return None
+    alt = _free_port_after(host, port) or port + 1
+    return (f"cannot listen on {host}:{port}: {why} (is another demo or bridge running there?). "
+            f"Stop it, or pick another port: {how.format(http=f'{host}:{alt}')}")
 
 
 def _serve_http(app, host: str, port: int, on_ready=None) -> None:
@@ -68,6 +103,10 @@ def serve_main(argv: list[str] | None = None) -> int:
     if not 5 <= a.command_ttl <= 300:
         p.error("--command-ttl must be between 5 and 300 seconds (the kiosk refuses longer)")
     _logging(a.verbose)
+    busy = _port_problem(host, port, "--http {http}")
+    if busy:
+        print(f"kiosk-bridge: {busy}", file=sys.stderr)
+        return 2
     from urllib.parse import urlparse
 
     if "://" in a.db and urlparse(a.db).password:
@@ -92,6 +131,23 @@ def serve_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _banner(url: str, kiosks: list[dict]) -> str:
+    """What the demo says once it serves: where to look and what to try."""
+    first = kiosks[0]
+    return "\n".join([
+        f"demo: dashboard {url}  (API docs {url}docs)",
+        "demo: next steps",
+        f"  1. Open {url} : the fleet, the most urgent kiosk first. Every kiosk starts empty.",
+        f"  2. Open kiosk {first['id']}. In its Service panel start a service session and restock an order into",
+        "     a bin: when the service door unlocks, open it and close it again in the Simulate panel. End the session.",
+        "  3. Request a pickup of that order from that bin, and be the patient: open and close the pickup door.",
+        "  4. Try what goes wrong: force a door open, heat a sensor past 30 °C, cut a kiosk's power.",
+        "  5. A kiosk's console over its USB-like tty, as a technician on site sees it:",
+        f"     .venv/bin/kioskctl --port {first['tty']} status",
+        "demo: Ctrl-C stops everything",
+    ])
+
+
 def demo_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kiosk-bridge demo",
                                 description="A demo fleet: a local broker, the bridge, emulated kiosks and the dashboard.")
@@ -103,6 +159,10 @@ def demo_main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     host, port = _hostport(a.http, p)
     _logging(a.verbose)
+    busy = _port_problem(host, port, 'make demo DEMO_ARGS="--http {http}" (or kiosk-bridge demo --http {http})')
+    if busy:
+        print(f"demo: {busy}", file=sys.stderr)
+        return 2
 
     from ..broker import LocalBroker
     from ..emulator import EmulatorError
@@ -126,11 +186,10 @@ def demo_main(argv: list[str] | None = None) -> int:
         fleet = Fleet(broker.url, a.count, root / "kiosks", keys, id_prefix="demo-").start()
         bridge = Bridge(broker.url, store, Keys(keys)).start()
         for k in fleet.kiosks:
-            print(f"demo: kiosk {k['id']}  console {k['pty']}", flush=True)
+            print(f"demo: kiosk {k['id']}  console {k['tty']}  (now {k['pty']})", flush=True)
         app = create_app(bridge, [sim_router(fleet)], title="Kiosk bridge (demo)")
         url = f"http://{host}:{port}/"
-        _serve_http(app, host, port, on_ready=lambda: print(
-            f"demo: dashboard {url}  (API docs {url}docs)\ndemo: Ctrl-C stops everything", flush=True))
+        _serve_http(app, host, port, on_ready=lambda: print(_banner(url, fleet.kiosks), flush=True))
     except (EmulatorError, RuntimeError, StoreError, ConfigError) as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
