@@ -40,8 +40,9 @@ class BridgeProc:
     """One `kiosk-bridge serve` process; stop(kill=True) is a crash."""
 
     def __init__(self, root: Path, broker_url: str, keys: Path, db: str | None = None, share: str | None = None,
-                 name: str = "bridge", ttl: int = 60):
+                 name: str = "bridge", ttl: int = 60, extra: list[str] | None = None):
         self.root = Path(root)
+        self.extra = list(extra or [])
         self.root.mkdir(parents=True, exist_ok=True)
         self.broker_url, self.keys, self.share, self.name, self.ttl = broker_url, keys, share, name, ttl
         self.db = db or f"sqlite:///{self.root / 'bridge.sqlite3'}"
@@ -59,6 +60,7 @@ class BridgeProc:
                 "--http", f"127.0.0.1:{self.port}", "--keys", str(self.keys), "--command-ttl", str(self.ttl)]
         if verbose:
             args.append("-v")
+        args += self.extra
         if self.share:
             args += ["--share", self.share]
         self.starts += 1

@@ -24,6 +24,7 @@ import uvicorn
 from playwright.sync_api import Page, expect, sync_playwright
 
 from bridge_support import scan_label, wait_until
+from kiosk_host.bridge.alerts import Alerter, Rules
 from kiosk_host.bridge.api import create_app
 from kiosk_host.bridge.config import Keys
 from kiosk_host.bridge.service import Bridge
@@ -36,6 +37,21 @@ POLICIES = {"door_open_timeout_s": 10, "telemetry_period_s": 2, "sample_period_s
 TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
 DEBOUNCE_S = 1.6                  # a door must stay open this long before closing counts
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# The shipped rules (bridge/alert_rules.toml) with no waiting, so alerts show at once.
+RULES = """
+[[rules]]
+name = "temperature"
+when = ["excursion", "temperature_out_of_limits"]
+escalate_after_s = 900
+[[rules]]
+name = "door"
+when = ["door_forced", "door_held_open", "door_open", "bolt_not_engaged"]
+for_s = 2
+[[rules]]
+name = "offline"
+when = ["offline"]
+for_s = 5
+"""
 
 
 class Site:
@@ -48,6 +64,7 @@ class Site:
         self.fleet = Fleet(url, 2, root / "kiosks", root / "keys", policies=POLICIES, keepalive_s=2).start()
         self.store = Store(f"sqlite:///{root / 'bridge.sqlite3'}")
         self.bridge = Bridge(url, self.store, Keys(root / "keys")).start()
+        self.bridge.alerter = Alerter(self.bridge, Rules(RULES, "test rules")).start()
         app = create_app(self.bridge, [sim_router(self.fleet)], title="Kiosk bridge (test)")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -98,6 +115,7 @@ class Site:
     def close(self) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+        self.bridge.alerter.stop()
         self.bridge.stop()
         self.fleet.stop()
         self.broker.stop()

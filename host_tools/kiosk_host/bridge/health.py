@@ -39,6 +39,13 @@ MOTOR_FAULTS = ("not_homed", "busy", "home_not_found", "home_stuck", "position_l
                 "motor_fault")
 
 
+# Every problem code, for the alert rules to name (alerts.py checks them).
+CODES = ("offline", "door_forced", "door_held_open", "bolt_not_engaged", "door_open", "door_unlocked",
+         "door_unknown", "door_in_use", "excursion", "excursion_to_review", "motor_fault", "lock_fault",
+         "other_fault", "sensor_fault", "temperature_out_of_limits", "temperature_out_of_band", "reading_stale",
+         "pickups_held", "bins_to_verify", "service_session", "broker_down")
+
+
 def rank(severity: str) -> int:
     return SEVERITIES.index(severity)
 
@@ -96,8 +103,10 @@ def problems(k: dict[str, Any], active: list[dict[str, Any]] | None = None,
     out = []
     if not k.get("online"):
         why = k.get("why") or "no reason given"
-        out.append(_p("offline", "offline", "never seen" if k.get("seen") is None else f"offline: {why}",
-                      since=k.get("seen")))
+        seen = k.get("seen")
+        out.append(_p("offline", "offline", "never seen" if seen is None else
+                      f"offline ({why}), last heard {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(seen))}",
+                      since=seen))
     out += door_problems(st.get("doors") or {}, (active or []) if k.get("online") else [])
     for x in (st.get("excursions") or {}).values():
         peak = x.get("max_centi")
@@ -138,3 +147,12 @@ def problems(k: dict[str, Any], active: list[dict[str, Any]] | None = None,
 
 def severity(probs: list[dict[str, Any]]) -> str:
     return max((p["level"] for p in probs), key=rank, default="ok")
+
+
+def bridge_problems(link: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bridge's own: without a broker session it hears no kiosk, so every
+    kiosk's state is stale and no kiosk problem can be seen."""
+    if link.get("connected"):
+        return []
+    return [_p("broker_down", "alarm", f"the bridge has no broker session ({link.get('error') or 'not connected'}): "
+                                       "it cannot see any kiosk", since=link.get("since"))]

@@ -11,6 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .alerts import Alerter, Rules
 from .config import ConfigError, Keys
 from .service import Bridge
 from .store import Store, StoreError
@@ -97,6 +98,8 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--share", metavar="GROUP",
                    help="share the work with other bridges through MQTT v5 shared subscriptions ($share/GROUP/...)")
     p.add_argument("--command-ttl", type=int, default=60, help="seconds a command stays valid (default 60, at most 300)")
+    p.add_argument("--alerts", metavar="FILE",
+                   help="alert rules and channels (TOML, docs/alerts.md); default: every alert shown, sent nowhere")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     host, port = _hostport(a.http, p)
@@ -113,9 +116,11 @@ def serve_main(argv: list[str] | None = None) -> int:
         print("kiosk-bridge: put the database password in PGPASSWORD or ~/.pgpass, not in --db", file=sys.stderr)
         return 2
     try:
+        rules = Rules.load(a.alerts, dashboard_url=f"http://{host}:{port}")
         store = Store(a.db)
         bridge = Bridge(a.broker, store, Keys(a.keys), share=a.share, credentials_file=a.broker_credentials,
                         command_ttl_s=a.command_ttl).start()
+        bridge.alerter = Alerter(bridge, rules).start()
     except (ConfigError, StoreError) as e:
         print(f"kiosk-bridge: {e}", file=sys.stderr)
         return 2
@@ -126,6 +131,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     try:
         _serve_http(create_app(bridge), host, port)
     finally:
+        bridge.alerter.stop()
         bridge.stop()
         store.close()
     return 0
@@ -155,6 +161,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=3, help="emulated kiosks (default 3)")
     p.add_argument("--state-dir", help="where the kiosks' flash, keys and the store live (default: a temp folder)")
     p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto")
+    p.add_argument("--alerts", metavar="FILE", help="alert rules and channels (TOML, docs/alerts.md)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     host, port = _hostport(a.http, p)
@@ -162,6 +169,11 @@ def demo_main(argv: list[str] | None = None) -> int:
     busy = _port_problem(host, port, 'make demo DEMO_ARGS="--http {http}" (or kiosk-bridge demo --http {http})')
     if busy:
         print(f"demo: {busy}", file=sys.stderr)
+        return 2
+    try:
+        rules = Rules.load(a.alerts, dashboard_url=f"http://{host}:{port}")
+    except ConfigError as e:
+        print(f"demo: {e}", file=sys.stderr)
         return 2
 
     from ..broker import LocalBroker
@@ -185,6 +197,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         store = Store(f"sqlite:///{root / 'bridge.sqlite3'}")
         fleet = Fleet(broker.url, a.count, root / "kiosks", keys, id_prefix="demo-").start()
         bridge = Bridge(broker.url, store, Keys(keys)).start()
+        bridge.alerter = Alerter(bridge, rules).start()
         for k in fleet.kiosks:
             print(f"demo: kiosk {k['id']}  console {k['tty']}  (now {k['pty']})", flush=True)
         app = create_app(bridge, [sim_router(fleet)], title="Kiosk bridge (demo)")
@@ -195,6 +208,8 @@ def demo_main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         print("demo: stopping", file=sys.stderr, flush=True)
+        if bridge and bridge.alerter:
+            bridge.alerter.stop()
         if bridge:
             bridge.stop()
         if fleet:

@@ -119,6 +119,7 @@ class Bridge:
         self._sent_at: dict[str, float] = {}        # command id -> monotonic time it was published
         self._online: dict[str, bool] = {k["id"]: k["online"] for k in store.kiosks()}
         self.listeners: list = []                  # called with (kind, kiosk) after a change is stored
+        self.alerter = None                        # alerts.Alerter, when run.py runs alerts beside it
         self._metrics()
 
     # -- metrics -------------------------------------------------------------

@@ -7,7 +7,7 @@ kiosk or command, 409 a kiosk that cannot take the request now (offline),
 broker session. Temperatures go out in °C (the kiosks send hundredths).
 
 One module per concern, each with a `router(bridge)`: fleet, commands,
-events, temperature, operations (/metrics, /healthz) and dashboard (its
+events, temperature, alerts, operations (/metrics, /healthz) and dashboard (its
 pages; create_app mounts its static files). What they share (error answers,
 id and bin types, `known`, `summary`) is in common. A new concern is a new
 module here and its line in ROUTERS."""
@@ -20,14 +20,14 @@ from fastapi.responses import JSONResponse
 
 from ... import __version__
 from ..service import Bridge, BridgeError
-from . import commands, dashboard, events, fleet, operations, temperature
+from . import alerts, commands, dashboard, events, fleet, operations, temperature
 from .common import ERRORS
 
 # Pydantic's error types for a body that could not be read as JSON at all.
 UNREADABLE = ("json_invalid",)
 
 # In this order in the app, the OpenAPI document and the /docs page.
-ROUTERS = (fleet.router, commands.router, temperature.router, events.router, operations.router)
+ROUTERS = (fleet.router, commands.router, temperature.router, events.router, alerts.router, operations.router)
 
 
 def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "Kiosk bridge") -> FastAPI:

@@ -1,6 +1,6 @@
 """The dashboard: its static files under /static and its pages. Every page
 is the same index.html; the page's script reads the path and shows the
-fleet (/) or one kiosk (/kiosk/{id})."""
+fleet (/), the alerts (/alerts) or one kiosk (/kiosk/{id})."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ def router(bridge: Bridge) -> APIRouter:
 
     @router.get("/")
     def index():
+        return FileResponse(DASHBOARD / "index.html")
+
+    @router.get("/alerts")
+    def alerts_page():
         return FileResponse(DASHBOARD / "index.html")
 
     @router.get("/kiosk/{kiosk_id}")

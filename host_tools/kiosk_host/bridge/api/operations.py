@@ -9,12 +9,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ... import __version__
+from ..alerts import AlertStore
 from ..service import Bridge
 from .common import iso
 
 
 def router(bridge: Bridge) -> APIRouter:
     store = bridge.store
+    alerts = AlertStore(store)
     router = APIRouter(tags=["operations"])
 
     @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
@@ -28,11 +30,12 @@ def router(bridge: Bridge) -> APIRouter:
         return JSONResponse({"broker": ok, "store": store.kind}, status_code=200 if ok else 503)
 
     @router.get("/api/bridge", summary="The bridge itself: its broker session (up or down, since when, the last "
-                                       "error), its store and version")
+                                       "error), its store and version, how many alerts are open")
     def bridge_state():
         link = bridge.link.state()
         link["since_iso"] = iso(link["since"])
         link["host"], link["port"] = bridge.broker["host"], bridge.broker["port"]
-        return {"broker": link, "store": store.kind, "version": __version__, "now": iso(time.time())}
+        return {"broker": link, "store": store.kind, "version": __version__, "now": iso(time.time()),
+                "alerts": alerts.count_open()}
 
     return router

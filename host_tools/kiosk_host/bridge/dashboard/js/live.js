@@ -46,6 +46,14 @@ function showLink() {
   setAttr(conn, "data-state", state);
 }
 
+/** The header's count of open alerts, red while any is not taken on. */
+function showAlerts(a) {
+  const count = document.getElementById("alerts-count");
+  setText(count, a.open ? `${a.open}${a.unacknowledged ? ` (${a.unacknowledged} new)` : ""}` : "");
+  setAttr(count, "class", a.unacknowledged ? "count hot" : "count");
+  count.hidden = !a.open;
+}
+
 /** Whether the bridge holds a broker session (null: not known yet). */
 export function brokerUp() {
   return broker ? broker.connected : null;
@@ -55,7 +63,9 @@ export function brokerUp() {
 export function watchBridge() {
   return poller(async () => {
     try {
-      broker = (await api("GET", "/api/bridge")).broker;
+      const b = await api("GET", "/api/bridge");
+      broker = b.broker;
+      showAlerts(b.alerts || {});
       problem("bridge", null);
     } catch (e) {
       if (e.status !== 0) broker = null;

@@ -1,10 +1,12 @@
-// The bridge's dashboard: the fleet at /, one kiosk at /kiosk/{id}.
+// The bridge's dashboard: the fleet at /, one kiosk at /kiosk/{id}, the
+// alerts at /alerts.
 // Plain JavaScript, no build step, no third-party code. Everything it shows
 // comes from the bridge's JSON API (see /docs); in `kiosk-bridge demo` the
 // emulator's /api/sim routes add a "Simulate" panel.
 //
 // Loaded as an ES module; the page's other modules are in this folder.
 
+import { alertsView } from "./alerts.js";
 import { fleetView } from "./fleet.js";
 import { kioskView } from "./kiosk.js";
 import { zoneText } from "./format.js";
@@ -15,6 +17,7 @@ import { problem, problems, watchBridge } from "./live.js";
 // index.html for each path: api/dashboard.py.)
 const PAGES = [
   [/^\/kiosk\/([^/]+)\/?$/, (id) => kioskView(decodeURIComponent(id))],
+  [/^\/alerts\/?$/, () => alertsView()],
 ];
 
 let view = null;
