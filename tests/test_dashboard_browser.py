@@ -135,7 +135,7 @@ def page():
     assert exe, "Debian's chromium is needed (apt-get install chromium; .ci/run installs it)"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+        pg = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
         pg.errors = []
         pg.on("pageerror", lambda e: pg.errors.append(str(e)))
         try:

@@ -55,7 +55,7 @@ export function kioskView(id) {
 
   // Temperature.
   el.hours = h("select", { id: "temp-hours", "data-testid": "temp-hours" },
-    [1, 6, 24, 72].map((n) => h("option", { value: n, text: `last ${n} h`, selected: n === 6 })));
+    [0.25, 1, 6, 24, 72].map((n) => h("option", { value: n, text: n < 1 ? `last ${n * 60} min` : `last ${n} h`, selected: n === 6 })));
   el.charts = h("div", { id: "temp-charts", class: "charts", "data-testid": "temp-charts" });
   el.days = h("div", { id: "temp-days" });
 
@@ -310,12 +310,12 @@ export function kioskView(id) {
       problem("temperature", e);
       return;
     }
-    const key = JSON.stringify([t.excursions, t.days, t.mkt_window]);
+    const key = JSON.stringify([t.days, t.mkt_window]);
     if (key !== lastTemp) {
       lastTemp = key;
-      renderExcursions(t);
       renderDays(t);
     }
+    renderExcursions(t);
     renderCharts(t);
   }
 
@@ -351,13 +351,23 @@ export function kioskView(id) {
     setText(el.excursionNote, open.length ? `${open.length} excursion${open.length === 1 ? "" : "s"} not cleared.`
       : all.length ? "No open excursions." : "No excursions in this period.");
     el.excursions.closest("table").hidden = !all.length;
-    el.excursions.replaceChildren(...all.map((x) => h("tr", { "data-excursion": x.id, "data-testid": "excursion-row", "data-state": x.state },
-      h("td", { text: x.id }), h("td", { text: x.sensor ?? "—" }), h("td", { class: "nowrap", text: fmtTime(x.start) }),
-      h("td", { class: "nowrap", text: x.end ? fmtTime(x.end) : "going on" }), h("td", { text: fmtC(x.min) }), h("td", { text: fmtC(x.max) }),
-      h("td", { text: (x.bins || []).join(", ") || "—" }),
-      h("td", { class: x.state === "ongoing" ? "alarm" : x.state === "ended" ? "state in_progress" : "muted",
-        text: x.state === "cleared" ? `cleared by ${x.cleared_by || "?"} at ${fmtTime(x.cleared_at)}: ${x.cleared_reason || ""}` : EXCURSION_STATE[x.state] }),
-      h("td", {}, x.state === "ended" ? clearForm(x) : x.state === "ongoing" ? h("span", { class: "muted small", text: "can be cleared once it ends" }) : null))));
+    // Rows are kept while their excursion does not change, so a clearing
+    // form being filled in is never rebuilt under the pharmacist's hands.
+    syncRows(el.excursions, all.map((x) => x.id), () => h("tr", { "data-testid": "excursion-row" }), (tr, xid) => {
+      const x = all.find((e) => e.id === xid);
+      const key = JSON.stringify(x);
+      if (tr.dataset.shown === key) return;
+      tr.dataset.shown = key;
+      setAttr(tr, "data-excursion", x.id);
+      setAttr(tr, "data-state", x.state);
+      tr.replaceChildren(
+        h("td", { text: x.id }), h("td", { text: x.sensor ?? "—" }), h("td", { class: "nowrap", text: fmtTime(x.start) }),
+        h("td", { class: "nowrap", text: x.end ? fmtTime(x.end) : "going on" }), h("td", { text: fmtC(x.min) }), h("td", { text: fmtC(x.max) }),
+        h("td", { text: (x.bins || []).join(", ") || "—" }),
+        h("td", { class: x.state === "ongoing" ? "alarm" : x.state === "ended" ? "state in_progress" : "muted",
+          text: x.state === "cleared" ? `cleared by ${x.cleared_by || "?"} at ${fmtTime(x.cleared_at)}: ${x.cleared_reason || ""}` : EXCURSION_STATE[x.state] }),
+        h("td", {}, x.state === "ended" ? clearForm(x) : x.state === "ongoing" ? h("span", { class: "muted small", text: "can be cleared once it ends" }) : null));
+    });
   }
 
   function clearForm(x) {
@@ -373,7 +383,7 @@ export function kioskView(id) {
       button.disabled = true;
       clearTrack = track(el.excursionStatus, `Clearing excursion ${x.id}`, "POST",
         `${kioskPath(id)}/excursions/${encodeURIComponent(x.id)}/clear`, { by: by.value.trim(), reason: reason.value.trim() },
-        "clear_excursion", {}, () => { button.disabled = false; lastTemp = ""; tempPoll.poke(); });
+        "clear_excursion", {}, () => { button.disabled = false; tempPoll.poke(); });
     });
     return form;
   }
