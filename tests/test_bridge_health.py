@@ -6,20 +6,35 @@ mosquitto, `kiosk-bridge serve` as a process).
   standing open and no "forced" alarm (nobody saw it open), and the bridge
   flags it at once; while the kiosk is off it shows offline with its last
   known state and how old that is; the fleet sorts it first.
-- `serve` with no broker: it says so in its log (without -v), answers 503
+- `serve` with no broker: it says so in its log (without -v) and in the
+  dashboard's header, answers 503
   to a command and says why on /api/bridge and /healthz, and picks the
   broker up when it appears."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
 
 from bridge_support import BridgeProc, wait_until
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto, free_port
 
 POLICIES = {"door_open_timeout_s": 5, "telemetry_period_s": 2, "sample_period_s": 1}
+
+
+@contextlib.contextmanager
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=["--no-sandbox"])
+        try:
+            yield b.new_context().new_page()
+        finally:
+            b.close()
 
 
 def test_a_door_left_open_across_a_reboot_is_flagged_at_once_and_offline_shows_the_last_known_state(tmp_path: Path):
@@ -99,8 +114,21 @@ def test_serve_without_a_broker_logs_it_answers_503_and_connects_when_the_broker
         # Retries go on, and are logged (at growing intervals, not once per try).
         wait_until(lambda: bridge.get("/api/bridge")["broker"]["failed_attempts"] >= 3, 20, "retries")
 
-        broker = Mosquitto(tmp_path / "mq", port=port).start()
-        wait_until(lambda: bridge.get("/api/bridge")["broker"]["connected"], 30, "connected once the broker is up")
+        # The dashboard's header says so, and the pickup button is off.
+        with browser() as page:
+            page.goto(bridge.url + "/")
+            conn = page.locator("#conn")
+            expect(conn).to_have_attribute("data-state", "down")
+            expect(conn).to_contain_text("No broker session since")
+            expect(conn).to_contain_text("Connection refused")
+            page.goto(bridge.url + "/kiosk/kiosk-001")
+            expect(page.locator("#pickup-why")).to_contain_text("offline")
+            expect(page.locator("#pickup-submit")).to_be_disabled()
+
+            broker = Mosquitto(tmp_path / "mq", port=port).start()
+            wait_until(lambda: bridge.get("/api/bridge")["broker"]["connected"], 30, "connected once the broker is up")
+            expect(conn).to_have_attribute("data-state", "up")
+            expect(conn).to_contain_text("Live: broker connected")
         assert bridge.get("/healthz", ok_only=False)[0] == 200
         wait_until(lambda: "connected to the broker" in bridge.log(), 5, "the reconnection in the log")
         # Now the kiosk itself is what is missing: 409, as documented.
