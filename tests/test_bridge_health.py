@@ -7,9 +7,8 @@ mosquitto, `kiosk-bridge serve` as a process).
   flags it at once; while the kiosk is off it shows offline with its last
   known state and how old that is; the fleet sorts it first.
 - `serve` with no broker: it says so in its log (without -v) and in the
-  dashboard's header, answers 503
-  to a command and says why on /api/bridge and /healthz, and picks the
-  broker up when it appears."""
+  dashboard's header, answers 503 to a command, says why on /api/bridge
+  and /healthz, and picks the broker up when it appears."""
 
 from __future__ import annotations
 
