@@ -141,3 +141,35 @@ def test_bad_store_urls_are_refused_clearly(tmp_path):
         Store("mysql://x")
     with pytest.raises(StoreError, match="cannot open"):
         Store("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_alerts_are_one_per_condition_and_their_outbox_is_taken_once(url):
+    """The alert store on both backends: one open alert per condition (the
+    deduplication, across bridges too), escalation and resolving once, the
+    outbox's messages claimed by one sender, retried, then sent."""
+    from kiosk_host.bridge.alerts import AlertStore
+
+    st = Store(url)
+    a, b = AlertStore(st), AlertStore(Store(url))          # two bridges on one store
+    p = {"code": "door_forced", "level": "alarm", "text": "pickup door forced open", "subject": "pickup", "since": None}
+    first = a.raise_("door|k1|door_forced|pickup", "door", "k1", p, 100.0, ("ops", "mail"))
+    assert first and first["opened"] == 100.0
+    assert b.raise_("door|k1|door_forced|pickup", "door", "k1", p, 101.0, ("ops", "mail")) is None
+    assert [x["id"] for x in b.open_alerts()] == [first["id"]]
+    assert a.count_open() == {"open": 1, "unacknowledged": 1, "alarm": 1}
+    assert b.escalate(first["id"], 200.0, ("boss",)) and not a.escalate(first["id"], 201.0, ("boss",))
+    due = a.due(300.0)
+    assert sorted((d[2], d[3]) for d in due) == [("boss", "escalated"), ("mail", "raised"), ("ops", "raised")]
+    ops = [d for d in due if d[2] == "ops"][0]
+    assert a.claim(ops[0], ops[5], 300.0) and not b.claim(ops[0], ops[5], 300.0)   # one sender
+    a.failed(ops[0], 1, "the webhook answered 500", 300.0)
+    assert ops[0] not in [d[0] for d in a.due(305.0)] and ops[0] in [d[0] for d in a.due(311.0)]
+    a.delivered(ops[0], 311.0)
+    msgs = a.deliveries([first["id"]])[first["id"]]
+    assert [(m["channel"], m["state"], m["attempts"]) for m in msgs if m["channel"] == "ops"] == [("ops", "sent", 2)]
+    assert a.ack(first["id"], "pat", "on it", 320.0)["acked_by"] == "pat"
+    assert a.ack(first["id"], "sam", None, 321.0)["acked_by"] == "pat"          # the first stands
+    assert a.resolve(first["id"], 400.0, ("ops",)) and not b.resolve(first["id"], 401.0, ("ops",))
+    # Gone and back: a new alert for the same condition.
+    again = b.raise_("door|k1|door_forced|pickup", "door", "k1", p, 500.0, ("ops",))
+    assert again and again["id"] != first["id"] and len(a.alerts()) == 2 and a.count_open()["open"] == 1

@@ -366,6 +366,7 @@ class AlertStore:
     def __init__(self, store: Store):
         self.s = store
         with store._tx():
+            store.schema_lock()
             for stmt in SCHEMA:
                 store._exec(stmt)
 

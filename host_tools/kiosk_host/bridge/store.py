@@ -50,6 +50,7 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS telemetry_kiosk ON telemetry (kiosk, t)",
 ]
 
+SCHEMA_LOCK = 0x6b696f736b      # the advisory lock id under which PostgreSQL schema changes are made
 TERMINAL = contract.TERMINAL
 STATES = contract.STATES
 
@@ -101,6 +102,7 @@ class Store:
         else:
             raise StoreError(f"unsupported store URL {url!r}: use a file path, sqlite:///PATH or postgresql://...")
         with self._tx():
+            self.schema_lock()
             for stmt in SCHEMA:
                 self._exec(stmt)
             # Who asked for each command, and why (an excursion's clearing
@@ -126,6 +128,14 @@ class Store:
                 self.db.rollback()
                 raise
             self.db.commit()
+
+    def schema_lock(self) -> None:
+        """In a transaction that creates or changes tables: on PostgreSQL two
+        processes doing it at once collide (or deadlock on ALTER TABLE), so
+        an advisory lock takes them in turn. SQLite's BEGIN IMMEDIATE
+        already does."""
+        if self.kind == "postgresql":
+            self._exec("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
 
     def _column(self, table: str, column: str, decl: str) -> None:
         if self.kind == "postgresql":
