@@ -67,6 +67,19 @@ def test_service_work_and_a_pickup_from_the_dashboard_alone(site: Site, page: Pa
     expect(svc).to_have_attribute("data-state", "succeeded")
     expect(page.locator("#svc-session")).to_have_attribute("data-open", "true")
     page.click('[data-testid="svc-restock-submit"]')
+    # The label check first: the wrong package is refused, the door stays locked.
+    expect(svc).to_have_attribute("data-step", "scanning_label")
+    expect(svc).to_contain_text("Scan the label of the package for rx-900 at the kiosk's scanner")
+    page.fill("#sim-scan-text", "rx-123")
+    page.click('[data-testid="sim-scan"]')
+    expect(svc).to_have_attribute("data-state", "rejected")
+    expect(svc).to_contain_text("The package's label is not order rx-900: the service door stayed locked. Check that "
+                                "you hold the package for rx-900")
+    expect(svc).to_contain_text("(code: label_mismatch)")
+    page.click('[data-testid="svc-restock-submit"]')
+    expect(svc).to_have_attribute("data-step", "scanning_label")
+    page.fill("#sim-scan-text", "rx-900")
+    page.click('[data-testid="sim-scan"]')
     expect(svc).to_have_attribute("data-step", "waiting_open")
     expect(svc).to_have_text("Restock of rx-900 into bin 3: Service door unlocked: open it, place the package for "
                              "rx-900 in bin 3, close it.")

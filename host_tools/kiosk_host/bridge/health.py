@@ -32,7 +32,7 @@ DOOR_ALARMS = {"forced": ("door_forced", "{door} door forced open"),
 # Door problems the kiosk raises no alarm for: the bridge adds them to its alarms.
 UNRAISED = ("door_open", "door_unlocked")
 # Which door each door-cycle operation unlocks (unlock names its door).
-OP_DOORS = {"pickup": "pickup", "restock": "service"}
+OP_DOORS = {"pickup": "pickup", "restock": "service", "retrieve": "service"}
 # Driver fault codes (kiosk/hw/stepper.py, the controller's motor faults);
 # any other fault code is counted as a lock or other fault.
 MOTOR_FAULTS = ("not_homed", "busy", "home_not_found", "home_stuck", "position_lost", "stall", "aborted",

@@ -100,6 +100,19 @@ const KINDS = {
   refused: (b) => `Refused ${b.op ? words(b.op) : "a message"}: ${words(b.why)}${b.detail ? ` (${b.detail})` : ""}${cmd(b)}`,
   pickup: (b) => `Order ${b.order} picked up from bin ${b.bin}${b.recovered ? " (recovered after a reset)" : ""}${by(b)}${cmd(b)}`,
   restock: (b) => `Order ${b.order} loaded into bin ${b.bin}${by(b)}${cmd(b)}`,
+  retrieve: (b) => `Order ${b.order} taken back out of bin ${b.bin}${by(b)}${cmd(b)}`,
+  scan: (b) => {
+    switch (b.ev) {
+      case "code": return `A code was scanned (hash ${b.h})`;
+      case "label": return `Package label scanned for ${b.order}: ${b.match ? "matches" : "does NOT match"}${cmd(b)}`;
+      case "refused": return `Scanned code refused: ${words(b.why)}${b.fails ? ` (${b.fails} wrong in a row)` : ""}`;
+      case "no_answer": return `Scanned code not answered in time${b.fails ? ` (${b.fails} wrong in a row)` : ""}`;
+      case "lockout": return `Scanner locked out for ${b.for_s} s after ${b.fails} wrong codes`;
+      case "lockout_end": return `Scanner lockout ended (${b.ignored ?? 0} scans ignored meanwhile)`;
+      default: return `Scanner: ${words(b.ev)}`;
+    }
+  },
+  button: (b) => `Button ${words(b.name)} pressed`,
   stock: (b) => (b.ev === "unverified" ? `Bin ${b.bin} uncertain after a reset: to verify`
     : `Bin ${b.bin} verified ${b.present ? `holding ${b.order ?? "an order"}` : "empty"}${by(b)}`),
   door: (b) => `${words(b.door)} door ${DOOR_EVENTS[b.ev] || words(b.ev)}`,

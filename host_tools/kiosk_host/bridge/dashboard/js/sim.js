@@ -54,15 +54,31 @@ export async function setupSim(id, box, getKiosk) {
       show(`Sensor refused: ${err.message}`, false);
     }
   });
+  // The scanner: a package's label during a restock, or a patient's code.
+  const code = h("input", { id: "sim-scan-text", maxlength: 256, autocomplete: "off", placeholder: "label or code",
+    "data-testid": "sim-scan-text" });
+  const scanForm = h("form", { id: "sim-scan-form", class: "inline-form" },
+    h("label", { for: "sim-scan-text", text: "Scanner" }), code,
+    h("button", { type: "submit", "data-testid": "sim-scan", text: "Scan" }));
+  scanForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      await api("POST", `/api/sim/${encodeURIComponent(id)}/scan`, { text: code.value });
+      show(`Scanned "${code.value}" at the kiosk.`, true);
+    } catch (err) {
+      show(`Scan refused: ${err.message}`, false);
+    }
+  });
   box.replaceChildren(
     h("h2", { id: "sim-h", text: "Simulate" }),
-    h("p", { class: "muted small", text: "The emulated kiosk's surroundings: a patient at a door, the room's temperature. A door must stay open about 2 s before it counts." }),
+    h("p", { class: "muted small", text: "The emulated kiosk's surroundings: a patient at a door, the room's temperature, the scanner. A door must stay open about 2 s before it counts." }),
     h("div", { class: "inline-form" },
       h("label", { for: "sim-door", text: "Door" }), doorSel,
       h("button", { type: "button", "data-testid": "sim-open", onclick: door("open"), text: "Open" }),
       h("button", { type: "button", "data-testid": "sim-close", onclick: door("close"), text: "Close" }),
       h("button", { type: "button", "data-testid": "sim-force", class: "danger", onclick: door("force"), text: "Force open" })),
     form,
+    scanForm,
     h("div", { class: "inline-form" },
       h("button", { type: "button", class: "plain", "data-testid": "sim-power-off", text: "Power off",
         onclick: toggle("power", { on: false }, "Power cut: the kiosk goes offline.") }),

@@ -22,9 +22,18 @@ const PROMPTS = {
   restock: {
     homing: "Homing the carousel first…",
     moving: "Bringing bin {bin} to the service door…",
+    scanning_label: "Scan the label of the package for {order} at the kiosk's scanner: the service door opens only for the right package.",
     unlocking: "Unlocking the service door…",
     waiting_open: "Service door unlocked: open it, place the package for {order} in bin {bin}, close it.",
     waiting_close: "Service door open: place the package in bin {bin}, then close the door.",
+    verifying: "Service door closed: checking that the bolt engages…",
+  },
+  retrieve: {
+    homing: "Homing the carousel first…",
+    moving: "Bringing bin {bin} to the service door…",
+    unlocking: "Unlocking the service door…",
+    waiting_open: "Service door unlocked: open it, take the package for {order} out of bin {bin}, close it.",
+    waiting_close: "Service door open: take the package out of bin {bin}, then close the door.",
     verifying: "Service door closed: checking that the bolt engages…",
   },
   unlock: {
