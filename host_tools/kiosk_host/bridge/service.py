@@ -420,9 +420,12 @@ class Bridge:
             if typ is int and name in ("bin",) and v < 1:
                 raise BridgeError(422, "bin numbers start at 1")
 
-    def send(self, kiosk: str, op: str, args: dict[str, Any], record: bool = True) -> dict[str, Any] | None:
+    def send(self, kiosk: str, op: str, args: dict[str, Any], record: bool = True, actor: str | None = None,
+             note: str | None = None) -> dict[str, Any] | None:
         """Sign and publish one command. Recorded commands are followed to
-        their terminal state; `resend` (the bridge's own) is not."""
+        their terminal state; `resend` (the bridge's own) is not. actor is
+        the user who asked: the signed command carries it as `by`, so the
+        kiosk journals the person too; note (why they asked) stays here."""
         key = self.keys.get(kiosk)
         if key is None:
             raise BridgeError(404, f"unknown kiosk {kiosk!r} (no key in {self.keys.dir})")
@@ -440,8 +443,11 @@ class Bridge:
         cid = uuid.uuid4().hex
         iat = int(time.time())
         exp = iat + self.command_ttl_s
-        cmd = protocol.sign(key, {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args})
-        out = self.store.add_command(cid, kiosk, op, args, exp) if record else None
+        cmd = {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args}
+        if actor:
+            cmd["by"] = actor
+        cmd = protocol.sign(key, cmd)
+        out = self.store.add_command(cid, kiosk, op, args, exp, actor, note) if record else None
         info = self.client.publish(f"kiosk/{kiosk}/cmd", json.dumps(cmd, separators=(",", ":"), ensure_ascii=False), qos=1, retain=False)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and record:
             self.store.update_command(cid, "failed", "not_sent", {"detail": mqtt.error_string(info.rc)}, "bridge")

@@ -103,6 +103,10 @@ class Store:
         with self._tx():
             for stmt in SCHEMA:
                 self._exec(stmt)
+            # Who asked for each command, and why (an excursion's clearing
+            # reason): added to stores made before there were users.
+            self._column("commands", "actor", "TEXT")
+            self._column("commands", "note", "TEXT")
 
     # -- plumbing --------------------------------------------------------------
     @contextlib.contextmanager
@@ -122,6 +126,12 @@ class Store:
                 self.db.rollback()
                 raise
             self.db.commit()
+
+    def _column(self, table: str, column: str, decl: str) -> None:
+        if self.kind == "postgresql":
+            self._exec(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
+        elif column not in [r[1] for r in self._all(f"PRAGMA table_info({table})")]:
+            self._exec(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.kind == "postgresql" else sql
@@ -379,13 +389,16 @@ class Store:
                 (kiosk, since))]
 
     # -- commands --------------------------------------------------------------
-    def add_command(self, cmd_id: str, kiosk: str, op: str, args: dict[str, Any], exp: int) -> dict[str, Any]:
+    def add_command(self, cmd_id: str, kiosk: str, op: str, args: dict[str, Any], exp: int,
+                    actor: str | None = None, note: str | None = None) -> dict[str, Any]:
+        """A command as sent: actor is the user who asked, note why (both
+        kept with it for ever)."""
         now = time.time()
         hist = [{"state": "queued", "at": now, "by": "bridge"}]
         with self._tx():
-            self._exec("INSERT INTO commands (id, kiosk, op, args, state, created, updated, exp, history) "
-                       "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                       (cmd_id, kiosk, op, _dumps(args), now, now, exp, _dumps(hist)))
+            self._exec("INSERT INTO commands (id, kiosk, op, args, state, created, updated, exp, history, actor, note) "
+                       "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                       (cmd_id, kiosk, op, _dumps(args), now, now, exp, _dumps(hist), actor, note))
         return self.command(cmd_id)
 
     def update_command(self, cmd_id: str, state: str, reason: str | None = None, info: dict | None = None,
@@ -425,17 +438,19 @@ class Store:
             return self._command(cmd_id)
 
     def _command(self, cmd_id: str) -> dict[str, Any] | None:
-        r = self._one("SELECT id, kiosk, op, args, state, reason, info, created, updated, exp, history "
+        r = self._one("SELECT id, kiosk, op, args, state, reason, info, created, updated, exp, history, actor, note "
                       "FROM commands WHERE id = ?", (cmd_id,))
         if r is None:
             return None
         return {"command_id": r[0], "kiosk": r[1], "op": r[2], "args": _loads(r[3]), "state": r[4], "reason": r[5],
-                "info": _loads(r[6]) or {}, "created": r[7], "updated": r[8], "exp": r[9], "history": _loads(r[10])}
+                "info": _loads(r[6]) or {}, "created": r[7], "updated": r[8], "exp": r[9], "history": _loads(r[10]),
+                "actor": r[11], "note": r[12]}
 
-    def commands(self, kiosk: str, limit: int = 50) -> list[dict[str, Any]]:
+    def commands(self, kiosk: str, limit: int = 50, op: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
-            ids = [r[0] for r in self._all("SELECT id FROM commands WHERE kiosk = ? ORDER BY created DESC LIMIT ?",
-                                           (kiosk, limit))]
+            ids = [r[0] for r in self._all("SELECT id FROM commands WHERE kiosk = ?" + (" AND op = ?" if op else "")
+                                           + " ORDER BY created DESC LIMIT ?",
+                                           (kiosk, op, limit) if op else (kiosk, limit))]
         return [self.command(i) for i in ids]
 
     def stale_commands(self, now: float) -> list[dict[str, Any]]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from ..people import Actor
 from ..service import Bridge
+from .auth import allow, may_see
 from .common import known, summary
 
 
@@ -14,15 +16,17 @@ def router(bridge: Bridge) -> APIRouter:
     store = bridge.store
     router = APIRouter(tags=["fleet"])
 
-    @router.get("/api/kiosks", summary="Every kiosk and its state")
-    def kiosks() -> list[dict[str, Any]]:
+    @router.get("/api/kiosks", summary="Every kiosk and its state (a site-scoped user: its sites' kiosks)")
+    def kiosks(request: Request, actor: Actor = allow("read")) -> list[dict[str, Any]]:
         seen = {k["id"]: k for k in store.kiosks()}
         for kid in bridge.keys.ids():
             if kid not in seen:
                 seen[kid] = known(bridge, kid)
-        return [summary(k) for k in sorted(seen.values(), key=lambda k: k["id"]) if bridge.keys.get(k["id"])]
+        ids = set(may_see(request, actor, list(seen)))
+        return [summary(k) for k in sorted(seen.values(), key=lambda k: k["id"])
+                if k["id"] in ids and bridge.keys.get(k["id"])]
 
-    @router.get("/api/kiosks/{kiosk_id}", summary="One kiosk in detail")
+    @router.get("/api/kiosks/{kiosk_id}", summary="One kiosk in detail", dependencies=[allow("read")])
     def kiosk(kiosk_id: str) -> dict[str, Any]:
         k = known(bridge, kiosk_id)
         out = summary(k)

@@ -6,17 +6,21 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ..service import Bridge
+from .auth import allow, public
 
 
 def router(bridge: Bridge) -> APIRouter:
     store = bridge.store
     router = APIRouter(tags=["operations"])
 
-    @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    # Prometheus sends a viewer's token: authorization: {credentials_file: ...}
+    @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
+                dependencies=[allow("read")])
     def metrics():
         return PlainTextResponse(bridge.registry.render(), media_type="text/plain; version=0.0.4")
 
-    @router.get("/healthz", summary="Liveness: the store answers and the broker session is up")
+    @router.get("/healthz", summary="Liveness: the store answers and the broker session is up",
+                dependencies=[public()])
     def healthz():
         ok = bridge.connected.is_set()
         store.acked("-")

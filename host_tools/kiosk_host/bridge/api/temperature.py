@@ -9,9 +9,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...protocol import TEXT_PATTERN
+from ..people import Actor
 from ..service import Bridge
+from .auth import allow
 from .common import ACCEPTED, Accepted, celsius, known
 
 BAND_C = (20.0, 25.0)       # USP controlled room temperature
@@ -29,18 +32,29 @@ def mkt(temps_c: list[float]) -> float | None:
     return round(DH_R / -math.log(s) - K0, 2)
 
 
+class Clearing(BaseModel):
+    """The pharmacist's decision about the stock an excursion touched
+    (keep, quarantine, ask the manufacturer) and why: kept with the
+    clearing command; the kiosk journals who cleared it."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S",
+                        description="what was decided about the stock, and why")
+
+
 def router(bridge: Bridge) -> APIRouter:
     store = bridge.store
     router = APIRouter(tags=["temperature"])
 
     @router.post("/api/kiosks/{kiosk_id}/excursions/{excursion_id}/clear", status_code=202, response_model=Accepted,
-                 responses=ACCEPTED, summary="Acknowledge (clear) an excursion")
+                 responses=ACCEPTED, summary="Clear an ended excursion, with the pharmacist's reason")
     def clear_excursion(kiosk_id: str, excursion_id: Annotated[str, PathParam(min_length=1, max_length=64,
-                                                                            pattern=TEXT_PATTERN)]):
+                                                                            pattern=TEXT_PATTERN)],
+                        body: Clearing, actor: Actor = allow("clear_excursion")):
         known(bridge, kiosk_id)
-        return {"command_id": bridge.send(kiosk_id, "clear_excursion", {"excursion": excursion_id})["command_id"]}
+        return {"command_id": bridge.send(kiosk_id, "clear_excursion", {"excursion": excursion_id},
+                                          actor=actor.name, note=body.reason.strip())["command_id"]}
 
-    @router.get("/api/kiosks/{kiosk_id}/temperature",
+    @router.get("/api/kiosks/{kiosk_id}/temperature", dependencies=[allow("read")],
                 summary="Temperature history, daily statistics, MKT and excursions")
     def temperature(kiosk_id: str, hours: float = Query(24, gt=0, le=24 * 90)):
         k = known(bridge, kiosk_id)
@@ -73,13 +87,20 @@ def router(bridge: Bridge) -> APIRouter:
         window = {n: celsius(s.get("mkt_window_centi")) for n, s in (climate.get("sensors") or {}).items()
                   if isinstance(s, dict)}
         excursions = []
+        # A clearing names the pharmacist (journaled by the kiosk as `by`)
+        # and their reason (kept with the command that cleared it).
+        reasons = {c["args"].get("excursion"): c["note"]
+                   for c in reversed(store.commands(kiosk_id, 200, op="clear_excursion")) if c["state"] == "succeeded"}
         for e in store.events(kiosk_id, 0, 1000, "temp", newest_first=True):
             b = e["body"]
             if b.get("ev") in ("excursion_start", "excursion_end", "excursion_cleared"):
-                excursions.append({"seq": e["seq"], "ev": b["ev"], "id": b.get("id"), "sensor": b.get("sensor"),
-                                   "start": b.get("start"), "end": b.get("end"), "min": celsius(b.get("min_centi")),
-                                   "max": celsius(b.get("max_centi")), "max_rh": celsius(b.get("max_rh_centi")),
-                                   "bins": b.get("bins")})
+                x = {"seq": e["seq"], "ev": b["ev"], "id": b.get("id"), "sensor": b.get("sensor"),
+                     "start": b.get("start"), "end": b.get("end"), "min": celsius(b.get("min_centi")),
+                     "max": celsius(b.get("max_centi")), "max_rh": celsius(b.get("max_rh_centi")),
+                     "bins": b.get("bins")}
+                if b["ev"] == "excursion_cleared":
+                    x.update(by=b.get("by"), reason=reasons.get(str(b.get("id"))))
+                excursions.append(x)
         open_ = [dict(x, min=celsius(x.get("min_centi")), max=celsius(x.get("max_centi")))
                  for x in k["status"].get("excursions", {}).values()]
         return {"kiosk": kiosk_id, "band_c": list(BAND_C), "limits_c": list(LIMITS_C), "since": since,

@@ -54,9 +54,10 @@ export function describe(b) {
       return `${b.door} door: ${words(b.ev)}`;
     case "pickup":
       return `order ${b.order} picked up from bin ${b.bin}${b.recovered ? " (recovered after a reset)" : ""}` +
-        (b.id ? ` · command ${b.id}` : "");
+        (b.by ? ` · by ${b.by}` : "") + (b.id ? ` · command ${b.id}` : "");
     case "restock":
-      return `order ${b.order} loaded into bin ${b.bin}` + (b.id ? ` · command ${b.id}` : "");
+      return `order ${b.order} loaded into bin ${b.bin}` + (b.by ? ` · by ${b.by}` : "") +
+        (b.id ? ` · command ${b.id}` : "");
     default: {
       const rest = Object.entries(b).filter(([k]) => !skip.has(k)).map(([k, v]) => val(k, v)).join(" ");
       return [b.ev ? words(b.ev) : null, rest].filter(Boolean).join(": ") || "—";

@@ -7,6 +7,7 @@ import { chart } from "./chart.js";
 import { h, setAttr, setText, syncRows } from "./dom.js";
 import { describe, fmtC, fmtTime, pickupText, stateText, words } from "./format.js";
 import { POLL_MS, poller, problem, problems } from "./live.js";
+import { may } from "./session.js";
 import { setupSim } from "./sim.js";
 
 const TEMP_POLL_MS = 10000;      // temperature history
@@ -52,6 +53,8 @@ export function kioskView(id) {
   el.excursionNote = h("p", { id: "excursions-note", class: "muted" });
   el.excursionStatus = h("p", { id: "excursion-status", class: "status", role: "status", "aria-live": "polite",
     "data-testid": "excursion-status" });
+  el.excursionReason = h("input", { id: "excursion-reason", maxlength: 500, autocomplete: "off",
+    placeholder: "e.g. kept: MKT within limits", "data-testid": "excursion-reason" });
 
   // Commands.
   el.commands = h("tbody");
@@ -80,9 +83,10 @@ export function kioskView(id) {
         h("h3", { text: "Alarms" }), el.alarms,
         h("h3", { text: "Stock" }), el.stock,
         h("h3", { text: "Last pickup" }), el.lastPickup),
-      h("section", { id: "pickup", class: "card", "aria-labelledby": "pickup-h" },
+      // Only for those who may release an order (pharmacists): the API refuses anyone else.
+      may("pickup") ? h("section", { id: "pickup", class: "card", "aria-labelledby": "pickup-h" },
         h("h2", { id: "pickup-h", text: "Request pickup" }),
-        el.pickupForm, el.pickupStatus),
+        el.pickupForm, el.pickupStatus) : null,
       el.sim,
       h("section", { id: "temperature", class: "card wide", "aria-labelledby": "temp-h" },
         h("h2", { id: "temp-h" }, "Temperature ", h("label", { class: "sr-only", for: "temp-hours", text: "Period" }), el.hours),
@@ -96,12 +100,14 @@ export function kioskView(id) {
         h("table", { id: "excursions-table", class: "grid", "data-testid": "excursions-table", hidden: true },
           h("thead", {}, h("tr", {}, ["Id", "Sensor", "Start", "End", "Min", "Max", "Bins", ""].map((t) => h("th", { scope: "col", text: t })))),
           el.excursions),
+        may("clear_excursion") ? h("p", { class: "inline-form" },
+          h("label", { for: "excursion-reason", text: "Decision and reason" }), el.excursionReason) : null,
         el.excursionStatus),
       h("section", { id: "commands", class: "card wide", "aria-labelledby": "cmd-h" },
         h("h2", { id: "cmd-h", text: "Recent commands" }),
         h("div", { class: "scroll" },
           h("table", { id: "commands-table", class: "grid", "data-testid": "commands-table" },
-            h("thead", {}, h("tr", {}, ["Sent", "Operation", "Arguments", "State", "Reason", "Command id"].map((t) => h("th", { scope: "col", text: t })))),
+            h("thead", {}, h("tr", {}, ["Sent", "Operation", "Arguments", "By", "State", "Reason", "Command id"].map((t) => h("th", { scope: "col", text: t })))),
             el.commands)),
         el.commandsNote),
       h("section", { id: "events", class: "card wide", "aria-labelledby": "ev-h" },
@@ -164,18 +170,19 @@ export function kioskView(id) {
 
     syncRows(el.commands, (k.commands || []).map((c) => c.command_id), (cid) =>
       h("tr", { "data-command": cid, "data-testid": "command-row" },
-        h("td", {}), h("td", {}), h("td", {}), h("td", { "data-field": "state" }), h("td", {}),
-        h("td", { class: "mono small", text: cid })),
+        h("td", {}), h("td", {}), h("td", {}), h("td", { "data-field": "actor" }), h("td", { "data-field": "state" }),
+        h("td", {}), h("td", { class: "mono small", text: cid })),
     (tr, cid) => {
       const c = k.commands.find((x) => x.command_id === cid);
       setText(tr.children[0], fmtTime(c.created));
       setAttr(tr.children[0], "class", "nowrap");
       setText(tr.children[1], words(c.op));
       setText(tr.children[2], Object.entries(c.args || {}).map(([a, v]) => `${a}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ") || "—");
-      setText(tr.children[3], words(c.state));
-      setAttr(tr.children[3], "class", `state ${c.state}`);
+      setText(tr.children[3], c.actor || "—");
+      setText(tr.children[4], words(c.state));
+      setAttr(tr.children[4], "class", `state ${c.state}`);
       setAttr(tr, "data-state", c.state);
-      setText(tr.children[4], c.reason || "");
+      setText(tr.children[5], [c.reason, c.note].filter(Boolean).join(" · "));
     });
     setText(el.commandsNote, (k.commands || []).length ? "" : "No commands sent to this kiosk yet.");
   }
@@ -325,9 +332,10 @@ export function kioskView(id) {
       : "No open excursions.");
     el.excursions.closest("table").hidden = !open.length;
     el.excursions.replaceChildren(...open.map((x) => {
-      const clear = h("button", { type: "button", "data-testid": `clear-${x.id}`, "data-excursion": x.id, text: "Clear",
-        "aria-label": `Clear excursion ${x.id}` });
-      clear.addEventListener("click", () => clearExcursion(x.id, clear));
+      // Clearing is a pharmacist's decision about the stock, with a reason.
+      const clear = may("clear_excursion") ? h("button", { type: "button", "data-testid": `clear-${x.id}`,
+        "data-excursion": x.id, text: "Clear", "aria-label": `Clear excursion ${x.id}` }) : null;
+      if (clear) clear.addEventListener("click", () => clearExcursion(x.id, clear));
       return h("tr", { "data-excursion": x.id, "data-testid": "excursion-row" },
         h("td", { text: x.id }), h("td", { text: x.sensor ?? "—" }), h("td", { text: fmtTime(x.start) }),
         h("td", { text: x.end ? fmtTime(x.end) : "ongoing" }), h("td", { text: fmtC(x.min) }), h("td", { text: fmtC(x.max) }),
@@ -337,11 +345,19 @@ export function kioskView(id) {
 
   async function clearExcursion(xid, button) {
     if (excursionWatch) excursionWatch.stop();
+    const reason = (el.excursionReason.value || "").trim();
+    if (!reason) {
+      setAttr(el.excursionStatus, "data-state", "error");
+      setAttr(el.excursionStatus, "class", "status error");
+      setText(el.excursionStatus, "Write what was decided about the stock, and why, before clearing.");
+      el.excursionReason.focus();
+      return;
+    }
     button.disabled = true;
     setAttr(el.excursionStatus, "class", "status");
     setText(el.excursionStatus, `Clearing excursion ${xid}…`);
     try {
-      const r = await api("POST", `${kioskPath(id)}/excursions/${encodeURIComponent(xid)}/clear`);
+      const r = await api("POST", `${kioskPath(id)}/excursions/${encodeURIComponent(xid)}/clear`, { reason });
       excursionWatch = watchCommand(r.command_id, (c) => {
         setAttr(el.excursionStatus, "data-state", c.state);
         setAttr(el.excursionStatus, "class", `status state ${c.state}`);
