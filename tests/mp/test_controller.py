@@ -68,6 +68,9 @@ async def _named():
     state, info = await r.final("r")
     await tech
     assert state == "succeeded", (state, info)
+    # At the kiosk's own console, hands on the board: allowed, and said so.
+    assert ctl.submit("v", "verify_bin", {"bin": 7, "present": True}, "console", True) == "succeeded"
+    assert kit.journal_kinds(app.journal, "stock")[-1]["by"] == "console"
     ctl.submit("e", "service_end", {}, "ann.tech")
     # The pharmacist who released it is named in the records the pickup leaves.
     patient = asyncio.create_task(kit.person(w, "pickup"))
