@@ -65,8 +65,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
 # of the command it cancels.
 OP_PERMISSION: dict[str, str] = {
     "pickup": "pickup", "clear_excursion": "clear_excursion",
-    **{op: "service" for op in ("restock", "service_start", "service_end", "home", "jog", "selftest", "unlock",
-                                "verify_bin")},
+    **{op: "service" for op in ("restock", "retrieve", "service_start", "service_end", "home", "jog", "selftest",
+                                "unlock", "verify_bin")},
 }
 # Cancelling: whoever may issue some command; the route then checks the
 # permission of the command being cancelled.
