@@ -494,3 +494,36 @@ def test_the_command_line_manages_users_sites_and_kiosks(rig, tmp_path):
     assert "admin" in cli("users", "add", "cli.adm", "--role", "admin", "--sites", "site-cli", ok=False).stderr
     assert "name" in cli("users", "add", "Bad Name", "--role", "viewer", ok=False).stderr
     cli("kiosks", "assign", AWAY, "--site", "site-b")
+
+
+def test_served_over_https_the_session_cookie_is_secure_and_hsts_is_sent(rig, tmp_path):
+    import ssl
+    import urllib.request
+
+    tls = Path(__file__).parent / "tls"
+    port = free_port()
+    log = open(tmp_path / "tls.log", "wb")
+    p = subprocess.Popen([str(VENV_BIN / "kiosk-bridge"), "serve", "--broker", f"mqtt://127.0.0.1:{rig.broker.port}",
+                          "--keys", str(rig.root / "keys"), "--db", rig.db, "--http", f"127.0.0.1:{port}",
+                          "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key")],
+                         stdout=log, stderr=log)
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+        req = urllib.request.Request(f"https://localhost:{port}/api/session",
+                                     json.dumps({"name": rig.names["viewer"], "password": PASSWORD}).encode(),
+                                     {"content-type": "application/json"}, method="POST")
+
+        def login():
+            try:
+                with opener.open(req, timeout=5) as r:
+                    return r.headers
+            except OSError:
+                return None
+        headers = wait_until(login, 30, "the bridge on HTTPS")
+        assert "; secure" in headers["set-cookie"].lower() and "httponly" in headers["set-cookie"].lower()
+        assert headers["strict-transport-security"].startswith("max-age=")
+    finally:
+        p.terminate()
+        p.wait(15)
+        log.close()
