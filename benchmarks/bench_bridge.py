@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import paho.mqtt.client as mqtt  # noqa: E402
 
 from kiosk_host import protocol  # noqa: E402
+from bridge_support import provision  # noqa: E402
 from link_support import Mosquitto, free_port  # noqa: E402
 
 TELE_PERIOD_S = 10.0
@@ -399,6 +400,7 @@ class BridgeProc:
                "--db", f"sqlite:///{db}", "--http", f"127.0.0.1:{self.http}", "--keys", str(keys)]
         if share:
             cmd += ["--share", share]
+        self.token = provision(f"sqlite:///{db}")["viewer"]     # /metrics takes a viewer's token
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30) -> None:
@@ -416,7 +418,9 @@ class BridgeProc:
         raise SystemExit(f"the bridge did not come up: {self.log.read_text()[-2000:]}")
 
     def metrics(self) -> dict[tuple[str, str], float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/metrics", timeout=30) as r:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http}/metrics",
+                                     headers={"authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
             text = r.read().decode()
         out = {}
         for line in text.splitlines():

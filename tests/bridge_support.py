@@ -5,6 +5,7 @@ against the source of truth)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -18,22 +19,73 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from link_support import free_port, wait_port  # noqa: E402
 
+from kiosk_host.bridge.people import ROLES, People  # noqa: E402
+from kiosk_host.bridge.store import Store  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never through a proxy
 
+# The users the tests act as: one per role, every site.
+USERS = {role: f"t-{role.replace('_', '-')}" for role in ROLES}
+_TOKENS: dict[str, dict[str, str]] = {}
 
-def http(method: str, url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+
+def provision(db: str, users: dict[str, str] = USERS) -> dict[str, str]:
+    """A user per role in the store at db, each with a fresh API token:
+    {role: token}. Tokens are kept per store, so bridges sharing one get
+    the same."""
+    if db not in _TOKENS:
+        people = People(Store(db))
+        try:
+            for role, name in users.items():
+                if people.user(name) is None:
+                    people.add_user(name, role)
+            _TOKENS[db] = {role: people.issue_token(name)[1] for role, name in users.items()}
+        finally:
+            people.store.close()
+    return _TOKENS[db]
+
+
+def http(method: str, url: str, body: Any = None, raw: bytes | None = None, token: str | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """One HTTP call: (status, the JSON or text answered). body is sent as
-    JSON, or raw as given."""
+    JSON, or raw as given; token as `Authorization: Bearer`."""
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json"} if data else {})
+    h = {"content-type": "application/json"} if data else {}
+    if token:
+        h["authorization"] = f"Bearer {token}"
+    h.update(headers or {})
+    req = urllib.request.Request(url, data=data, method=method, headers=h)
     try:
         with _HTTP.open(req, timeout=10) as r:
             raw, status, ctype = r.read(), r.status, r.headers.get("content-type", "")
     except urllib.error.HTTPError as e:
         raw, status, ctype = e.read(), e.code, e.headers.get("content-type", "")
     return status, (json.loads(raw) if "json" in ctype else raw.decode())
+
+
+class Roles:
+    """Which role a test acts as for a route it does not name one for: one
+    the route's OpenAPI entry allows (x-roles), the least powerful first."""
+
+    PREFERENCE = ("viewer", "pharmacy_system", "technician", "pharmacist", "admin")
+
+    def __init__(self, base: str):
+        status, schema = http("GET", base + "/openapi.json")
+        assert status == 200, schema
+        self.routes = []
+        for path, ops in schema["paths"].items():
+            pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$")
+            for method, op in ops.items():
+                allowed = op.get("x-roles", [])
+                self.routes.append((method.upper(), pattern, next((r for r in self.PREFERENCE if r in allowed), None)))
+
+    def role(self, method: str, path: str) -> str | None:
+        path = path.split("?", 1)[0]
+        for m, pattern, role in self.routes:
+            if m == method and pattern.match(path):
+                return role
+        return None
 
 
 class BridgeProc:
@@ -49,6 +101,8 @@ class BridgeProc:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.tokens = provision(self.db)
+        self._roles: Roles | None = None
 
     @property
     def url(self) -> str:
@@ -80,18 +134,24 @@ class BridgeProc:
     def log(self) -> str:
         return (self.root / f"{self.name}.log").read_text(errors="replace")[-4000:]
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
-        return http(method, self.url + path, body, raw)
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                who: str | None = None) -> tuple[int, Any]:
+        """A call as the user of role `who` (default: a role the route allows)."""
+        if who is None:
+            if self._roles is None:
+                self._roles = Roles(self.url)
+            who = self._roles.role(method, path)
+        return http(method, self.url + path, body, raw, token=self.tokens.get(who) if who else None)
 
-    def get(self, path: str, ok_only: bool = True):
-        status, body = self.request("GET", path)
+    def get(self, path: str, ok_only: bool = True, who: str | None = None):
+        status, body = self.request("GET", path, who=who)
         if ok_only:
             assert status == 200, (path, status, body)
             return body
         return status, body
 
-    def post(self, path: str, body: Any = None) -> tuple[int, Any]:
-        return self.request("POST", path, {} if body is None else body)
+    def post(self, path: str, body: Any = None, who: str | None = None) -> tuple[int, Any]:
+        return self.request("POST", path, {} if body is None else body, who=who)
 
     def command(self, cid: str) -> dict[str, Any]:
         return self.get(f"/api/commands/{cid}")

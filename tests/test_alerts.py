@@ -27,7 +27,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from bridge_support import VENV_BIN, BridgeProc, wait_until
+from bridge_support import USERS, VENV_BIN, BridgeProc, wait_until
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto, free_port
 
@@ -195,7 +195,7 @@ def test_an_alert_is_sent_once_escalated_and_resolved_by_webhook_and_email(tmp_p
         time.sleep(3)   # the door stays forced: nothing more is sent (deduplicated)
         assert hook.events(alert["id"]) == ["raised"] and len(mail.to("pharmacist@pharmacy.example")) == 1
         assert len(mail.to("manager@pharmacy.example")) == 1 and len(bridge.get("/api/alerts")) == 1
-        assert bridge.post(f"/api/alerts/{alert['id']}/ack", {})[0] == 422    # who takes it on
+        assert bridge.post(f"/api/alerts/{alert['id']}/ack", {}, who="viewer")[0] == 403   # a viewer only looks
 
         # Shut: resolved, and everyone told hears so.
         fleet.door(kid, "pickup", "close")
@@ -206,14 +206,14 @@ def test_an_alert_is_sent_once_escalated_and_resolved_by_webhook_and_email(tmp_p
         assert mail.to("pharmacist@pharmacy.example")[-1]["Subject"].startswith(f"[RESOLVED] kiosk {kid}: pickup door")
         a = bridge.get(f"/api/alerts/{alert['id']}")
         assert a["state"] == "resolved" and a["resolved_iso"] and bridge.get("/api/alerts") == []
-        assert bridge.post(f"/api/alerts/{alert['id']}/ack", {"by": "pat"})[0] == 409
+        assert bridge.post(f"/api/alerts/{alert['id']}/ack", {}, who="technician")[0] == 409
 
         # An excursion acknowledged in time is never escalated.
         fleet.sensor(kid, "cabinet", celsius=33.0)
         exc = wait_until(lambda: (lambda a: a[0] if a else None)(bridge.get("/api/alerts")), 30, "the excursion alert")
         assert exc["rule"] == "temperature" and exc["code"] == "excursion"
-        status, acked = bridge.post(f"/api/alerts/{exc['id']}/ack", {"by": "pat.pharmacist", "note": "on my way"})
-        assert status == 200 and acked["state"] == "acknowledged" and acked["acked_by"] == "pat.pharmacist", acked
+        status, acked = bridge.post(f"/api/alerts/{exc['id']}/ack", {"note": "on my way"}, who="pharmacist")
+        assert status == 200 and acked["state"] == "acknowledged" and acked["acked_by"] == USERS["pharmacist"], acked
         time.sleep(6)
         assert bridge.get(f"/api/alerts/{exc['id']}")["escalated"] is None
         assert len(mail.to("manager@pharmacy.example")) == 2

@@ -1,6 +1,7 @@
 """The bridge's HTTP API fuzzed from its own OpenAPI schema with schemathesis,
 against `kiosk-bridge demo` (the real bridge, broker and an emulated kiosk,
-so the demo's /api/sim routes are fuzzed as well).
+so the demo's /api/sim routes are fuzzed as well), each request with the
+API token of a role its route allows (tests/fuzz_auth.py).
 
 Schemathesis sends schema-valid and schema-breaking requests to every route
 (the kiosk id fixed to the real kiosk so requests get past the 404) and checks
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from bridge_support import http, journal_records, wait_until
+from bridge_support import USERS, http, journal_records, provision, wait_until
 from kiosk_host import protocol
 from link_support import free_port
 
@@ -64,6 +65,10 @@ def test_the_api_fuzzed_from_its_schema_answers_as_documented_and_sends_only_goo
         broker = _wait_line(log, "demo: broker", demo).rsplit(":", 1)[1].strip()
         _wait_line(log, "dashboard http://", demo)
         base = f"http://127.0.0.1:{port}"
+        # The demo's store holds its users; add one per role with a token to fuzz as.
+        tokens = provision(f"sqlite:///{state / 'bridge.sqlite3'}")
+        global TOKEN
+        TOKEN = tokens["technician"]
         wait_until(lambda: _get(f"{base}/api/kiosks/{KIOSK}")["online"], 60, "the kiosk online")
 
         lock = threading.Lock()
@@ -79,7 +84,9 @@ def test_the_api_fuzzed_from_its_schema_answers_as_documented_and_sends_only_goo
         wait_until(watch.is_connected, 10, "the watcher connected")
         time.sleep(0.3)
 
-        env = dict(os.environ, FUZZ_KIOSK_ID=KIOSK, NO_COLOR="1")
+        env = dict(os.environ, FUZZ_KIOSK_ID=KIOSK, NO_COLOR="1", FUZZ_TOKENS=json.dumps(tokens),
+                   SCHEMATHESIS_HOOKS="fuzz_auth",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])))
         run = subprocess.run([str(VENV_BIN / "schemathesis"), "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
                               "run", f"{base}/openapi.json", "--seed", str(SEED), "-n", str(EXAMPLES),
                               "--max-failures", "20"],
@@ -104,16 +111,18 @@ def test_the_api_fuzzed_from_its_schema_answers_as_documented_and_sends_only_goo
             assert topic == f"kiosk/{KIOSK}/cmd", topic
             assert protocol.verify(key, cmd), cmd
             if cmd["op"] != "resend":          # the bridge's own gap requests are not recorded
-                status, _ = http("GET", f"{base}/api/commands/{cmd['id']}")
+                status, c = http("GET", f"{base}/api/commands/{cmd['id']}", token=TOKEN)
                 assert status == 200, ("a command went out without a record", cmd)
+                # ... and names the user who asked, on the wire and in the store.
+                assert cmd.get("by") in USERS.values() and c["actor"] == cmd["by"], (cmd, c)
         flash = state / "kiosks" / KIOSK / "flash"
         refused = [r for r in journal_records(flash).values() if r.get("k") == "refused"]
         assert not [r for r in refused if r.get("why") in UNREADABLE], refused
         assert demo.poll() is None, "the demo died under the fuzzer"
         # Power back on and the network up, in case the fuzzer left them off;
         # whatever it unlocked in a service session relocks by itself.
-        http("POST", f"{base}/api/sim/{KIOSK}/power", {"on": True})
-        http("POST", f"{base}/api/sim/{KIOSK}/network", {"up": True})
+        http("POST", f"{base}/api/sim/{KIOSK}/power", {"on": True}, token=TOKEN)
+        http("POST", f"{base}/api/sim/{KIOSK}/network", {"up": True}, token=TOKEN)
         wait_until(lambda: _get(f"{base}/api/kiosks/{KIOSK}")["online"], 60, "the kiosk back online")
         wait_until(lambda: not any(lk["energized"] for lk in _get(f"{base}/api/sim/{KIOSK}")["world"]["locks"].values()),
                    60, "every lock de-energised")
@@ -130,7 +139,10 @@ def test_the_api_fuzzed_from_its_schema_answers_as_documented_and_sends_only_goo
             demo.wait()
 
 
+TOKEN = None   # a technician's, for the test's own look at the kiosk
+
+
 def _get(url: str):
-    status, body = http("GET", url)
+    status, body = http("GET", url, token=TOKEN)
     assert status == 200, (url, status, body)
     return body

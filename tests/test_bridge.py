@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from bridge_support import BridgeProc, journal_records, scan_label, signed_fields, wait_until
+from bridge_support import USERS, BridgeProc, journal_records, scan_label, signed_fields, wait_until
 from kiosk_host import protocol
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
@@ -101,6 +101,9 @@ def test_a_pickup_from_request_to_terminal_state_with_its_custody_events(site):
     c = site.run(kid, "/pickups", {"order_id": "rx-100", "bin": 4}, door="pickup")
     assert c["state"] == "succeeded" and c["op"] == "pickup" and c["args"] == {"order": "rx-100", "bin": 4}
     cid = c["command_id"]
+    # The pharmacist who asked is the command's actor, and the kiosk's own
+    # records on flash name them too.
+    assert c["actor"] == USERS["pharmacist"], c
     # The authoritative outcome comes from the journal too, not only the reply.
     wait_until(lambda: any(h["by"] == "event" and h["state"] == "succeeded"
                            for h in site.bridge.command(cid)["history"]), 10, "the op event")
@@ -108,6 +111,11 @@ def test_a_pickup_from_request_to_terminal_state_with_its_custody_events(site):
     mine = [e["body"] for e in evs if e["body"].get("id") == cid]
     assert [e["k"] for e in mine] == ["pickup", "op"], mine
     assert mine[0]["order"] == "rx-100" and mine[0]["bin"] == 4 and mine[1]["opened"] is True
+    flash = {r["s"]: r for r in journal_records(site.fleet.kiosk(kid).flash).values() if r.get("id") == cid}
+    assert sorted(r["k"] for r in flash.values()) == ["op", "pickup"], flash
+    assert all(r["by"] == USERS["pharmacist"] for r in flash.values()), flash
+    restocked = [r for r in journal_records(site.fleet.kiosk(kid).flash).values() if r.get("k") == "restock"]
+    assert restocked and restocked[-1]["by"] == USERS["technician"], restocked
     # The door cycle that released it is in the record, in order, before the pickup.
     pickup_seq = mine[0]["s"]
     doors = [e["body"]["ev"] for e in evs if e["body"]["k"] == "door" and e["body"]["door"] == "pickup"
@@ -258,12 +266,14 @@ def test_an_excursion_is_raised_shown_and_cleared(site):
     wait_until(lambda: any(v is not None and v >= 31 for _, v in
                            b.get(f"/api/kiosks/{kid}/temperature?hours=1")["series"].get("cabinet", [])),
                20, "the high reading in the temperature history")
-    # Clearing an ongoing excursion is refused (nothing is sent), and so is one without a name and a reason.
-    why = {"by": "pat.pharmacist", "reason": "bins 1-3 checked: sealed, within the label's allowance"}
-    status, r = b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear", why)
+    # Clearing an ongoing excursion is refused (nothing is sent), and so is
+    # one without the pharmacist's reason.
+    reason = "kept: 31.5 °C for minutes, MKT within limits"
+    status, r = b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear", {"reason": reason})
     assert status == 409 and "still going on" in r["detail"], (status, r)
-    assert b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear", {"by": "pat.pharmacist"})[0] == 422
-    assert b.post(f"/api/kiosks/{kid}/excursions/nope/clear", why)[0] == 404
+    status, r = b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear")
+    assert status == 422 and "reason" in r["detail"], (status, r)
+    assert b.post(f"/api/kiosks/{kid}/excursions/nope/clear", {"reason": reason})[0] == 404
     assert not [c for c in b.kiosk(kid)["commands"] if c["op"] == "clear_excursion"]
     site.fleet.sensor(kid, "cabinet", celsius=22.0)
     wait_until(lambda: any(e["body"].get("ev") == "excursion_end" for e in b.events(kid, "temp")), 30,
@@ -274,15 +284,18 @@ def test_an_excursion_is_raised_shown_and_cleared(site):
     assert ended and ended[0]["end"] and ended[0]["max"] >= 31.0 and ended[0]["min"] <= ended[0]["max"]
     day = [d for d in t["days"] if d["sensor"] == "cabinet"]
     assert day and day[-1]["max"] >= 31.0 and day[-1]["min"] <= 22.5 and day[-1]["min"] <= day[-1]["mkt"] <= day[-1]["max"]
-    assert b.post(f"/api/kiosks/{kid}/excursions/{x['id']}/clear", {"reason": "checked"})[0] == 422
-    c = site.run(kid, f"/excursions/{x['id']}/clear", why)
-    assert c["op"] == "clear_excursion" and c["actor"] == "pat.pharmacist" and c["note"] == why["reason"]
+    c = site.run(kid, f"/excursions/{x['id']}/clear", {"reason": reason})
+    assert c["op"] == "clear_excursion" and c["actor"] == USERS["pharmacist"] and c["note"] == reason
     k = wait_until(lambda: (lambda k: k if not k["excursions_open"] else None)(b.kiosk(kid)), 15, "cleared")
     span = [s for s in b.get(f"/api/kiosks/{kid}/temperature?hours=1")["excursions"] if s["id"] == x["id"]]
-    assert span and span[0]["state"] == "cleared" and span[0]["cleared_by"] == "pat.pharmacist", span
-    assert span[0]["cleared_reason"] == why["reason"] and span[0]["start"] < span[0]["end"] and span[0]["max"] >= 31.0
+    assert span and span[0]["state"] == "cleared" and span[0]["cleared_by"] == USERS["pharmacist"], span
+    assert span[0]["cleared_reason"] == reason and span[0]["start"] < span[0]["end"] and span[0]["max"] >= 31.0
     assert not any("excursion" in a for a in k["alarms"])
-    assert any(e["body"].get("ev") == "excursion_cleared" and e["body"]["id"] == x["id"] for e in b.events(kid, "temp"))
+    assert any(e["body"].get("ev") == "excursion_cleared" and e["body"]["id"] == x["id"]
+               and e["body"]["by"] == USERS["pharmacist"] for e in b.events(kid, "temp"))
+    cleared = [e for e in b.get(f"/api/kiosks/{kid}/temperature?hours=1")["excursion_events"]
+               if e["ev"] == "excursion_cleared" and e["id"] == x["id"]]
+    assert cleared and cleared[0]["by"] == USERS["pharmacist"] and cleared[0]["reason"] == reason, cleared
     assert b.metric("kiosk_bridge_excursions_total") >= 1
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
-from bridge_support import BridgeProc, wait_until
+from bridge_support import USERS, BridgeProc, wait_until
+from kiosk_host.bridge.people import People
+from kiosk_host.bridge.store import Store
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto, free_port
 
@@ -114,8 +116,15 @@ def test_serve_without_a_broker_logs_it_answers_503_and_connects_when_the_broker
         wait_until(lambda: bridge.get("/api/bridge")["broker"]["failed_attempts"] >= 3, 20, "retries")
 
         # The dashboard's header says so, and the pickup button is off.
+        people = People(Store(bridge.db))
+        people.set_password(USERS["pharmacist"], "a pharmacist's password")
+        people.store.close()
         with browser() as page:
-            page.goto(bridge.url + "/")
+            page.goto(bridge.url + "/login")
+            page.fill("#login-name", USERS["pharmacist"])
+            page.fill("#login-password", "a pharmacist's password")
+            page.click("#login-submit")
+            expect(page.locator("#who")).to_contain_text(USERS["pharmacist"])
             conn = page.locator("#conn")
             expect(conn).to_have_attribute("data-state", "down")
             expect(conn).to_contain_text("No broker session since")

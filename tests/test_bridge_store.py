@@ -173,3 +173,49 @@ def test_alerts_are_one_per_condition_and_their_outbox_is_taken_once(url):
     # Gone and back: a new alert for the same condition.
     again = b.raise_("door|k1|door_forced|pickup", "door", "k1", p, 500.0, ("ops",))
     assert again and again["id"] != first["id"] and len(a.alerts()) == 2 and a.count_open()["open"] == 1
+def test_people_users_tokens_sessions_sites_and_the_access_log_on_both_stores(url):
+    from kiosk_host.bridge.people import People, PeopleError
+
+    people = People(Store(url))
+    people.add_site("clinic-1")
+    people.assign("k1", "clinic-1")
+    people.add_user("ana", "admin", password="a long password 1")
+    people.add_user("pat", "pharmacist", ["clinic-1"], password="a long password 2")
+    with pytest.raises(PeopleError, match="already exists"):
+        people.add_user("pat", "viewer")
+    tid, token = people.issue_token("pat")
+    actor = people.by_token(token)
+    assert (actor.name, actor.role, actor.sites, actor.via) == ("pat", "pharmacist", ("clinic-1",), "token")
+    assert people.may_see(actor, "k1") and not people.may_see(actor, "k2")
+    assert people.by_token(token + "x") is None
+    # Only hashes are kept.
+    with people.store.lock:
+        stored = [str(c) for r in people.store._all("SELECT * FROM tokens") for c in r]
+        stored += [str(c) for r in people.store._all("SELECT password FROM users") for c in r]
+    assert token not in " ".join(stored) and "a long password" not in " ".join(stored)
+    assert all(p.startswith("$argon2id$") for p in stored[-2:])
+    who, cookie = people.login("pat", "a long password 2", "10.0.0.9")
+    assert who.name == "pat" and people.by_session(cookie)[0].via == "session"
+    for _ in range(5):
+        with pytest.raises(PeopleError) as e:
+            people.login("ana", "wrong", "10.0.0.9")
+        assert e.value.status == 401
+    with pytest.raises(PeopleError) as e:
+        people.login("ana", "a long password 1", "10.0.0.9")
+    assert e.value.status == 429 and e.value.retry_after >= 1
+    people.revoke("pat")
+    assert people.by_token(token) is None and people.by_session(cookie) is None
+    assert people.user("pat")["revoked"] and people.user("pat")["tokens"][0]["revoked"]
+    people.log_access(actor, "POST", "/api/kiosks/k1/pickups", 202, "10.0.0.9")
+    people.log_access(None, "POST", "/api/kiosks/k1/pickups", 401, "10.0.0.8", "no credentials")
+    log = people.access_log(limit=10)
+    assert [(e["actor"], e["status"], e["ip"]) for e in log] == [(None, 401, "10.0.0.8"), ("pat", 202, "10.0.0.9")]
+    assert people.access_log(before=log[0]["id"], limit=10)[0]["id"] == log[1]["id"]
+    # The command row keeps who asked, on a store made before there were users too.
+    st = people.store
+    st.add_command("c1", "k1", "pickup", {"order": "o", "bin": 1}, 9999999999, "pat", None)
+    assert (st.command("c1")["actor"], st.command("c1")["note"]) == ("pat", None)
+    st.close()
+    again = Store(url)
+    assert again.command("c1")["actor"] == "pat"
+    again.close()

@@ -3,12 +3,18 @@ Playwright) against the bridge with emulated kiosks on a real mosquitto and
 the emulator's /api/sim routes on the same port, as `kiosk-bridge demo`
 serves them.
 
-A technician restocks a bin through the API; then, on the page, the kiosk
-shows online, a pickup is requested through the form, the patient opens and
-closes the door through the Simulate panel, and the command's state, the
-event log and the fleet view's last pickup follow live. An excursion is
-cleared with its button, a refused request shows the API's reason, and a
-kiosk that loses power shows offline with why."""
+A technician restocks a bin through the API; then a pharmacist logs in on
+the page, the kiosk shows online, a pickup is requested through the form,
+the patient opens and closes the door through the Simulate panel, and the
+command's state, who asked, the event log and the fleet view's last pickup
+follow live. An excursion is cleared with its button and a reason, a
+refused request shows the API's reason, and a kiosk that loses power shows
+offline with why.
+
+Then the people: a technician and a pharmacist each do what their role may
+and are refused what it may not, and see only their own controls; a page
+on another origin cannot change anything through a logged-in browser; and
+a page reached through a foreign host name (DNS rebinding) gets nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ import json
 import shutil
 import threading
 import time
+import http.server
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -26,7 +34,9 @@ from playwright.sync_api import Page, expect, sync_playwright
 from bridge_support import scan_label, wait_until
 from kiosk_host.bridge.alerts import Alerter, Rules
 from kiosk_host.bridge.api import create_app
+from kiosk_host.bridge.api.auth import guarded
 from kiosk_host.bridge.config import Keys
+from kiosk_host.bridge.people import People
 from kiosk_host.bridge.service import Bridge
 from kiosk_host.bridge.store import Store
 from kiosk_host.emulator.fleet import Fleet
@@ -64,8 +74,17 @@ class Site:
         self.fleet = Fleet(url, 2, root / "kiosks", root / "keys", policies=POLICIES, keepalive_s=2).start()
         self.store = Store(f"sqlite:///{root / 'bridge.sqlite3'}")
         self.bridge = Bridge(url, self.store, Keys(root / "keys")).start()
+        self.people = People(self.store)
+        self.passwords = {}
+        self.tokens = {}
+        for role in ("pharmacist", "technician", "viewer", "admin"):
+            name = f"{role[:5]}.{role}"
+            self.passwords[role] = (name, f"a password for {role}s")
+            self.people.add_user(name, role, password=self.passwords[role][1])
+            self.tokens[role] = self.people.issue_token(name)[1]
         self.bridge.alerter = Alerter(self.bridge, Rules(RULES, "test rules")).start()
-        app = create_app(self.bridge, [sim_router(self.fleet)], title="Kiosk bridge (test)")
+        app = create_app(self.bridge, [guarded(sim_router(self.fleet), "simulate")], title="Kiosk bridge (test)",
+                         people=self.people)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
@@ -74,9 +93,11 @@ class Site:
         self.thread.start()
         wait_until(lambda: self.server.started, 20, "the HTTP server up")
 
-    def call(self, method: str, path: str, body=None):
+    def call(self, method: str, path: str, body=None, who: str = "technician", headers: dict | None = None):
+        """An API call as `who` (a role) with its token."""
         req = urllib.request.Request(self.base + path, None if body is None else json.dumps(body).encode(),
-                                     {"content-type": "application/json"}, method=method)
+                                     {"content-type": "application/json", "authorization": f"Bearer {self.tokens[who]}",
+                                      **(headers or {})}, method=method)
         try:
             with _HTTP.open(req, timeout=10) as r:
                 return r.status, json.loads(r.read() or b"null")
@@ -134,7 +155,9 @@ def page():
     exe = shutil.which("chromium")
     assert exe, "Debian's chromium is needed (apt-get install chromium; .ci/run installs it)"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+        # rebind.test resolves to this machine, as a DNS-rebinding attacker's name would.
+        browser = p.chromium.launch(executable_path=exe, headless=True,
+                                    args=["--no-sandbox", "--host-resolver-rules=MAP rebind.test 127.0.0.1"])
         pg = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
         pg.errors = []
         pg.on("pageerror", lambda e: pg.errors.append(str(e)))
@@ -144,12 +167,24 @@ def page():
             browser.close()
 
 
+def login(page: Page, site: Site, role: str, then: str = "/") -> None:
+    """Log in through the login page, as a person does."""
+    name, password = site.passwords[role]
+    page.goto(site.base + then)
+    expect(page).to_have_url(site.base + "/login?next=" + urllib.parse.quote(then, safe=""))
+    page.fill("#login-name", name)
+    page.fill("#login-password", password)
+    page.click("#login-submit")
+    expect(page).to_have_url(site.base + then)
+    expect(page.locator("#who")).to_have_text(f"{name} ({role})")
+
+
 def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: Site, page: Page):
     kid = "kiosk-001"
     expect.set_options(timeout=20_000)
 
     # The fleet view fills in by itself once the kiosks are up.
-    page.goto(site.base + "/")
+    login(page, site, "pharmacist")
     row = page.locator(f'#fleet-table tr[data-kiosk="{kid}"]')
     expect(row).to_have_attribute("data-online", "true", timeout=40_000)
     expect(page.locator('#fleet-table tr[data-kiosk="kiosk-002"]')).to_have_attribute("data-online", "true")
@@ -222,10 +257,12 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     cmd_row = page.locator(f'#commands-table tr[data-command="{cid}"]')
     expect(cmd_row).to_have_attribute("data-state", "succeeded")
     expect(cmd_row).to_contain_text("pickup")
+    expect(cmd_row.locator('[data-field="actor"]')).to_have_text(site.passwords["pharmacist"][0])
 
     # The custody record arrives in the log without a reload, on top.
     pickup_ev = page.locator('#event-log tr[data-kind="pickup"]')
     expect(pickup_ev).to_contain_text("Order rx-700 picked up from bin 5")
+    expect(pickup_ev).to_contain_text(f"by {site.passwords['pharmacist'][0]}")
     expect(pickup_ev).to_contain_text(cid)
     assert int(events.first.get_attribute("data-seq")) > first_seq and events.count() > before
     seqs = [int(s) for s in events.evaluate_all("rows => rows.map(r => r.dataset.seq)")]
@@ -250,12 +287,13 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     xrow = page.locator('#excursions-table tr[data-testid="excursion-row"]')
     expect(xrow).to_have_count(1)
     expect(xrow).to_have_attribute("data-state", "ended", timeout=30_000)
-    xrow.locator('input[name="by"]').fill("pat.pharmacist")
-    xrow.locator('input[name="reason"]').fill("bin 5 checked, sealed")
+    xrow.locator("button").click()       # a reason first: the form does not go without one
+    expect(page.locator("#excursion-status")).to_have_text("")
+    xrow.locator('input[name="reason"]').fill("kept: 33 °C for seconds, MKT within limits")
     xrow.locator("button").click()
     expect(page.locator("#excursion-status")).to_have_attribute("data-state", "succeeded")
     expect(xrow).to_have_attribute("data-state", "cleared")
-    expect(xrow).to_contain_text("cleared by pat.pharmacist")
+    expect(xrow).to_contain_text(f"cleared by {site.passwords['pharmacist'][0]}")
     expect(page.locator("#excursions-note")).to_have_text("No open excursions.")
 
     # Back to the fleet: the last pickup is there; a kiosk without power shows offline and why.
@@ -268,4 +306,139 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     expect(other).to_have_attribute("data-online", "false")
     expect(other.locator('[data-field="state"]')).to_contain_text("offline: ")
     expect(row).to_have_attribute("data-online", "true")
+    assert page.errors == [], page.errors
+
+
+# A page on another origin of the same machine (same site for cookies: a
+# port is not part of a site), trying every way a page can send a request
+# without the dashboard's CSRF token. {base} is the bridge.
+ATTACK = """<!doctype html><html><body>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe>
+<form id="clear" method="POST" target="sink1" action="{base}/api/kiosks/kiosk-001/excursions/x1/clear"></form>
+<form id="power" method="POST" target="sink2" enctype="text/plain" action="{base}/api/sim/kiosk-001/power">
+  <input name='{{"on": false, "x": "' value='"}}'></form>
+<script>
+document.getElementById("clear").submit();
+document.getElementById("power").submit();
+// A cross-origin DELETE needs a CORS preflight, which the bridge never
+// grants: it is never sent. A POST without one is, and must be refused.
+const opts = (method, mode, body) => ({{method, mode, credentials: "include", body,
+                                       headers: {{"content-type": "text/plain"}}}});
+Promise.allSettled([
+  fetch("{base}/api/kiosks/kiosk-001/pickups", opts("POST", "no-cors", '{{"order_id": "rx-1", "bin": 1}}')),
+  fetch("{base}/api/kiosks/kiosk-001/service", opts("DELETE", "cors")),
+  fetch("{base}/api/session", opts("DELETE", "cors")),
+]).then(() => {{ document.title = "sent"; }});
+</script></body></html>"""
+
+
+class _Attacker(http.server.BaseHTTPRequestHandler):
+    page = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.end_headers()
+        self.wfile.write(self.page)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_each_role_does_what_it_may_a_foreign_page_and_a_foreign_host_do_nothing(site: Site, page: Page):
+    kid = "kiosk-001"
+    expect.set_options(timeout=20_000)
+    tech, pharm = site.passwords["technician"][0], site.passwords["pharmacist"][0]
+    wait_until(lambda: site.get(f"/api/kiosks/{kid}")["online"], 40, "the kiosk online")
+
+    # A technician: no pickup form; the Service panel and the simulated world, yes.
+    login(page, site, "technician", f"/kiosk/{kid}")
+    expect(page.locator("#kiosk-state")).to_have_attribute("data-online", "true", timeout=40_000)
+    expect(page.locator("#sim")).to_be_visible()
+    expect(page.locator("#pickup-form")).to_have_count(0)
+    expect(page.locator("#service")).to_be_visible()          # the Service panel instead
+    # What a technician may do, through the dashboard's own API client (the
+    # session's cookie and CSRF token): a service session, in their name.
+    call = """async ([method, path, body]) => {
+        const { api } = await import("/static/js/api.js");
+        try { return { ok: await api(method, path, body) }; }
+        catch (e) { return { status: e.status, detail: e.message }; }
+    }"""
+    r = page.evaluate(call, ["POST", f"/api/kiosks/{kid}/service", {"session": "svc-browser"}])
+    assert "ok" in r, r
+    c = wait_until(lambda: (lambda c: c if c["state"] in TERMINAL else None)(
+        site.get(f"/api/commands/{r['ok']['command_id']}")), 30, "the service session open")
+    assert c["state"] == "succeeded" and c["actor"] == tech, c
+    # What a technician may not: release an order. Refused, and nothing is sent.
+    before = len(site.store.commands(kid, 1000))
+    r = page.evaluate(call, ["POST", f"/api/kiosks/{kid}/pickups", {"order_id": "rx-9", "bin": 1}])
+    assert r["status"] == 403 and "may not" in r["detail"], r
+    # The same session without its CSRF token: refused.
+    r = page.evaluate("""async (path) => (await fetch(path, {method: "DELETE"})).status""", f"/api/kiosks/{kid}/service")
+    assert r == 403
+    assert len(site.store.commands(kid, 1000)) == before
+    r = page.evaluate(call, ["DELETE", f"/api/kiosks/{kid}/service"])
+    assert "ok" in r, r
+    page.click("#logout")
+    expect(page).to_have_url(site.base + "/login")
+    assert page.evaluate("async () => (await fetch('/api/kiosks')).status") == 401
+
+    # A pharmacist: the pickup form; the service work, no.
+    login(page, site, "pharmacist", f"/kiosk/{kid}")
+    expect(page.locator("#pickup-form")).to_be_visible()
+    expect(page.locator("#service")).to_have_count(0)         # (clearing excursions: test_dashboard_ops.py)
+    r = page.evaluate(call, ["POST", f"/api/kiosks/{kid}/service", {"session": "svc-pharm"}])
+    assert r["status"] == 403 and "technician" in r["detail"], r
+    page.fill("#pickup-order", "rx-nothing")
+    page.fill("#pickup-bin", "3")
+    page.click("#pickup-submit")
+    status = page.locator("#pickup-status")
+    expect(status).to_have_attribute("data-state", "rejected", timeout=30_000)   # the bin is empty
+    cid = status.get_attribute("data-command")
+    assert site.get(f"/api/commands/{cid}")["actor"] == pharm
+
+    # A page on another origin, opened in the same logged-in browser.
+    before = len(site.store.commands(kid, 1000))
+    logged = len(site.people.access_log(limit=1000))
+    _Attacker.page = ATTACK.format(base=site.base).encode()
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Attacker)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        other = page.context.new_page()
+        other.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+        expect(other).to_have_title("sent")
+        # Each request reached the bridge and was refused and logged...
+        wait_until(lambda: len(site.people.access_log(limit=1000)) >= logged + 3, 10, "the attempts logged")
+        other.close()
+    finally:
+        evil.shutdown()
+    tried = site.people.access_log(limit=1000)[: len(site.people.access_log(limit=1000)) - logged]
+    assert {e["path"] for e in tried} >= {f"/api/kiosks/{kid}/excursions/x1/clear", f"/api/sim/{kid}/power",
+                                          f"/api/kiosks/{kid}/pickups"}, tried
+    assert all(e["status"] == 403 and e["method"] == "POST" for e in tried), tried
+    # ... and nothing changed: no command, the kiosk powered, the session alive.
+    assert len(site.store.commands(kid, 1000)) == before
+    assert site.get(f"/api/sim/{kid}")["powered"] is True
+    page.reload()
+    expect(page.locator("#who")).to_have_text(f"{pharm} (pharmacist)")
+
+    # A foreign host name for this address (DNS rebinding): nothing is served.
+    port = site.port
+    r = page.goto(f"http://rebind.test:{port}/")
+    assert r.status == 400
+    # The rebinding page's own script, same-origin to rebind.test, even
+    # holding a good token, reads and changes nothing.
+    got = page.evaluate("""async ([kid, token]) => {
+        const h = {authorization: `Bearer ${token}`, "content-type": "application/json"};
+        const out = [];
+        for (const [method, path] of [["GET", "/api/kiosks"], ["POST", `/api/kiosks/${kid}/pickups`],
+                                      ["GET", "/api/session"], ["GET", "/static/js/main.js"]]) {
+          const r = await fetch(path, {method, headers: h,
+                                       body: method === "POST" ? '{"order_id": "rx-9", "bin": 1}' : undefined});
+          out.push(r.status);
+        }
+        return out;
+    }""", [kid, site.tokens["pharmacist"]])
+    assert got == [400, 400, 400, 400], got
+    assert len(site.store.commands(kid, 1000)) == before
     assert page.errors == [], page.errors

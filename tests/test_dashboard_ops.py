@@ -1,10 +1,12 @@
 """Operations from the dashboard alone, in headless Chromium against the
 bridge with emulated kiosks (the same Site as test_dashboard_browser.py).
 
-- Service work: a technician starts a service session, restocks a bin
-  following the live door prompt, ends the session and runs a self-test; a
-  pharmacist requests a pickup of that bin and sees it complete. Each
-  refusal shows as a sentence with what to do next, the code kept.
+- Service work: a technician, logged in, starts a service session,
+  restocks a bin following the live door prompt (the label check first),
+  ends the session and runs a self-test; a pharmacist, on another screen,
+  requests a pickup of that bin and sees it complete. Each sees only the
+  controls of their role, and each refusal as a sentence with what to do
+  next, the code kept.
 - One truth for temperature: a sensor pushed out of range and back; the
   fleet page, the kiosk page and the chart show the same latest reading;
   the excursion is shaded on the chart; clearing needs an ended excursion
@@ -21,7 +23,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from bridge_support import wait_until
-from test_dashboard_browser import DEBOUNCE_S, Site, page, site  # noqa: F401 (fixtures)
+from test_dashboard_browser import DEBOUNCE_S, Site, login, page, site  # noqa: F401 (fixtures)
 
 IMG = Path(__file__).parent.parent / "docs" / "img"
 KID = "kiosk-001"
@@ -50,7 +52,16 @@ def settled(site: Site) -> None:
 def test_service_work_and_a_pickup_from_the_dashboard_alone(site: Site, page: Page):
     expect.set_options(timeout=30_000)
     settled(site)
-    page.goto(site.base + f"/kiosk/{KID}")
+    # The technician on one screen, the pharmacist on another; each sees the controls of their role.
+    login(page, site, "technician", f"/kiosk/{KID}")
+    pharm = page.context.browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    pharm.errors = []
+    pharm.on("pageerror", lambda e: pharm.errors.append(str(e)))
+    login(pharm, site, "pharmacist", f"/kiosk/{KID}")
+    expect(page.locator("#service")).to_be_visible()
+    expect(page.locator("#pickup-form")).to_have_count(0)
+    expect(pharm.locator("#pickup-form")).to_be_visible()
+    expect(pharm.locator("#service")).to_have_count(0)
     svc = page.locator("#svc-status")
     expect(page.locator("#svc-session")).to_have_attribute("data-open", "false")
 
@@ -97,11 +108,11 @@ def test_service_work_and_a_pickup_from_the_dashboard_alone(site: Site, page: Pa
     expect(svc).to_contain_text("(code: bin_full)")
 
     # The pharmacist's pickup while the session is open: refused, explained.
-    page.fill("#pickup-order", "rx-900")
-    page.fill("#pickup-bin", "3")
-    expect(page.locator("#pickup-why")).to_contain_text("A service session is open")
-    page.click("#pickup-submit")
-    pick = page.locator("#pickup-status")
+    pharm.fill("#pickup-order", "rx-900")
+    pharm.fill("#pickup-bin", "3")
+    expect(pharm.locator("#pickup-why")).to_contain_text("A service session is open")
+    pharm.click("#pickup-submit")
+    pick = pharm.locator("#pickup-status")
     expect(pick).to_have_attribute("data-state", "rejected")
     expect(pick).to_contain_text("A technician's service session is open; pickups wait until it ends. Ask the "
                                  "technician to end the session, then request the pickup again. (code: service_in_progress)")
@@ -122,20 +133,23 @@ def test_service_work_and_a_pickup_from_the_dashboard_alone(site: Site, page: Pa
     expect(page.locator("#svc-session")).to_have_attribute("data-open", "false")
 
     # The pickup: the wrong order first (explained), then the right one, with the patient at the door.
-    page.fill("#pickup-order", "rx-999")
-    page.click("#pickup-submit")
+    pharm.fill("#pickup-order", "rx-999")
+    pharm.click("#pickup-submit")
     expect(pick).to_have_attribute("data-state", "rejected")
     expect(pick).to_contain_text("Bin 3 holds another order, not rx-999: nothing was released.")
     expect(pick).to_contain_text("(code: bin_mismatch)")
-    page.fill("#pickup-order", "rx-900")
-    page.click("#pickup-submit")
+    pharm.fill("#pickup-order", "rx-900")
+    pharm.click("#pickup-submit")
     expect(pick).to_have_attribute("data-step", "waiting_open")
     expect(pick).to_contain_text("Pickup door unlocked: the patient opens it, takes the bag from bin 3 and closes it.")
-    door_by_sim(page, "pickup")
+    door_by_sim(pharm, "pickup")
     expect(pick).to_have_attribute("data-state", "succeeded")
     expect(pick).to_have_text("Pickup of rx-900 from bin 3: succeeded")
     expect(page.locator("#kiosk-last-pickup")).to_contain_text("rx-900 from bin 3")
     expect(page.locator("#kiosk-stock")).to_have_text("empty")
+    who = page.locator('#commands-table tr[data-testid="command-row"]')
+    expect(who.filter(has_text="restock").first.locator('[data-field="actor"]')).to_have_text(site.passwords["technician"][0])
+    expect(who.filter(has_text="pickup").first.locator('[data-field="actor"]')).to_have_text(site.passwords["pharmacist"][0])
 
     # The fleet page, most urgent first.
     site.call("POST", "/api/sim/kiosk-002/door", {"door": "service", "action": "force"})
@@ -146,7 +160,7 @@ def test_service_work_and_a_pickup_from_the_dashboard_alone(site: Site, page: Pa
     expect(rows.first.locator('[data-field="problems"]')).to_contain_text("service door")
     expect(page.locator(f'#fleet-table tr[data-kiosk="{KID}"] [data-field="pickup"]')).to_contain_text("rx-900 from bin 3")
     shot(page, "dashboard-fleet.png")
-    assert page.errors == [], page.errors
+    assert page.errors == [] and pharm.errors == [], (page.errors, pharm.errors)
 
 
 def _views_agree(site: Site, fleet: Page, kiosk: Page, sensor: str) -> float | None:
@@ -165,9 +179,9 @@ def _views_agree(site: Site, fleet: Page, kiosk: Page, sensor: str) -> float | N
 def test_one_truth_for_temperature_and_an_excursion_shaded_and_cleared_with_a_reason(site: Site, page: Page):
     expect.set_options(timeout=30_000)
     settled(site)
+    login(page, site, "pharmacist", f"/kiosk/{KID}")
     fleet = page.context.new_page()
     fleet.goto(site.base + "/")
-    page.goto(site.base + f"/kiosk/{KID}")
     page.select_option("#temp-hours", "0.25")
 
     # Out of range: an excursion; every view shows the same reading, highlighted.
@@ -206,17 +220,16 @@ def test_one_truth_for_temperature_and_an_excursion_shaded_and_cleared_with_a_re
     page.locator("#temperature").scroll_into_view_if_needed()
     shot(page, "dashboard-chart-excursion.png", page.locator("#temperature"))
 
-    # Clearing needs a name and a reason: the form will not go without them.
+    # Clearing needs a reason (and a pharmacist, who is named): the form will not go without it.
     xid = row.get_attribute("data-excursion")
     row.locator("button").click()
     expect(page.locator("#excursion-status")).to_have_text("")
     assert not [c for c in site.get(f"/api/kiosks/{KID}")["commands"] if c["op"] == "clear_excursion"]
-    row.locator('input[name="by"]').fill("pat.pharmacist")
     row.locator('input[name="reason"]').fill("kept: 33 °C for seconds, sealed packs, MKT within limits")
     row.locator("button").click()
     expect(page.locator("#excursion-status")).to_have_attribute("data-state", "succeeded")
     expect(row).to_have_attribute("data-state", "cleared")
-    expect(row).to_contain_text("cleared by pat.pharmacist")
+    expect(row).to_contain_text(f"cleared by {site.passwords['pharmacist'][0]}")
     expect(row).to_contain_text("sealed packs, MKT within limits")
     assert site.get(f"/api/kiosks/{KID}/temperature?hours=1")["excursions"][-1]["id"] == xid
     assert page.errors == [], page.errors
@@ -226,7 +239,7 @@ def test_the_alert_list_with_acknowledge(site: Site, page: Page):
     expect.set_options(timeout=30_000)
     settled(site)
     site.call("POST", f"/api/sim/{KID}/door", {"door": "pickup", "action": "force"})
-    page.goto(site.base + "/")
+    login(page, site, "technician", "/")
     expect(page.locator("#alerts-count")).to_contain_text("1")
     page.click("#alerts-link")
     row = page.locator('#alerts-table tr[data-testid="alert-row"]')
@@ -235,16 +248,17 @@ def test_the_alert_list_with_acknowledge(site: Site, page: Page):
     expect(row).to_contain_text("pickup door forced open")
     shot(page, "dashboard-alerts.png")
     aid = row.get_attribute("data-alert")
-    page.fill(f'[data-testid="ack-by-{aid}"]', "sam.technician")
+    tech = site.passwords["technician"][0]
     page.fill(f'[data-testid="ack-note-{aid}"]', "on site in 10 minutes")
     page.click(f'[data-testid="ack-{aid}"]')
     expect(row).to_have_attribute("data-state", "acknowledged")
-    expect(row).to_contain_text("sam.technician")
+    expect(row).to_contain_text(tech)
     a = site.get(f"/api/alerts/{aid}")
-    assert a["acked_by"] == "sam.technician" and a["ack_note"] == "on site in 10 minutes"
+    assert a["acked_by"] == tech and a["ack_note"] == "on site in 10 minutes"
+    assert site.call("POST", f"/api/alerts/{aid}/ack", {}, who="viewer")[0] == 403    # a viewer only looks
     # Shut: resolved, into the list of resolved ones.
     site.call("POST", f"/api/sim/{KID}/door", {"door": "pickup", "action": "close"})
     expect(row).to_have_count(0)
-    expect(page.locator(f'#resolved-table tr[data-alert="{aid}"]')).to_contain_text("sam.technician")
+    expect(page.locator(f'#resolved-table tr[data-alert="{aid}"]')).to_contain_text(tech)
     expect(page.locator("#alerts-count")).to_be_hidden()
     assert page.errors == [], page.errors

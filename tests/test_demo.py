@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,15 +24,42 @@ VENV_BIN = Path(sys.executable).parent
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _get(url: str):
-    with _HTTP.open(url, timeout=10) as r:
-        return json.loads(r.read())
+class User:
+    """A demo user: an API token, or a dashboard login (session cookie and
+    its CSRF token)."""
+
+    def __init__(self, token: str | None = None):
+        self.headers = {"authorization": f"Bearer {token}"} if token else {}
+
+    def login(self, base: str, name: str, password: str) -> "User":
+        req = urllib.request.Request(base + "/api/session", json.dumps({"name": name, "password": password}).encode(),
+                                     {"content-type": "application/json"}, method="POST")
+        with _HTTP.open(req, timeout=10) as r:
+            session = json.loads(r.read())
+            cookie = r.headers["set-cookie"].split(";", 1)[0]
+        assert session["name"] == name and "simulate" in session["may"], session
+        self.headers = {"cookie": cookie, "x-csrf-token": session["csrf_token"]}
+        return self
+
+    def get(self, url: str):
+        with _HTTP.open(urllib.request.Request(url, headers=self.headers), timeout=10) as r:
+            return json.loads(r.read())
+
+    def post(self, url: str, body: dict):
+        req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json", **self.headers},
+                                     method="POST")
+        with _HTTP.open(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
 
 
-def _post(url: str, body: dict):
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"}, method="POST")
-    with _HTTP.open(req, timeout=10) as r:
-        return r.status, json.loads(r.read())
+def credentials(lines: list[str]) -> dict[str, tuple[str, str]]:
+    """{user: (role, password or token)} from the demo's own words."""
+    out = {}
+    for line in lines:
+        w = line.split()
+        if line.startswith("demo: user ") and len(w) >= 5:
+            out[w[2]] = (w[3], w[-1])
+    return out
 
 
 def _children(pid: int) -> set[int]:
@@ -77,21 +105,36 @@ def test_demo_runs_a_fleet_on_one_port_and_ctrl_c_stops_everything(tmp_path, bro
         assert "next steps" in banner and "Service panel" in banner and "pickup" in banner
         assert f"kioskctl --port {tmp_path / 'kiosks' / 'demo-001' / 'tty'} status" in banner
         base = f"http://127.0.0.1:{port}"
+        # A site with the kiosks, and one user per role with a password
+        # (the pharmacy system: a token) made for this run.
+        assert "demo: site demo-clinic: demo-001, demo-002" in "".join(out)
+        creds = credentials(out)
+        assert {role for role, _ in creds.values()} == {"admin", "pharmacist", "technician", "viewer",
+                                                        "pharmacy_system"}, out
+        assert all(len(secret) >= 16 for _, secret in creds.values())
+        system = User(creds["demo-system"][1])
+        # Nothing without credentials.
+        try:
+            _HTTP.open(base + "/api/kiosks", timeout=10)
+            raise AssertionError("the API answered without credentials")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
         kiosks = wait_until(lambda: (lambda ks: ks if len(ks) == 2 and all(k["online"] for k in ks) else None)(
-            _get(base + "/api/kiosks")), 60, "both kiosks online")
+            system.get(base + "/api/kiosks")), 60, "both kiosks online")
         assert sorted(k["id"] for k in kiosks) == ["demo-001", "demo-002"]   # the most urgent first
-        sim = _get(base + "/api/sim")
+        tech = User().login(base, "demo-technician", creds["demo-technician"][1])
+        sim = tech.get(base + "/api/sim")
         assert {k["id"] for k in sim} == {"demo-001", "demo-002"} and all(k["pty"].startswith("/dev/pts/") for k in sim)
         # Door inputs are known one debounce period after boot; then force one.
-        wait_until(lambda: _get(base + "/api/kiosks/demo-001")["doors"].get("service", {}).get("door") == "closed",
+        wait_until(lambda: tech.get(base + "/api/kiosks/demo-001")["doors"].get("service", {}).get("door") == "closed",
                    30, "the service door's state settled")
-        status, r = _post(base + "/api/sim/demo-001/door", {"door": "service", "action": "force"})
+        status, r = tech.post(base + "/api/sim/demo-001/door", {"door": "service", "action": "force"})
         assert status == 200
-        wait_until(lambda: any("forced" in a for a in _get(base + "/api/kiosks/demo-001")["alarms"]), 30,
+        wait_until(lambda: any("forced" in a for a in system.get(base + "/api/kiosks/demo-001")["alarms"]), 30,
                    "the forced door on the dashboard's data")
         with _HTTP.open(base + "/", timeout=10) as r:
             assert r.status == 200 and b"<html" in r.read().lower()
-        assert "/api/kiosks/{kiosk_id}/pickups" in _get(base + "/openapi.json")["paths"]
+        assert "/api/kiosks/{kiosk_id}/pickups" in system.get(base + "/openapi.json")["paths"]
         started = _children(proc.pid)
         assert len(started) >= 3          # the broker and a MicroPython process per kiosk
     finally:
@@ -147,3 +190,8 @@ def test_make_demo_installs_the_package_without_the_test_tools(tmp_path):
     test = subprocess.run(["make", "-n", "-B", "test", f"VENV={venv}"], cwd=root, capture_output=True, text=True,
                           timeout=60)
     assert "pip install -e '.[test]'" in test.stdout, test.stdout
+def test_demo_refuses_to_show_passwords_on_a_network_address_without_allowed_hosts(tmp_path):
+    r = subprocess.run([str(VENV_BIN / "kiosk-bridge"), "demo", "--http", f"0.0.0.0:{free_port()}",
+                        "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--allowed-host" in r.stderr, r
+    assert "password" not in r.stdout and not (tmp_path / "bridge.sqlite3").exists()

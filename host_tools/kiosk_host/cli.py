@@ -1,4 +1,4 @@
-"""Console entry points: kiosk-bridge (serve, demo, emulate) and kioskctl."""
+"""Console entry points: kiosk-bridge (serve, demo, emulate, users, sites, kiosks) and kioskctl."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ BRIDGE_COMMANDS = {
     "serve": ("run the bridge against a broker", "kiosk_host.bridge.run:serve_main"),
     "demo": ("a demo fleet: broker, bridge, emulated kiosks, dashboard", "kiosk_host.bridge.run:demo_main"),
     "emulate": ("run emulated kiosks against a broker", "kiosk_host.emulator.cli:main"),
+    "users": ("users, their roles, passwords and API tokens", "kiosk_host.bridge.admin:users_main"),
+    "sites": ("sites: a clinic with its kiosks", "kiosk_host.bridge.admin:sites_main"),
+    "kiosks": ("which site each kiosk belongs to", "kiosk_host.bridge.admin:kiosks_main"),
 }
 
-USAGE = "usage: kiosk-bridge [--version] {serve,demo,emulate} ...\n\n" + "".join(
+USAGE = "usage: kiosk-bridge [--version] {" + ",".join(BRIDGE_COMMANDS) + "} ...\n\n" + "".join(
     f"  {name:<9} {text}\n" for name, (text, _) in BRIDGE_COMMANDS.items()) + \
     "\n`kiosk-bridge COMMAND --help` for a command's options.\n"
 

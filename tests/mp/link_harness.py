@@ -38,7 +38,7 @@ class Ctl:
             cb(seq)
         return seq
 
-    def submit(self, op_id, kind, args):
+    def submit(self, op_id, kind, args, by=None):
         self.submitted += 1
         self.ids.append(op_id)
         if len(self.ids) > 16:

@@ -56,6 +56,51 @@ def test_full_pickup_after_restock():
     asyncio.run(_pickup_ok())
 
 
+async def _named():
+    app, w, r = await _up()
+    ctl = app.ctl
+    # A service session is bound to the technician who opened it.
+    ctl.submit("s", "service_start", {"session": "svc-1"}, "tom.tech")
+    assert ctl.submit("r-other", "restock", {"order": "RX-7", "bin": 7}, "ann.tech") == "rejected"
+    assert ctl.submit("r-none", "restock", {"order": "RX-7", "bin": 7}) == "rejected"
+    tech = asyncio.create_task(kit.person(w, "service"))
+    ctl.submit("r", "restock", {"order": "RX-7", "bin": 7}, "tom.tech")
+    state, info = await r.final("r")
+    await tech
+    assert state == "succeeded", (state, info)
+    # At the kiosk's own console, hands on the board: allowed, and said so.
+    assert ctl.submit("v", "verify_bin", {"bin": 7, "present": True}, "console", True) == "succeeded"
+    assert kit.journal_kinds(app.journal, "stock")[-1]["by"] == "console"
+    ctl.submit("e", "service_end", {}, "ann.tech")
+    # The pharmacist who released it is named in the records the pickup leaves.
+    patient = asyncio.create_task(kit.person(w, "pickup"))
+    ctl.submit("p", "pickup", {"order": "RX-7", "bin": 7}, "maria.pharm")
+    state, info = await r.final("p")
+    await patient
+    assert state == "succeeded", (state, info)
+    ctl.submit("p2", "pickup", {"order": "RX-7", "bin": 7}, "maria.pharm")
+    state, info = await r.final("p2")
+    assert (state, info.get("reason")) == ("rejected", "bin_empty"), (state, info)
+    by = {}
+    for kind in ("restock", "pickup", "op", "refused", "service"):
+        by[kind] = [(x.get("id") or x.get("state"), x.get("by"), x.get("owner"))
+                    for x in kit.journal_kinds(app.journal, kind)]
+    assert by["restock"] == [("r", "tom.tech", None)], by
+    assert by["pickup"] == [("p", "maria.pharm", None)], by
+    assert ("r", "tom.tech", None) in by["op"] and ("p", "maria.pharm", None) in by["op"], by
+    refusals = {x["id"]: x for x in kit.journal_kinds(app.journal, "refused")}
+    assert refusals["r-other"]["why"] == "not_session_owner" and refusals["r-other"]["by"] == "ann.tech"
+    assert refusals["r-none"]["why"] == "not_session_owner" and "by" not in refusals["r-none"]
+    assert refusals["p2"]["why"] == "bin_empty" and refusals["p2"]["by"] == "maria.pharm"
+    # Who opened the session, and who else ended it.
+    assert by["service"] == [("started", None, "tom.tech"), ("ended", "ann.tech", "tom.tech")], by
+    await app.stop()
+
+
+def test_every_record_names_the_person_and_service_sessions_are_bound_to_their_technician():
+    asyncio.run(_named())
+
+
 async def _refusals():
     app, w, r = await _up()
     ctl = app.ctl

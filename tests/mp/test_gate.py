@@ -14,6 +14,7 @@ class Rig:
     def __init__(self, path="seen.json", max_seen=32):
         self.j = Journal("journal")
         self.submitted = []
+        self.by = []
         self.replies = []
         self.now = NOW
         self.local_calls = []
@@ -26,8 +27,9 @@ class Rig:
     def restart(self):
         self.gate = self._gate()
 
-    def submit(self, cid, op, args):
+    def submit(self, cid, op, args, by):
         self.submitted.append((cid, op, args))
+        self.by.append(by)
         return "queued"
 
     def local(self, cid, args):
@@ -70,6 +72,22 @@ def test_good_command_is_submitted_once():
     assert r.submitted == [("c1", "pickup", {"order": "o1", "bin": 2})]
     assert r.gate.accepted == 1
     refused(r, cmd(), "replayed", "c1")
+
+
+def test_the_person_named_in_by_reaches_the_controller():
+    r = Rig()
+    assert r.gate.handle(cmd("c1")) == "queued"
+    assert r.gate.handle(cmd("c2", by="maria.lopez")) == "queued"
+    assert r.gate.handle(cmd("c3", by="\u00e9lodie-\u836f")) == "queued"
+    assert r.by == [None, "maria.lopez", "\u00e9lodie-\u836f"]
+    # by is signed like the rest: changed after signing, the command is forged.
+    d = json.loads(cmd("c4", by="maria.lopez"))
+    d["by"] = "someone.else"
+    refused(r, json.dumps(d).encode(), "bad_signature", "c4")
+    # Not text, empty, too long, or text no host could decode: refused, never run.
+    for i, bad in enumerate((7, "", "x" * 65, ["a"], True)):
+        refused(r, cmd("b%d" % i, by=bad), "bad_schema", "b%d" % i)
+    assert len(r.submitted) == 3
 
 
 def test_size_and_parse_refusals():

@@ -59,7 +59,7 @@ class Controller:
         self.op = None
         self.queue = []
         self.recent = []                    # (id, state, reason) of finished operations
-        self.service = None                 # (session id, deadline ticks) while a session is open
+        self.service = None                 # (session id, deadline ticks, by) while a session is open
         self.faults = {}                    # fault code -> detail, until cleared by a good action
         self.listeners = []                 # called with (seq) after each journaled event
         self.reply = None                   # reply(op_id, state, info) for the host link
@@ -127,15 +127,22 @@ class Controller:
         return True
 
     # -- requests ---------------------------------------------------------
-    def submit(self, op_id, kind, args):
+    def submit(self, op_id, kind, args, by=None, console=False):
         """Accept or refuse one request. Refusals are journaled and answered;
-        immediate requests finish here; physical ones are queued."""
+        immediate requests finish here; physical ones are queued. by names
+        the person who asked (the host's `by`): it goes into every record
+        the request leaves. console: asked at the kiosk's own REPL, by
+        someone with their hands on the board, who may work in any open
+        service session (the records say `console`, not whose session)."""
         try:
             self._validate(op_id, kind, args)
-            if kind in NEEDS_SERVICE and not self.in_service():
-                raise Refused("no_service_session", "%s needs an authorised service session" % kind)
+            if kind in NEEDS_SERVICE:
+                if not self.in_service():
+                    raise Refused("no_service_session", "%s needs an authorised service session" % kind)
+                if self.service[2] != by and not console:
+                    raise Refused("not_session_owner", "the service session is %s's" % self.service[2])
             if kind in IMMEDIATE:
-                info = self._immediate(kind, args)
+                info = self._immediate(op_id, kind, args, by)
                 self._remember(op_id, SUCCEEDED, None)
                 self._tell(op_id, SUCCEEDED, info)
                 return SUCCEEDED
@@ -143,7 +150,7 @@ class Controller:
                 raise Refused("busy")
             if "scan" in args:   # a pickup answering a scan: only while that scan waits
                 self.scans.claim(args["scan"])
-            op = Op(op_id, kind, args, self.journal.boot)
+            op = Op(op_id, kind, args, self.journal.boot, by)
             self.queue.append(op)
             if kind in DOOR_CYCLE:   # on flash before the host hears "queued"
                 jobs.save_waiting(self.queue, self.journal.last_seq)
@@ -151,13 +158,15 @@ class Controller:
             self._wake.set()
             return QUEUED
         except Refused as r:
-            self.refuse(op_id, kind, r.code, r.detail)
+            self.refuse(op_id, kind, code=r.code, detail=r.detail, by=by)
             return REJECTED
 
-    def refuse(self, op_id, kind, code, detail=None):
+    def refuse(self, op_id, kind, code, detail=None, by=None):
         f = {"id": op_id, "op": kind, "why": code}
         if detail:
             f["detail"] = detail
+        if by:
+            f["by"] = by
         self.event(K_REFUSED, f)
         self._remember(op_id, REJECTED, code)
         self._tell(op_id, REJECTED, {"reason": code, "detail": detail})
@@ -198,29 +207,45 @@ class Controller:
         s = self.service
         if s and time.ticks_diff(s[1], time.ticks_ms()) <= 0:
             self.service = None
-            self.event(K_SERVICE, {"state": "expired", "session": s[0]})
+            self._service_event("expired", s)
         return self.service is not None
 
-    def _immediate(self, kind, args):
+    def _service_event(self, state, s, by=None):
+        """A service session's record: its id, the technician it is bound to
+        (`owner`) and, when someone else ends it, who did (`by`)."""
+        f = {"state": state, "session": s[0]}
+        if s[2]:
+            f["owner"] = s[2]
+        if by and by != s[2]:
+            f["by"] = by
+        self.event(K_SERVICE, f)
+
+    def _immediate(self, op_id, kind, args, by):
         if kind == "service_start":
+            # The session is bound to the technician who opened it: only
+            # their requests run in it (NEEDS_SERVICE, not_session_owner).
             ms = self.policies["service_session_max_s"] * 1000
-            self.service = (args["session"], time.ticks_add(time.ticks_ms(), ms))
-            self.event(K_SERVICE, {"state": "started", "session": args["session"]})
+            if self.service and self.in_service():
+                self._service_event("ended", self.service, by)
+            self.service = (args["session"], time.ticks_add(time.ticks_ms(), ms), by)
+            self._service_event("started", self.service)
             return {"expires_s": ms // 1000}
         if kind == "service_end":
             if self.service:
-                self.event(K_SERVICE, {"state": "ended", "session": self.service[0]})
+                self._service_event("ended", self.service, by)
             self.service = None
             return {}
         if kind == "clear_excursion":
             ev = self.climate.clear(args["excursion"])
             if not ev:   # only an ended excursion can be cleared
                 raise Refused("excursion_ongoing" if self.climate.ongoing(args["excursion"]) else "unknown_excursion")
+            if by:
+                ev["by"] = by
             self.event(K_TEMP, ev)
             self.climate.save()
             return {}
         if kind == "cancel":
-            return self._cancel(args["target"])
+            return self._cancel(args["target"], by)
         if kind == "scan_refused":
             if args["why"] not in SCAN_REASONS:
                 raise Refused("bad_args", "why must be one of the scan reasons")
@@ -229,17 +254,22 @@ class Controller:
         if kind == "verify_bin":
             b, present = args["bin"], args["present"]
             self.stock.verify(b, present)
-            self.event(K_STOCK, {"bin": b, "ev": "verified", "present": present, "order": self.stock.order_in(b)})
+            f = {"bin": b, "ev": "verified", "present": present, "order": self.stock.order_in(b)}
+            if by:
+                f["by"] = by
+            self.event(K_STOCK, f)
             return {"bin": b, "present": present}
         return {}
 
-    def _cancel(self, target):
+    def _cancel(self, target, by=None):
         for op in self.queue:
             if op.id == target:
                 self.queue.remove(op)
+                op.cancelled_by = by
                 self._finish(op, CANCELLED, "cancelled")
                 return {"cancelled": target}
         if self.op and self.op.id == target and self._runner_task is not None:
+            self.op.cancelled_by = by
             self._runner_task.cancel()
             return {"cancelling": target}
         raise Refused("unknown_target")
@@ -297,7 +327,10 @@ class Controller:
             info = await operations.RUN[op.kind](self, op, op.args)
             self._finish(op, SUCCEEDED, None, info)
         except Refused as r:
-            self.event(K_REFUSED, {"id": op.id, "op": op.kind, "why": r.code})
+            f = {"id": op.id, "op": op.kind, "why": r.code}
+            if op.by:
+                f["by"] = op.by
+            self.event(K_REFUSED, f)
             self._finish(op, REJECTED, r.code)
         except OpTimeout as t:
             self._finish(op, TIMED_OUT, t.args[0])
@@ -320,6 +353,10 @@ class Controller:
             f["order"] = op.args["order"]
             f["bin"] = op.args["bin"]
             f["opened"] = op.opened
+        if op.by:
+            f["by"] = op.by
+        if op.cancelled_by:
+            f["cancelled_by"] = op.cancelled_by
         self.event(K_OP, f)
         if op.kind in DOOR_CYCLE:
             if op is self.op:

@@ -38,10 +38,12 @@ class OpFailed(Exception):
 
 class Op:
 
-    def __init__(self, op_id, kind, args, boot=0):
+    def __init__(self, op_id, kind, args, boot=0, by=None):
         self.id = op_id
         self.kind = kind
         self.args = args
+        self.by = by            # the person who asked (the host's `by`), or None
+        self.cancelled_by = None
         self.state = QUEUED
         self.step = None
         self.reason = None
@@ -52,7 +54,7 @@ class Op:
         """What flash keeps of it; seq is the journal's last record when
         written, so a boot reads only what came after."""
         return {"id": self.id, "kind": self.kind, "args": self.args, "state": self.state,
-                "step": self.step, "opened": self.opened, "boot": self.boot, "seq": seq}
+                "step": self.step, "opened": self.opened, "boot": self.boot, "seq": seq, "by": self.by}
 
     def persist(self, seq):
         """Keep this operation's progress on flash (door-cycle operations
@@ -122,6 +124,8 @@ def _closing(rec, journal):
     out = {"id": rec["id"], "kind": kind, "args": rec.get("args"),
            "state": FAILED, "reason": "reset", "step": step, "outcome": outcome,
            "boot": rec.get("boot")}
+    if rec.get("by"):
+        out["by"] = rec["by"]
     if recorded:
         out["recorded"] = True
     return out

@@ -67,7 +67,7 @@ async def pickup(ctl, op, a):
     rec = {"id": op.id, "order": a["order"], "bin": b}
     if "scan" in a:
         rec["scan"] = a["scan"]
-    ctl.event(K_PICKUP, rec)
+    ctl.event(K_PICKUP, _named(op, rec))
     return {"bin": b}
 
 
@@ -109,7 +109,7 @@ async def restock(ctl, op, a):
     rec = {"id": op.id, "order": a["order"], "bin": b}
     if label is not None:
         rec["label"] = "checked"
-    ctl.event(K_RESTOCK, rec)
+    ctl.event(K_RESTOCK, _named(op, rec))
     return {"bin": b}
 
 
@@ -125,8 +125,15 @@ async def retrieve(ctl, op, a):
     await bring(ctl, op, b)
     await door_cycle(ctl, op, "service")
     ctl.stock.take(b)
-    ctl.event(K_RETRIEVE, {"id": op.id, "order": a["order"], "bin": b})
+    ctl.event(K_RETRIEVE, _named(op, {"id": op.id, "order": a["order"], "bin": b}))
     return {"bin": b}
+
+
+def _named(op, fields):
+    """The record with the person who asked for the operation (`by`)."""
+    if op.by:
+        fields["by"] = op.by
+    return fields
 
 
 async def unlock(ctl, op, a):

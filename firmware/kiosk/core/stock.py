@@ -65,6 +65,8 @@ class Stock:
             rec = {"id": gone["id"], "order": args.get("order"), "bin": b, "recovered": True}
             if isinstance(args.get("scan"), int):
                 rec["scan"] = args["scan"]
+            if gone.get("by"):
+                rec["by"] = gone["by"]
             event(K_PICKUP if kind == "pickup" else K_RETRIEVE, rec)
         elif out != "not_released" and b not in self.unverified:
             self.unverified.append(b)

@@ -14,7 +14,7 @@ from kiosk.contract import K_REFUSED
 
 FUTURE_S = const(30)  # how far ahead of our clock an issue time may be
 MAX_SEEN = const(32)  # command ids remembered for replay checks
-_FIELDS = ("v", "id", "op", "iat", "exp", "args", "sig")
+_FIELDS = ("v", "id", "op", "iat", "exp", "args", "sig", "by")
 
 
 def _int(x):
@@ -31,8 +31,8 @@ def _text(x, n):
 class Gate:
     def __init__(self, key, max_age_s, event, submit, reply, local=None,
                  path="seen.json", now=clock.now, max_seen=MAX_SEEN):
-        """event(kind, fields) journals; submit(id, op, args) is the
-        controller's; reply(id, state, info) answers the host; local maps
+        """event(kind, fields) journals; submit(id, op, args, by) is the
+        controller's (by: the person the host says asked, or None); reply(id, state, info) answers the host; local maps
         op names the link handles itself to handler(id, args) -> state (or
         None for bad args)."""
         self.key = key
@@ -133,8 +133,9 @@ class Gate:
         iat = d.get("iat")
         exp = d.get("exp")
         args = d.get("args")
+        by = d.get("by")
         if cid is None or op is None or not _int(iat) or not _int(exp) \
-                or not isinstance(args, dict):
+                or not isinstance(args, dict) or (by is not None and _text(by, 64) is None):
             return self.refuse("bad_schema", cid, op)
         for k in d:
             if k not in _FIELDS:
@@ -158,7 +159,7 @@ class Gate:
         self.accepted += 1
         h = self.local.get(op)
         if h is None:
-            return self._submit(cid, op, args)
+            return self._submit(cid, op, args, by)
         state = h(cid, args)
         if state is None:
             return self.refuse("bad_args", cid, op)

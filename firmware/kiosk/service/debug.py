@@ -284,11 +284,11 @@ def op(kind, args=None, timeout_s=300):
         ctl.stopped = False
         ctl.start()
         try:
-            ctl.submit(op_id, kind, args or {})
+            ctl.submit(op_id, kind, args or {}, "console", True)
             t0 = time.ticks_ms()
             while seen.get("state") not in _DONE:
                 if time.ticks_diff(time.ticks_ms(), t0) > timeout_s * 1000:
-                    ctl.submit(op_id + "-cancel", "cancel", {"target": op_id})
+                    ctl.submit(op_id + "-cancel", "cancel", {"target": op_id}, "console", True)
                     seen["state"], seen["info"] = "timed_out", {}
                     break
                 await asyncio.sleep_ms(20)

@@ -379,11 +379,16 @@ class AlertStore:
         with self.s.lock:
             return [self._alert(r) for r in self.s._all(f"SELECT {_ALERT_COLS} FROM alerts WHERE resolved IS NULL")]
 
-    def count_open(self) -> dict[str, int]:
-        """Open alerts by level, and how many nobody has acknowledged."""
+    def count_open(self, kiosks: list[str] | None = None) -> dict[str, int]:
+        """Open alerts by level, and how many nobody has acknowledged (of
+        these kiosks only, if given)."""
+        q = "SELECT level, COUNT(*), SUM(CASE WHEN acked IS NULL THEN 1 ELSE 0 END) FROM alerts WHERE resolved IS NULL"
+        p: list[Any] = []
+        if kiosks is not None:
+            q += " AND kiosk IN (" + ", ".join("?" for _ in kiosks) + ")" if kiosks else " AND 0 = 1"
+            p = list(kiosks)
         with self.s.lock:
-            rows = self.s._all("SELECT level, COUNT(*), SUM(CASE WHEN acked IS NULL THEN 1 ELSE 0 END) FROM alerts "
-                               "WHERE resolved IS NULL GROUP BY level")
+            rows = self.s._all(q + " GROUP BY level", p)
         out = {"open": sum(r[1] for r in rows), "unacknowledged": sum(int(r[2] or 0) for r in rows)}
         out.update({r[0]: r[1] for r in rows})
         return out

@@ -13,15 +13,48 @@ from pathlib import Path
 
 from .alerts import Alerter, Rules
 from .config import ConfigError, Keys
+from .people import ADMIN, PHARMACIST, PHARMACY_SYSTEM, TECHNICIAN, VIEWER, People, PeopleError, new_password
 from .service import Bridge
 from .store import Store, StoreError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::", "")
 
 
 def _hostport(text: str, parser: argparse.ArgumentParser) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         parser.error(f"--http takes HOST:PORT, not {text!r}")
-    return host, int(port)
+    return host.strip("[]"), int(port)
+
+
+def _loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def allowed_hosts(http_host: str, given: list[str] | None, parser: argparse.ArgumentParser,
+                  demo: bool = False) -> tuple[str, ...]:
+    """The host names the bridge answers to (the Host header): those given
+    with --allowed-host, else the --http address, with its loopback aliases
+    when it is a loopback address (a page on another site cannot make a
+    browser send Host: localhost, so they are as safe as 127.0.0.1)."""
+    if given:
+        return tuple(h.lower().strip("[]") for h in given)
+    if _loopback(http_host):
+        return tuple(dict.fromkeys((http_host, *LOOPBACK)))
+    if demo:
+        parser.error(f"the demo prints passwords: on a non-loopback address ({http_host}) it needs "
+                     "--allowed-host NAME for each host name its users type")
+    if http_host in WILDCARD:
+        parser.error(f"--http {http_host} listens on every address: name the host names clients use "
+                     "with --allowed-host (a request for any other Host is refused)")
+    return (http_host.lower(),)
+
+
+def _web_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a host name clients use to reach the bridge (repeatable); requests naming any other "
+                        "Host are refused. Default: the --http address (and localhost aliases for a loopback one)")
 
 
 def _unusable(host: str, port: int) -> str | None:
@@ -58,10 +91,11 @@ def _port_problem(host: str, port: int, how: str) -> str | None:
             f"Stop it, or pick another port: {how.format(http=f'{host}:{alt}')}")
 
 
-def _serve_http(app, host: str, port: int, on_ready=None) -> None:
+def _serve_http(app, host: str, port: int, on_ready=None, tls: tuple[str, str] | None = None) -> None:
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
     server = uvicorn.Server(config)
 
     def stop(*_):
@@ -100,9 +134,18 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--command-ttl", type=int, default=60, help="seconds a command stays valid (default 60, at most 300)")
     p.add_argument("--alerts", metavar="FILE",
                    help="alert rules and channels (TOML, docs/alerts.md); default: every alert shown, sent nowhere")
+    _web_options(p)
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain (and --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--secure-cookies", action="store_true",
+                   help="clients reach the bridge over HTTPS through a TLS-terminating proxy: session cookies "
+                        "only over HTTPS (implied by --tls-cert)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     host, port = _hostport(a.http, p)
+    hosts = allowed_hosts(host, a.allowed_host, p)
+    if bool(a.tls_cert) != bool(a.tls_key):
+        p.error("--tls-cert and --tls-key go together")
     if not 5 <= a.command_ttl <= 300:
         p.error("--command-ttl must be between 5 and 300 seconds (the kiosk refuses longer)")
     _logging(a.verbose)
@@ -116,7 +159,7 @@ def serve_main(argv: list[str] | None = None) -> int:
         print("kiosk-bridge: put the database password in PGPASSWORD or ~/.pgpass, not in --db", file=sys.stderr)
         return 2
     try:
-        rules = Rules.load(a.alerts, dashboard_url=f"http://{host}:{port}")
+        rules = Rules.load(a.alerts, dashboard_url=f"{'https' if a.tls_cert else 'http'}://{hosts[0]}:{port}")
         store = Store(a.db)
         bridge = Bridge(a.broker, store, Keys(a.keys), share=a.share, credentials_file=a.broker_credentials,
                         command_ttl_s=a.command_ttl).start()
@@ -125,11 +168,20 @@ def serve_main(argv: list[str] | None = None) -> int:
         print(f"kiosk-bridge: {e}", file=sys.stderr)
         return 2
     from .api import create_app
+    from .api.auth import Web
 
+    tls = (a.tls_cert, a.tls_key) if a.tls_cert else None
+    web = Web(hosts, secure_cookies=bool(tls) or a.secure_cookies)
+    scheme = "https" if tls else "http"
     print(f"kiosk-bridge: store {store.kind}, broker {bridge.broker['host']}:{bridge.broker['port']}, "
-          f"API and dashboard on http://{host}:{port}/", flush=True)
+          f"API and dashboard on {scheme}://{hosts[0] if ':' not in hosts[0] else f'[{hosts[0]}]'}:{port}/ "
+          f"(hosts: {', '.join(hosts)})", flush=True)
+    people = People(store)
+    if not people.users():
+        print("kiosk-bridge: no users yet: add one with `kiosk-bridge users add NAME --role admin --db ...`",
+              file=sys.stderr, flush=True)
     try:
-        _serve_http(create_app(bridge), host, port)
+        _serve_http(create_app(bridge, people=people, web=web), host, port, tls=tls)
     finally:
         bridge.alerter.stop()
         bridge.stop()
@@ -143,11 +195,13 @@ def _banner(url: str, kiosks: list[dict]) -> str:
     return "\n".join([
         f"demo: dashboard {url}  (API docs {url}docs)",
         "demo: next steps",
-        f"  1. Open {url} : the fleet, the most urgent kiosk first. Every kiosk starts empty.",
+        f"  1. Open {url} and log in as demo-technician (its password is above): the fleet, the most urgent",
+        "     kiosk first. Every kiosk starts empty.",
         f"  2. Open kiosk {first['id']}. In its Service panel start a service session and restock an order into",
         "     a bin. Be the technician in the Simulate panel: scan the package's label (the order id) when asked,",
         "     then open the service door and close it again. End the session.",
-        "  3. Request a pickup of that order from that bin, and be the patient: open and close the pickup door.",
+        "  3. Log in as demo-pharmacist. Request a pickup of that order from that bin, and be the patient: open",
+        "     and close the pickup door.",
         "  4. Try what goes wrong: force a door open, heat a sensor past 30 °C, cut a kiosk's power.",
         "  5. A kiosk's console over its USB-like tty, as a technician on site sees it:",
         f"     .venv/bin/kioskctl --port {first['tty']} status",
@@ -163,9 +217,11 @@ def demo_main(argv: list[str] | None = None) -> int:
     p.add_argument("--state-dir", help="where the kiosks' flash, keys and the store live (default: a temp folder)")
     p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto")
     p.add_argument("--alerts", metavar="FILE", help="alert rules and channels (TOML, docs/alerts.md)")
+    _web_options(p)
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     host, port = _hostport(a.http, p)
+    hosts = allowed_hosts(host, a.allowed_host, p, demo=True)
     _logging(a.verbose)
     busy = _port_problem(host, port, 'make demo DEMO_ARGS="--http {http}" (or kiosk-bridge demo --http {http})')
     if busy:
@@ -180,8 +236,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     from ..broker import LocalBroker
     from ..emulator import EmulatorError
     from ..emulator.fleet import Fleet
-    from ..emulator.routes import sim_router
-    from .api import create_app
+    from .api.auth import Web
 
     tmp = None
     if a.state_dir:
@@ -201,10 +256,12 @@ def demo_main(argv: list[str] | None = None) -> int:
         bridge.alerter = Alerter(bridge, rules).start()
         for k in fleet.kiosks:
             print(f"demo: kiosk {k['id']}  console {k['tty']}  (now {k['pty']})", flush=True)
-        app = create_app(bridge, [sim_router(fleet)], title="Kiosk bridge (demo)")
-        url = f"http://{host}:{port}/"
+        people = People(store)
+        demo_people(people, [k["id"] for k in fleet.kiosks])
+        app = demo_app(bridge, fleet, people, Web(hosts))
+        url = f"http://{hosts[0] if ':' not in hosts[0] else f'[{hosts[0]}]'}:{port}/"
         _serve_http(app, host, port, on_ready=lambda: print(_banner(url, fleet.kiosks), flush=True))
-    except (EmulatorError, RuntimeError, StoreError, ConfigError) as e:
+    except (EmulatorError, RuntimeError, StoreError, ConfigError, PeopleError) as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2
     finally:
@@ -222,3 +279,42 @@ def demo_main(argv: list[str] | None = None) -> int:
         if tmp:
             tmp.cleanup()
     return 0
+
+
+def demo_app(bridge: Bridge, fleet, people: People, web):
+    """The demo's app: the bridge's, plus the emulator's /api/sim routes for
+    those who may simulate."""
+    from ..emulator.routes import sim_router
+    from .api import create_app
+    from .api.auth import guarded
+
+    return create_app(bridge, [guarded(sim_router(fleet), "simulate")], title="Kiosk bridge (demo)",
+                      people=people, web=web)
+
+
+DEMO_SITE = "demo-clinic"
+DEMO_USERS = (("demo-admin", ADMIN), ("demo-pharmacist", PHARMACIST), ("demo-technician", TECHNICIAN),
+              ("demo-viewer", VIEWER), ("demo-system", PHARMACY_SYSTEM))
+
+
+def demo_people(people: People, kiosks: list[str]) -> None:
+    """A demo site holding the kiosks and one user per role, with new
+    passwords (and a token for the pharmacy system) every run, printed once."""
+    if DEMO_SITE not in [s["name"] for s in people.sites()]:
+        people.add_site(DEMO_SITE)
+    for kid in kiosks:
+        people.assign(kid, DEMO_SITE)
+    print(f"demo: site {DEMO_SITE}: {', '.join(kiosks)}", flush=True)
+    for name, role in DEMO_USERS:
+        if people.user(name) is None:
+            people.add_user(name, role)
+        if role == PHARMACY_SYSTEM:
+            for t in people.user(name)["tokens"]:
+                if t["revoked"] is None:
+                    people.revoke(name, t["id"])
+            print(f"demo: user {name:<16} {role:<16} API token {people.issue_token(name)[1]}", flush=True)
+        else:
+            password = new_password()
+            people.set_password(name, password)
+            print(f"demo: user {name:<16} {role:<16} password {password}", flush=True)
+    print("demo: these passwords and the token are new each run and shown only here", flush=True)

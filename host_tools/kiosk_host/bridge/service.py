@@ -491,7 +491,8 @@ class Bridge:
              note: str | None = None) -> dict[str, Any] | None:
         """Sign and publish one command. Recorded commands are followed to
         their terminal state; `resend` (the bridge's own) is not. actor is
-        who asked and note why, kept with the command."""
+        the user who asked: the signed command carries it as `by`, so the
+        kiosk journals the person too; note (why they asked) stays here."""
         key = self.keys.get(kiosk)
         if key is None:
             raise BridgeError(404, f"unknown kiosk {kiosk!r} (no key in {self.keys.dir})")
@@ -511,7 +512,10 @@ class Bridge:
         cid = uuid.uuid4().hex
         iat = int(time.time())
         exp = iat + self.command_ttl_s
-        cmd = protocol.sign(key, {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args})
+        cmd = {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args}
+        if actor:
+            cmd["by"] = actor
+        cmd = protocol.sign(key, cmd)
         out = self.store.add_command(cid, kiosk, op, args, exp, actor, note) if record else None
         info = self.client.publish(f"kiosk/{kiosk}/cmd", json.dumps(cmd, separators=(",", ":"), ensure_ascii=False), qos=1, retain=False)
         if info.rc != mqtt.MQTT_ERR_SUCCESS and record:

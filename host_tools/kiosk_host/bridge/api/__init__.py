@@ -7,10 +7,17 @@ kiosk or command, 409 a kiosk that cannot take the request now (offline),
 broker session. Temperatures go out in °C (the kiosks send hundredths).
 
 One module per concern, each with a `router(bridge)`: fleet, commands,
-events, temperature, alerts, operations (/metrics, /healthz) and dashboard (its
-pages; create_app mounts its static files). What they share (error answers,
-id and bin types, `known`, `summary`) is in common. A new concern is a new
-module here and its line in ROUTERS."""
+events, temperature, alerts, operations (/metrics, /healthz, /api/bridge),
+session (logging in), users (users, tokens, sites, the access log), docs
+(/docs, /openapi.json) and dashboard (its pages; create_app mounts its
+static files). What they share (error answers, id and bin types, `known`,
+`summary`) is in common. A new concern is a new module here and its line in
+ROUTERS.
+
+Who may call each route is declared on the route (auth.allow, auth.public)
+and enforced there; create_app refuses a route without a policy, and
+auth.install puts the host check, the origin check, the security headers
+and the access log around every request (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -19,21 +26,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ... import __version__
+from ..people import People
 from ..service import Bridge, BridgeError
-from . import alerts, commands, dashboard, events, fleet, operations, temperature
+from . import alerts, auth, commands, dashboard, docs, events, fleet, operations, session, temperature, users
 from .common import ERRORS
 
 # Pydantic's error types for a body that could not be read as JSON at all.
 UNREADABLE = ("json_invalid",)
 
 # In this order in the app, the OpenAPI document and the /docs page.
-ROUTERS = (fleet.router, commands.router, temperature.router, events.router, alerts.router, operations.router)
+ROUTERS = (fleet.router, commands.router, temperature.router, events.router, alerts.router, session.router,
+           users.router, operations.router, docs.router)
 
 
-def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "Kiosk bridge") -> FastAPI:
-    app = FastAPI(title=title, version=__version__, responses=ERRORS,
+def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "Kiosk bridge",
+               people: People | None = None, web: auth.Web | None = None) -> FastAPI:
+    """The app for one bridge. people: the users (default: in the bridge's
+    store); web: the host names it answers to (default: loopback only)."""
+    app = FastAPI(title=title, version=__version__, responses=ERRORS, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   description="Fleet service for prescription-pickup kiosks: requests become signed commands, "
-                              "every kiosk event is kept as a custody record. See docs/bridge.md.")
+                              "every kiosk event is kept as a custody record. Every route but the login and "
+                              "/healthz needs an API token (Authorization: Bearer) or the dashboard's session; "
+                              "each says which roles may call it. See docs/bridge.md and docs/security.md.")
+    app.state.people = people or People(bridge.store)
+    app.state.web = web or auth.Web()
     routers: list[APIRouter] = [make(bridge) for make in ROUTERS] + list(extra_routers or [])
 
     @app.middleware("http")
@@ -82,5 +99,9 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
         pages = dashboard.router(bridge)
         routers.append(pages)
         app.include_router(pages)
+    app.mount("/docs/assets", docs.assets(), name="docs-assets")
 
+    auth.check_routes(app)
+    auth.document(app)
+    auth.install(app, app.state.web)
     return app

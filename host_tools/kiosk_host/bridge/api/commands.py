@@ -7,11 +7,13 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal, Optional, Union
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...protocol import TEXT_PATTERN
+from ..people import Actor
 from ..service import Bridge
+from .auth import OP_PERMISSION, PERMISSIONS, allow, visible
 from .common import ACCEPTED, ID, Accepted, BinNumber, command_view, known
 
 
@@ -87,6 +89,8 @@ class CommandState(BaseModel):
     state: Literal["queued", "in_progress", "succeeded", "failed", "timed_out", "rejected", "cancelled"]
     reason: Optional[str] = None
     info: dict[str, Any] = {}
+    actor: Optional[str] = Field(None, description="the user who asked for it (the kiosk journals it as `by`)")
+    note: Optional[str] = Field(None, description="why they asked (an excursion's clearing reason)")
     created: float
     updated: float
     exp: int
@@ -94,8 +98,6 @@ class CommandState(BaseModel):
     updated_iso: Optional[str] = None
     exp_iso: Optional[str] = None
     history: list[dict[str, Any]]
-    actor: Optional[str] = Field(None, description="who asked for it")
-    note: Optional[str] = Field(None, description="why they asked (say, an excursion's clearing reason)")
     explanation: Optional[Explanation] = Field(None, description="for a command that ended without succeeding: "
                                                                  "what happened and what to do next, with the code")
 
@@ -106,51 +108,63 @@ def router(bridge: Bridge) -> APIRouter:
 
     @router.post("/api/kiosks/{kiosk_id}/pickups", status_code=202, response_model=Accepted, responses=ACCEPTED,
                  summary="Release an order from a bin to the patient")
-    def pickup(kiosk_id: str, body: Pickup):
+    def pickup(kiosk_id: str, body: Pickup, actor: Actor = allow("pickup")):
         known(bridge, kiosk_id)
-        return {"command_id": bridge.send(kiosk_id, "pickup", {"order": body.order_id, "bin": body.bin})["command_id"]}
+        return {"command_id": bridge.send(kiosk_id, "pickup", {"order": body.order_id, "bin": body.bin},
+                                          actor=actor.name)["command_id"]}
 
     @router.post("/api/kiosks/{kiosk_id}/restocks", status_code=202, response_model=Accepted, responses=ACCEPTED,
                  summary="Load an order into a bin (needs a service session)")
-    def restock(kiosk_id: str, body: Pickup):
+    def restock(kiosk_id: str, body: Pickup, actor: Actor = allow("service")):
         known(bridge, kiosk_id)
-        return {"command_id": bridge.send(kiosk_id, "restock", {"order": body.order_id, "bin": body.bin})["command_id"]}
+        return {"command_id": bridge.send(kiosk_id, "restock", {"order": body.order_id, "bin": body.bin},
+                                          actor=actor.name)["command_id"]}
 
     @router.post("/api/kiosks/{kiosk_id}/service", status_code=202, response_model=Accepted, responses=ACCEPTED,
                  summary="Start an authorised service session (restock, jog, unlock)")
-    def service_start(kiosk_id: str, body: ServiceSession):
+    def service_start(kiosk_id: str, body: ServiceSession, actor: Actor = allow("service")):
         known(bridge, kiosk_id)
         session = body.session or f"svc-{int(time.time())}"
-        return {"command_id": bridge.send(kiosk_id, "service_start", {"session": session})["command_id"]}
+        return {"command_id": bridge.send(kiosk_id, "service_start", {"session": session},
+                                          actor=actor.name)["command_id"]}
 
     @router.delete("/api/kiosks/{kiosk_id}/service", status_code=202, response_model=Accepted, responses=ACCEPTED,
                    summary="End the service session")
-    def service_end(kiosk_id: str):
+    def service_end(kiosk_id: str, actor: Actor = allow("service")):
         known(bridge, kiosk_id)
-        return {"command_id": bridge.send(kiosk_id, "service_end", {})["command_id"]}
+        return {"command_id": bridge.send(kiosk_id, "service_end", {}, actor=actor.name)["command_id"]}
 
     @router.post("/api/kiosks/{kiosk_id}/commands", status_code=202, response_model=Accepted, responses=ACCEPTED,
                  summary="A service operation: home, jog, selftest, unlock, verify_bin")
-    def command(kiosk_id: str, body: Command):
+    def command(kiosk_id: str, body: Command, actor: Actor = allow("service")):
         known(bridge, kiosk_id)
-        return {"command_id": bridge.send(kiosk_id, body.op, body.args.model_dump())["command_id"]}
+        return {"command_id": bridge.send(kiosk_id, body.op, body.args.model_dump(), actor=actor.name)["command_id"]}
+
+    def find(request: Request, actor: Actor, command_id: str) -> dict[str, Any]:
+        """The command, if it exists and its kiosk is in the actor's sites."""
+        c = store.command(command_id)
+        if c is None:
+            raise HTTPException(404, f"unknown command {command_id!r}")
+        visible(request, actor, c["kiosk"])
+        return c
 
     @router.get("/api/commands/{command_id}", response_model=CommandState, operation_id="get_command",
-                summary="A command and how far it got")
-    def get_command(command_id: str):
-        c = store.command(command_id)
-        if c is None:
-            raise HTTPException(404, f"unknown command {command_id!r}")
-        return command_view(c)
+                summary="A command, who asked for it and how far it got")
+    def get_command(request: Request, command_id: str, actor: Actor = allow("read")):
+        return command_view(find(request, actor, command_id))
 
     @router.post("/api/commands/{command_id}/cancel", status_code=202, response_model=Accepted, responses=ACCEPTED,
-                 operation_id="cancel_command", summary="Ask the kiosk to cancel a queued or running command")
-    def cancel(command_id: str):
-        c = store.command(command_id)
-        if c is None:
-            raise HTTPException(404, f"unknown command {command_id!r}")
+                 operation_id="cancel_command",
+                 summary="Ask the kiosk to cancel a queued or running command (whoever may issue that command)")
+    def cancel(request: Request, command_id: str, actor: Actor = allow("cancel")):
+        c = find(request, actor, command_id)
+        need = PERMISSIONS[OP_PERMISSION.get(c["op"], "manage")]
+        if actor.role not in need:
+            raise HTTPException(403, f"{actor.name} ({actor.role}) may not cancel a {c['op']}: it needs "
+                                     f"{' or '.join(need)}")
         if c["state"] not in ("queued", "in_progress"):
             raise HTTPException(409, f"command {command_id} already ended: {c['state']}")
-        return {"command_id": bridge.send(c["kiosk"], "cancel", {"target": command_id})["command_id"]}
+        return {"command_id": bridge.send(c["kiosk"], "cancel", {"target": command_id},
+                                          actor=actor.name)["command_id"]}
 
     return router

@@ -1,6 +1,8 @@
 """The dashboard: its static files under /static and its pages. Every page
 is the same index.html; the page's script reads the path and shows the
-fleet (/), the alerts (/alerts) or one kiosk (/kiosk/{id})."""
+fleet (/), the alerts (/alerts), one kiosk (/kiosk/{id}) or the login
+(/login). The pages hold no data (it all comes from the API, which checks
+who asks), so they are open to anyone."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..service import Bridge
+from .auth import public
 
 DASHBOARD = Path(__file__).parent.parent / "dashboard"
 
@@ -20,7 +23,7 @@ def static_files() -> StaticFiles:
 
 
 def router(bridge: Bridge) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, dependencies=[public()])
 
     @router.get("/")
     def index():
@@ -28,6 +31,10 @@ def router(bridge: Bridge) -> APIRouter:
 
     @router.get("/alerts")
     def alerts_page():
+        return FileResponse(DASHBOARD / "index.html")
+
+    @router.get("/login")
+    def login_page():
         return FileResponse(DASHBOARD / "index.html")
 
     @router.get("/kiosk/{kiosk_id}")

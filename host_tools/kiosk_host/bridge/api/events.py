@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from ... import contract
 from .. import refusals
 from ..service import Bridge
+from .auth import allow
 from .common import iso, known
 
 SEQ_MAX = 2**53   # journal sequence numbers are far below; the stores keep 64-bit integers
@@ -27,7 +28,8 @@ def router(bridge: Bridge) -> APIRouter:
     store = bridge.store
     router = APIRouter(tags=["events"])
 
-    @router.get("/api/kiosks/{kiosk_id}/events", summary="The kiosk's events (custody records), paged")
+    @router.get("/api/kiosks/{kiosk_id}/events", summary="The kiosk's events (custody records), paged",
+                dependencies=[allow("read")])
     def events(kiosk_id: str, after: int = Query(0, ge=0, le=SEQ_MAX, description="seq to start after (ascending order)"),
                before: Optional[int] = Query(None, ge=1, le=SEQ_MAX, description="newest first, below this seq"),
                limit: int = Query(100, ge=1, le=1000), kind: Optional[str] = Query(None, max_length=32)):

@@ -1,11 +1,13 @@
 // The alerts page (/alerts): what has been raised (bridge/alerts.py), who
 // was told and whether the message went out, acknowledging an alert (so it
-// is not escalated), the ones resolved lately, and the rules in force.
+// is not escalated; people at the kiosks may: pharmacists, technicians,
+// admins), the ones resolved lately, and the rules in force.
 
 import { api } from "./api.js";
 import { h, setAttr, setText, syncRows } from "./dom.js";
 import { SEVERITY_TEXT, fmtAge, fmtTime, words } from "./format.js";
 import { POLL_MS, poller, problem } from "./live.js";
+import { may } from "./session.js";
 
 const RESOLVED_SHOWN = 30;
 
@@ -44,17 +46,16 @@ export function alertsView() {
   );
 
   function ackForm(a) {
-    const by = h("input", { name: "by", required: true, maxlength: 64, placeholder: "your name", "aria-label": "Who takes it on",
-      "data-testid": `ack-by-${a.id}` });
+    if (!may("acknowledge_alert")) return h("span", { class: "muted", text: "nobody yet" });
     const what = h("input", { name: "note", maxlength: 500, placeholder: "what you will do (optional)", "aria-label": "What you will do",
       class: "wide-input", "data-testid": `ack-note-${a.id}` });
     const button = h("button", { type: "submit", text: "Acknowledge", "data-testid": `ack-${a.id}` });
-    const form = h("form", { class: "inline-form" }, by, what, button);
+    const form = h("form", { class: "inline-form" }, what, button);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       button.disabled = true;
       try {
-        await api("POST", `/api/alerts/${encodeURIComponent(a.id)}/ack`, { by: by.value.trim(), note: what.value.trim() || null });
+        await api("POST", `/api/alerts/${encodeURIComponent(a.id)}/ack`, { note: what.value.trim() || null });
         setAttr(status, "class", "status state succeeded");
         setText(status, `Alert on ${a.kiosk} acknowledged: it will not be escalated.`);
         poll.poke();

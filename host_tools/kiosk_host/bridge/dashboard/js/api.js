@@ -1,5 +1,8 @@
 // The bridge's JSON API (see /docs): calls, their errors, and following a
-// command until it ends.
+// command until it ends. Calls that change something carry the session's
+// CSRF token; a 401 (the session ended) goes back to the login page.
+
+import { csrfToken } from "./session.js";
 
 const COMMAND_POLL_MS = 500;     // a command being watched until it ends
 export const TERMINAL = new Set(["succeeded", "failed", "timed_out", "rejected", "cancelled"]);
@@ -15,6 +18,7 @@ class ApiError extends Error {
  * server's {"detail"} (or what went wrong on the way). */
 export async function api(method, path, body) {
   const opts = { method, headers: { accept: "application/json" } };
+  if (!["GET", "HEAD"].includes(method) && csrfToken()) opts.headers["x-csrf-token"] = csrfToken();
   if (body !== undefined) {
     opts.headers["content-type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -29,6 +33,9 @@ export async function api(method, path, body) {
   let data = null;
   if (text) {
     try { data = JSON.parse(text); } catch { data = null; }
+  }
+  if (r.status === 401 && !location.pathname.startsWith("/login")) {
+    location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
   }
   if (!r.ok) {
     let detail = `${r.status} ${r.statusText}`.trim();

@@ -11,6 +11,7 @@ import {
 } from "./format.js";
 import { POLL_MS, brokerUp, poller, problem, problems } from "./live.js";
 import { servicePanel } from "./service.js";
+import { may } from "./session.js";
 import { setupSim } from "./sim.js";
 import { track } from "./track.js";
 
@@ -64,6 +65,8 @@ export function kioskView(id) {
   el.excursionNote = h("p", { id: "excursions-note", class: "muted" });
   el.excursionStatus = h("p", { id: "excursion-status", class: "status", role: "status", "aria-live": "polite",
     "data-testid": "excursion-status" });
+  el.excursionReason = h("input", { id: "excursion-reason", maxlength: 500, autocomplete: "off",
+    placeholder: "e.g. kept: MKT within limits", "data-testid": "excursion-reason" });
 
   // Commands.
   el.commands = h("tbody");
@@ -94,10 +97,12 @@ export function kioskView(id) {
         h("h3", { text: "Temperature (latest reading)" }), el.readings,
         h("h3", { text: "Stock" }), el.stock,
         h("h3", { text: "Last pickup" }), el.lastPickup),
-      h("section", { id: "pickup", class: "card", "aria-labelledby": "pickup-h" },
+      // Each person sees the controls of their role (the API refuses anyone else anyway):
+      // pickups for pharmacists, service work for technicians.
+      may("pickup") ? h("section", { id: "pickup", class: "card", "aria-labelledby": "pickup-h" },
         h("h2", { id: "pickup-h", text: "Request pickup" }),
-        el.pickupForm, el.pickupWhy, el.pickupStatus),
-      el.service,
+        el.pickupForm, el.pickupWhy, el.pickupStatus) : null,
+      may("service") ? el.service : null,
       el.sim,
       h("section", { id: "temperature", class: "card wide", "aria-labelledby": "temp-h" },
         h("h2", { id: "temp-h" }, "Temperature ", h("label", { class: "sr-only", for: "temp-hours", text: "Period" }), el.hours),
@@ -109,7 +114,7 @@ export function kioskView(id) {
         el.charts, el.days),
       h("section", { id: "excursions", class: "card wide", "aria-labelledby": "exc-h" },
         h("h2", { id: "exc-h", text: "Excursions" }),
-        h("p", { class: "muted small", text: "An excursion can be cleared once it has ended, by a pharmacist who has reviewed the bins it touched, with the reason." }),
+        h("p", { class: "muted small", text: "An excursion can be cleared once it has ended, by a pharmacist who has reviewed the bins it touched, with the decision and the reason." }),
         el.excursionNote,
         h("div", { class: "scroll" },
           h("table", { id: "excursions-table", class: "grid", "data-testid": "excursions-table", hidden: true },
@@ -212,7 +217,7 @@ export function kioskView(id) {
 
     syncRows(el.commands, (k.commands || []).map((c) => c.command_id), (cid) =>
       h("tr", { "data-command": cid, "data-testid": "command-row" },
-        h("td", { class: "nowrap" }), h("td", {}), h("td", {}), h("td", {}), h("td", { "data-field": "state" }),
+        h("td", { class: "nowrap" }), h("td", {}), h("td", {}), h("td", { "data-field": "actor" }), h("td", { "data-field": "state" }),
         h("td", { "data-field": "explanation" }), h("td", { class: "mono small", text: cid })),
     (tr, cid) => {
       const c = k.commands.find((x) => x.command_id === cid);
@@ -366,23 +371,24 @@ export function kioskView(id) {
         h("td", { text: (x.bins || []).join(", ") || "—" }),
         h("td", { class: x.state === "ongoing" ? "alarm" : x.state === "ended" ? "state in_progress" : "muted",
           text: x.state === "cleared" ? `cleared by ${x.cleared_by || "?"} at ${fmtTime(x.cleared_at)}: ${x.cleared_reason || ""}` : EXCURSION_STATE[x.state] }),
-        h("td", {}, x.state === "ended" ? clearForm(x) : x.state === "ongoing" ? h("span", { class: "muted small", text: "can be cleared once it ends" }) : null));
+        h("td", {}, x.state === "ended" ? (may("clear_excursion") ? clearForm(x) : h("span", { class: "muted small", text: "a pharmacist clears it" }))
+          : x.state === "ongoing" ? h("span", { class: "muted small", text: "can be cleared once it ends" }) : null));
     });
   }
 
+  // The pharmacist's decision about the stock it touched (keep, quarantine, ask
+  // the manufacturer) and why; the bridge records who (the logged-in user).
   function clearForm(x) {
-    const by = h("input", { name: "by", required: true, maxlength: 64, placeholder: "your name", "aria-label": `Who clears excursion ${x.id}`,
-      "data-testid": `clear-by-${x.id}` });
-    const reason = h("input", { name: "reason", required: true, minlength: 3, maxlength: 500, placeholder: "why the stock is fine, or what was done",
-      "aria-label": `Why excursion ${x.id} can be cleared`, "data-testid": `clear-reason-${x.id}`, class: "wide-input" });
+    const reason = h("input", { name: "reason", required: true, minlength: 3, maxlength: 500, placeholder: "e.g. kept: sealed packs, MKT within limits",
+      "aria-label": `Decision and reason for excursion ${x.id}`, "data-testid": `clear-reason-${x.id}`, class: "wide-input" });
     const button = h("button", { type: "submit", "data-testid": `clear-${x.id}`, text: "Clear", "aria-label": `Clear excursion ${x.id}` });
-    const form = h("form", { class: "inline-form", "data-testid": `clear-form-${x.id}` }, by, reason, button);
+    const form = h("form", { class: "inline-form", "data-testid": `clear-form-${x.id}` }, reason, button);
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       if (clearTrack) clearTrack.stop();
       button.disabled = true;
       clearTrack = track(el.excursionStatus, `Clearing excursion ${x.id}`, "POST",
-        `${kioskPath(id)}/excursions/${encodeURIComponent(x.id)}/clear`, { by: by.value.trim(), reason: reason.value.trim() },
+        `${kioskPath(id)}/excursions/${encodeURIComponent(x.id)}/clear`, { reason: reason.value.trim() },
         "clear_excursion", {}, () => { button.disabled = false; tempPoll.poke(); });
     });
     return form;

@@ -5,6 +5,7 @@
 import { api } from "./api.js";
 import { setAttr, setText } from "./dom.js";
 import { fmtAge, fmtTime } from "./format.js";
+import { session } from "./session.js";
 
 export const POLL_MS = 1500;            // fleet and kiosk status, new events
 
@@ -62,6 +63,7 @@ export function brokerUp() {
 /** Keep the header's link state current, on every page. */
 export function watchBridge() {
   return poller(async () => {
+    if (!session()) return;          // the login page: nobody to ask for yet
     try {
       const b = await api("GET", "/api/bridge");
       broker = b.broker;

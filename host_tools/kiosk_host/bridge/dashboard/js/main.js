@@ -1,16 +1,20 @@
 // The bridge's dashboard: the fleet at /, one kiosk at /kiosk/{id}, the
-// alerts at /alerts.
-// Plain JavaScript, no build step, no third-party code. Everything it shows
-// comes from the bridge's JSON API (see /docs); in `kiosk-bridge demo` the
-// emulator's /api/sim routes add a "Simulate" panel.
+// alerts at /alerts, the login at /login. Plain JavaScript, no build step, no third-party code.
+// Everything it shows comes from the bridge's JSON API (see /docs), as the
+// logged-in user; in `kiosk-bridge demo` the emulator's /api/sim routes add
+// a "Simulate" panel.
 //
 // Loaded as an ES module; the page's other modules are in this folder.
 
 import { alertsView } from "./alerts.js";
+import { api } from "./api.js";
+import { h } from "./dom.js";
 import { fleetView } from "./fleet.js";
-import { kioskView } from "./kiosk.js";
 import { zoneText } from "./format.js";
+import { kioskView } from "./kiosk.js";
 import { problem, problems, watchBridge } from "./live.js";
+import { loginView } from "./login.js";
+import { loadSession, session, setSession } from "./session.js";
 
 // The pages besides the fleet: a path pattern and the view it shows, given
 // the pattern's groups. Any other path shows the fleet. (The bridge serves
@@ -22,10 +26,49 @@ const PAGES = [
 
 let view = null;
 
-function route() {
+// Who is logged in, and the way out, in the header.
+function showUser() {
+  const box = document.getElementById("user");
+  const s = session();
+  document.getElementById("alerts-link").hidden = !s;
+  if (!s) {
+    box.replaceChildren();
+    return;
+  }
+  const out = h("button", { type: "button", id: "logout", class: "plain", "data-testid": "logout", text: "Log out" });
+  out.addEventListener("click", async () => {
+    try { await api("DELETE", "/api/session"); } catch { /* gone already */ }
+    setSession(null);
+    navigate("/login");
+  });
+  box.replaceChildren(
+    h("span", { id: "who", "data-testid": "who", "data-role": s.role, text: `${s.name} (${s.role.replace(/_/g, " ")})` }),
+    out);
+}
+
+async function route() {
   if (view) view.stop();
+  view = null;
   problems.clear();
   problem("route", null);
+  if (location.pathname === "/login") {
+    setSession(null);
+    showUser();
+    view = loginView(navigate);
+    return;
+  }
+  if (!session()) {
+    try {
+      if (!(await loadSession())) {
+        location.replace(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+        return;
+      }
+    } catch (e) {
+      problem("route", e);
+      return;
+    }
+  }
+  showUser();
   for (const [pattern, show] of PAGES) {
     const m = location.pathname.match(pattern);
     if (m) {
