@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -111,6 +113,36 @@ def test_version_defaults_and_tuples(tree):
     write(tree["fw"] / "kiosk" / "version.py", "X = 1\n")
     with pytest.raises(build.BuildError, match="no version found"):
         build.firmware_version(tree["fw"])
+
+
+def test_version_flag_stamps_what_the_firmware_reports_and_other_sources_build(tree):
+    """`--firmware-src` builds another tree (a release made from a branch,
+    or a broken one for a test); `--version` stamps the version the
+    manifest and the firmware both report; the freeze recipe stays off the
+    flash."""
+    write(tree["fw"] / "manifest.py", 'package("kiosk")\n')
+    out = tree["tmp"] / "rel"
+    r = subprocess.run([sys.executable, "-m", "kiosk_host.build", "--out", str(out), "--firmware-src", str(tree["fw"]),
+                        "--boards", str(tree["boards"]), "--mpylib", str(tree["lib"]), "--version", "2.0.0-rc.1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["version"] == "2.0.0-rc.1" and "manifest.py" not in manifest["files"]
+    assert "manifest.mpy" not in manifest["files"]
+    assert build.file_hashes(out) == manifest["files"]
+    proc = mpy.run_mp(["-c", "import kiosk.version as v\nprint('fw', v.VERSION)"], cwd=tree["tmp"], firmware_dir=out,
+                      timeout=30)
+    assert "fw 2.0.0-rc.1" in proc.stdout, proc.stdout
+    plain = run_build(tree, tree["tmp"] / "plain")   # without --version: the sources' own
+    assert plain["version"] == "1.2.3"
+    assert plain["files"]["kiosk/version.mpy"] != manifest["files"]["kiosk/version.mpy"]
+    for bad in ("", "1.0 beta", "../x", "v" * 33, "-1"):
+        with pytest.raises(build.BuildError, match="version"):
+            run_build(tree, tree["tmp"] / "bad", version=bad)
+    r = subprocess.run([sys.executable, "-m", "kiosk_host.build", "--out", str(tree["tmp"] / "bad2"), "--firmware-src",
+                        str(tree["fw"]), "--boards", str(tree["boards"]), "--mpylib", str(tree["lib"]),
+                        "--version", "1 0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "version '1 0'" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_syntax_error_names_the_file(tree):

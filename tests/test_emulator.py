@@ -41,7 +41,7 @@ def test_each_kiosk_boots_its_own_flash_keys_and_pty_and_comes_online_signed(rig
         other = ids[1] if kid == ids[0] else ids[0]
         assert not protocol.verify(rig.key(other), b)
         k = rig.fleet.kiosk(kid)
-        assert (k.flash / "journal").is_dir() and (k.flash / "kiosk").is_dir()
+        assert (k.flash / "journal").is_dir() and (k.flash / "fw" / "a" / "kiosk").is_dir()   # slot a (docs/ota.md)
         cfg = json.loads((k.flash / "config.json").read_text())
         assert cfg["kiosk_id"] == kid and cfg["key"] == rig.key(kid).hex()
         keyfile = rig.fleet.keys_dir / f"{kid}.key"
@@ -167,7 +167,7 @@ def test_mpremote_exec_ls_and_cp_against_the_pty(rig, tmp_path):
     r = mpremote(pty, "fs", "ls")
     assert r.returncode == 0, r
     names = r.stdout.split()
-    for want in ("config.json", "main.py", "kiosk/", "boards/", "journal/"):
+    for want in ("config.json", "main.py", "bootsel.mpy", "fw/", "boards/", "journal/"):
         assert want in names, r.stdout
     local = tmp_path / "note.txt"
     local.write_text("replaced the cabinet sensor\n")

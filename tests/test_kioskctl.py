@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from kiosk_host import build, paths
+from kiosk_host import build, layout, paths
 
 from emu_support import Rig, kioskctl, wait_for
 
@@ -119,34 +119,80 @@ def test_config_get_masks_secrets_and_set_is_validated(rig):
     assert r.returncode == 1 and "no setting nothing.here" in r.stderr
 
 
-def test_deploy_copies_only_changed_files_and_verifies_the_manifest(rig, tmp_path):
+def _slot_state(flash):
+    return json.loads((flash / "fw" / "boot.json").read_text())
+
+
+def test_deploy_fills_the_idle_slot_verifies_it_then_switches(rig, tmp_path):
     kid = "kiosk-001"
     pty = rig.fleet.pty(kid)
+    flash = rig.fleet.kiosk(kid).flash
     r = kioskctl(pty, "deploy", "--no-build")
     assert r.returncode == 0 and "up to date" in r.stdout, r
     tree = tmp_path / "fw"
     shutil.copytree(paths.FIRMWARE_BUILD_DIR, tree)
     with open(tree / "main.py", "a") as f:
         f.write("# field build\n")
-    build.write_manifest(tree, "9.9.9")
+    manifest = build.write_manifest(tree, "9.9.9")
+    n = len(manifest["files"])
+    slot_files, _ = layout.split(manifest["files"])
+    assert _slot_state(flash)["active"] == "a"
     r = kioskctl(pty, "deploy", "--from", str(tree))
     assert r.returncode == 0, r.stderr
-    n = len(json.loads((tree / "manifest.json").read_text())["files"])
-    assert f"1 of {n} files differ" in r.stdout and "[1/1] main.py" in r.stdout, r.stdout
-    assert f"{n} verified" in r.stdout
-    flash = rig.fleet.kiosk(kid).flash
+    # Only main.py crosses the cable: slot b gets the unchanged firmware
+    # files copied on the board from the running slot a.
+    assert f"1 of {n} files differ" in r.stdout, r.stdout
+    assert f"{len(slot_files)} copied on the board from slot a; firmware into slot b" in r.stdout, r.stdout
+    assert "] main.py" in r.stdout and f"{n} verified" in r.stdout, r.stdout
+    assert _slot_state(flash)["active"] == "b" and not _slot_state(flash)["trial"]
     assert (flash / "main.py").read_bytes() == (tree / "main.py").read_bytes()
-    assert (flash / "manifest.json").read_bytes() == (tree / "manifest.json").read_bytes()
+    assert (flash / "fw" / "b" / "manifest.txt").read_bytes() == layout.slot_manifest(manifest)
+    for rel in slot_files:
+        assert (flash / "fw" / "b" / rel).read_bytes() == (tree / rel).read_bytes(), rel
     r = kioskctl(pty, "deploy", "--from", str(tree))
     assert "up to date" in r.stdout
-    # A file damaged on the board is found and copied again.
-    (flash / "kiosk" / "service" / "debug.mpy").write_bytes(b"junk")
+    # A file damaged in the running slot: the build goes into the other
+    # slot, which becomes the running one; the damaged one is not used.
+    (flash / "fw" / "b" / "kiosk" / "service" / "debug.mpy").write_bytes(b"junk")
     r = kioskctl(pty, "deploy", "--from", str(tree))
-    assert r.returncode == 0 and "[1/1] kiosk/service/debug.mpy" in r.stdout, r
+    assert r.returncode == 0 and "firmware into slot a" in r.stdout, r
+    assert _slot_state(flash)["active"] == "a"
+    assert (flash / "fw" / "a" / "manifest.txt").read_bytes() == layout.slot_manifest(manifest)
     # The firmware that was running comes back on the new build.
     boot = rig.last_boot(kid)
     rig.wait_birth(kid, after_boot=boot - 1)
     wait_for(lambda: _running(rig, kid), 10, "kiosk running after deploy")
+
+
+def test_deploy_moves_a_board_in_the_flat_layout_into_slot_a(rig):
+    """A board deployed before firmware slots (kiosk/ and lib/ at the root,
+    main.py importing kiosk.app) boots as it was, and deploy moves it."""
+    kid = "kiosk-002"
+    k = rig.fleet.kiosk(kid)
+    flash = k.flash
+    rig.fleet.power(kid, False)
+    try:
+        slot = flash / "fw" / _slot_state(flash)["active"]
+        for name in ("kiosk", "lib"):
+            shutil.move(str(slot / name), str(flash / name))
+        shutil.rmtree(flash / "fw")
+        for name in ("bootsel.mpy", "boot.py"):
+            (flash / name).unlink()
+        (flash / "main.py").write_text("import kiosk.app\n\nkiosk.app.main()\n")
+        shutil.copyfile(paths.FIRMWARE_BUILD_DIR / "manifest.json", flash / "manifest.json")
+    finally:
+        rig.fleet.power(kid, True)
+    boot = rig.wait_birth(kid)["boot"]
+    wait_for(lambda: _running(rig, kid), 10, "the flat firmware running")
+    r = kioskctl(rig.fleet.pty(kid), "deploy", "--no-build")
+    assert r.returncode == 0, r.stderr
+    assert "the board runs the flat layout" in r.stdout and "firmware into slot a" in r.stdout, r.stdout
+    assert _slot_state(flash)["active"] == "a"
+    for name in ("kiosk", "lib", "manifest.json"):
+        assert not (flash / name).exists(), name
+    assert (flash / "main.py").read_bytes() == (paths.FIRMWARE_BUILD_DIR / "main.py").read_bytes()
+    assert rig.wait_birth(kid, after_boot=boot)["boot"] == boot + 1
+    wait_for(lambda: _running(rig, kid), 10, "the firmware running from slot a")
 
 
 def test_home_at_the_repl_and_service_actions_need_a_session(rig):

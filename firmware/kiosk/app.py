@@ -20,6 +20,7 @@ class App:
         from kiosk.core import journal, jobs, climate
         from kiosk.hw import stepper, lock, sensors, scanner, button
         from kiosk.core.controller import Controller
+        self.ended = None   # why the run ended: "ctrl-c", or the exception (bootsel reads it)
         self.cfg = config.load(cfg_path)
         self.board = boardmod.load("boards/%s.json" % self.cfg.board)
         b = self.board
@@ -117,8 +118,10 @@ def main(cfg_path="config.json"):
     try:
         asyncio.run(_run(kiosk))
     except KeyboardInterrupt:
+        kiosk.ended = "ctrl-c"
         print("kiosk: stopping (Ctrl-C): locks de-energised, motors disabled")
     except Exception as e:
+        kiosk.ended = "%s: %s" % (type(e).__name__, e)
         sys.print_exception(e)
     finally:
         asyncio.run(kiosk.stop())

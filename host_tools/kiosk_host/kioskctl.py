@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import build, paths
+from . import build, layout, paths
 from .board_link import BoardError, BoardLink, NoBoard
 
 EXIT_FAILED = 1
@@ -234,6 +234,12 @@ def cmd_reboot(board: BoardLink, args) -> int:
 
 
 def cmd_deploy(board: BoardLink, args) -> int:
+    """Install a build in the slot layout (kiosk_host.layout, docs/ota.md):
+    the firmware goes into the slot that is not running and becomes the
+    active one only once every file is verified there, so a cable pulled
+    halfway leaves the board on its old firmware; then the boot selector and
+    board files at the root, main.py last. A board in the old flat layout
+    moves into slot a."""
     src = Path(args.src) if args.src else paths.FIRMWARE_BUILD_DIR
     if not args.no_build and not args.src:
         print("building firmware (mpy-cross) ...", flush=True)
@@ -242,41 +248,98 @@ def cmd_deploy(board: BoardLink, args) -> int:
     if not mpath.is_file():
         raise Failed(f"{src} has no {build.MANIFEST}: build first (make build) or give --from")
     manifest = json.loads(mpath.read_text())
-    files: dict[str, dict[str, Any]] = manifest["files"]
-    names = sorted(files)
-    print(f"firmware {manifest.get('version')}: {len(names)} files; comparing with the board ...", flush=True)
-    have = board.hashes(names + [build.MANIFEST])
-    todo = [n for n in names if have.get(n) != files[n]["sha256"]]
-    manifest_hash = hashlib.sha256(mpath.read_bytes()).hexdigest()
-    if not todo and have.get(build.MANIFEST) == manifest_hash:
-        print("board is up to date: nothing to copy")
-        return 0
-    total = sum(files[n]["size"] for n in todo)
-    print(f"{len(todo)} of {len(names)} files differ ({total} bytes)", flush=True)
+    slot_files, root_files = layout.split(manifest["files"])
+    smanifest = layout.slot_manifest(manifest)
+    raw = board.read_file(layout.STATE)
+    try:
+        st: dict[str, Any] | None = json.loads(raw) if raw is not None else None
+    except ValueError:
+        st = None
+    running = layout.running_slot(st)
+    print(f"firmware {manifest.get('version')}: {len(slot_files)} firmware and {len(root_files)} root files; "
+          f"the board runs {'slot ' + running if running else 'the flat layout'}; comparing ...", flush=True)
+    root_have = board.hashes(sorted(root_files))
+    root_todo = [n for n in sorted(root_files) if root_have.get(n) != root_files[n]["sha256"]]
+    if running:
+        run_dir = layout.slot_dir(running)
+        have = board.hashes([f"{run_dir}/{n}" for n in sorted(slot_files)] + [f"{run_dir}/{layout.SLOT_MANIFEST}"])
+        current = all(have.get(f"{run_dir}/{n}") == m["sha256"] for n, m in slot_files.items()) and \
+            have.get(f"{run_dir}/{layout.SLOT_MANIFEST}") == layout.digest(smanifest)
+        if current and not root_todo and st.get("active") == running and not st.get("trial"):
+            print("board is up to date: nothing to copy")
+            return 0
+        target = running if current else ("b" if running == "a" else "a")
+    else:
+        run_dir, have, current, target = "", {}, False, "a"
+    tdir = layout.slot_dir(target)
+    slot_todo: list[str] = []
+    local: list[str] = []
+    if not current:
+        there = board.hashes([f"{tdir}/{n}" for n in sorted(slot_files)])
+        for n in sorted(slot_files):
+            if there.get(f"{tdir}/{n}") == slot_files[n]["sha256"]:
+                continue
+            if run_dir and have.get(f"{run_dir}/{n}") == slot_files[n]["sha256"]:
+                local.append(n)      # the running slot has it: copy it on the board
+            else:
+                slot_todo.append(n)
+    send = slot_todo + root_todo
+    total = sum(manifest["files"][n]["size"] for n in send)
+    print(f"{len(send)} of {len(manifest['files'])} files differ ({total} bytes); "
+          f"{len(local)} copied on the board from slot {running}; firmware into slot {target}", flush=True)
     if args.dry_run:
-        for n in todo:
+        for n in slot_todo:
+            print(f"  would copy {n} -> {tdir}/{n}")
+        for n in root_todo:
             print(f"  would copy {n}")
         return 0
     made: set[str] = set()
-    done_bytes = 0
-    for i, n in enumerate(todo, 1):
-        parent = n.rsplit("/", 1)[0] if "/" in n else ""
+
+    def parent_of(dest: str) -> None:
+        parent = dest.rsplit("/", 1)[0] if "/" in dest else ""
         if parent and parent not in made:
             board.makedirs(parent)
             made.add(parent)
+
+    if not current:
+        board.remove_tree(f"{tdir}/{layout.SLOT_MANIFEST}")   # the slot is not complete until it is written again
+        for n in local:
+            parent_of(f"{tdir}/{n}")
+            board.copy_file(f"{run_dir}/{n}", f"{tdir}/{n}")
+    done_bytes = 0
+    for i, n in enumerate(send, 1):
+        if n == "main.py":
+            continue     # last, below: it starts the selector
+        dest = f"{tdir}/{n}" if layout.in_slot(n) else n
+        parent_of(dest)
         data = (src / n).read_bytes()
-        board.write_file(n, data)
+        board.write_file(dest, data)
         done_bytes += len(data)
-        print(f"[{i}/{len(todo)}] {n} ({len(data)} bytes, {100 * done_bytes // max(total, 1)}%)", flush=True)
-    board.write_file(build.MANIFEST, mpath.read_bytes())
+        print(f"[{i}/{len(send)}] {dest} ({len(data)} bytes, {100 * done_bytes // max(total, 1)}%)", flush=True)
     print("verifying every file against the manifest ...", flush=True)
-    after = board.hashes(names + [build.MANIFEST])
-    bad = [n for n in names if after.get(n) != files[n]["sha256"]]
-    if after.get(build.MANIFEST) != manifest_hash:
-        bad.append(build.MANIFEST)
+    want = {f"{tdir}/{n}": m["sha256"] for n, m in slot_files.items()}
+    want.update({n: m["sha256"] for n, m in root_files.items() if n != "main.py"})
+    after = board.hashes(sorted(want))
+    bad = [n for n in sorted(want) if after.get(n) != want[n]]
     if bad:
-        raise Failed(f"verify failed for {len(bad)} file(s): {', '.join(bad[:10])}; run deploy again")
-    print(f"deployed firmware {manifest.get('version')}: {len(todo)} file(s) copied, {len(names)} verified")
+        raise Failed(f"verify failed for {len(bad)} file(s): {', '.join(bad[:10])}; run deploy again "
+                     "(the board still runs its previous firmware)")
+    # The slot is complete: its manifest says so, then the selector runs it.
+    board.write_file(f"{tdir}/{layout.SLOT_MANIFEST}", smanifest)
+    state = dict(st) if isinstance(st, dict) else {}
+    state.update({"active": target, "trial": None, "trying": False, "tries": 0, "why": None})
+    board.write_file(layout.STATE, json.dumps(state).encode())
+    if "main.py" in root_todo:
+        board.write_file("main.py", (src / "main.py").read_bytes())
+        print(f"[{len(send)}/{len(send)}] main.py", flush=True)
+    for name in layout.LEGACY:
+        board.remove_tree(name)
+    after = board.hashes(["main.py", f"{tdir}/{layout.SLOT_MANIFEST}"])
+    if after.get(f"{tdir}/{layout.SLOT_MANIFEST}") != layout.digest(smanifest) or \
+            ("main.py" in root_files and after.get("main.py") != root_files["main.py"]["sha256"]):
+        raise Failed("verify failed for main.py or the slot manifest; run deploy again")
+    print(f"deployed firmware {manifest.get('version')} into slot {target}: {len(send)} file(s) sent, "
+          f"{len(manifest['files'])} verified")
     board.was_running = board.was_running or args.restart
     return 0
 

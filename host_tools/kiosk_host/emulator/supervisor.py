@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import build, mpy, paths
+from .. import build, layout, mpy, paths
 from ..replpty import Console
 from . import BOOT, EmulatorError, PoweredOff, broker_config
 
@@ -51,23 +51,45 @@ class Kiosk:
 
     # -- flash -----------------------------------------------------------
     def provision(self, key: str) -> None:
-        """Put the current build on the flash where the flash still holds
-        what an older build put there (files changed on the board by deploy
-        or by hand are kept), and write config.json."""
+        """Put the current build on the flash, in the slot layout
+        (kiosk_host.layout), and write config.json. Files the flash holds as
+        an older build put them are updated; files changed on the board (by
+        deploy or by hand) are kept; a slot an update or deploy filled is
+        left alone. A flash in the old flat layout moves into slot a."""
         src = paths.FIRMWARE_BUILD_DIR
+        manifest = json.loads((src / build.MANIFEST).read_text())
+        slot_files, root_files = layout.split(manifest["files"])
+        record = self.dir / "provisioned.json"      # what this emulator last put on the flash
+        legacy = self.flash / build.MANIFEST
+        old_manifest = json.loads((record if record.exists() else legacy).read_text()) \
+            if record.exists() or legacy.exists() else {"version": None, "files": {}}
+        old = old_manifest["files"]
         self.flash.mkdir(parents=True, exist_ok=True)
-        want = json.loads((src / build.MANIFEST).read_text())["files"]
-        old_manifest = self.flash / build.MANIFEST
-        old = json.loads(old_manifest.read_text())["files"] if old_manifest.exists() else {}
-        for rel, meta in want.items():
-            dest = self.flash / rel
-            if dest.exists():
-                have = hashlib.sha256(dest.read_bytes()).hexdigest()
-                if have == meta["sha256"] or have != old.get(rel, {}).get("sha256"):
-                    continue  # up to date, or changed on the board: leave it
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / rel, dest)
-        shutil.copyfile(src / build.MANIFEST, old_manifest)
+        _update(src, self.flash, root_files, old)
+        st_path = self.flash / layout.STATE
+        if not st_path.exists():
+            target = self.flash / layout.slot_dir("a")
+            if target.exists():
+                shutil.rmtree(target)
+            _update(src, target, slot_files, {})
+            (target / layout.SLOT_MANIFEST).write_bytes(layout.slot_manifest(manifest))
+            st_path.write_text(json.dumps({"active": "a"}))
+            for name in layout.LEGACY:
+                p = self.flash / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        else:
+            active = json.loads(st_path.read_text()).get("active") or "a"
+            target = self.flash / layout.slot_dir(active)
+            mine = old_manifest.get("version") is not None and \
+                (target / layout.SLOT_MANIFEST).is_file() and \
+                (target / layout.SLOT_MANIFEST).read_bytes() == layout.slot_manifest(old_manifest)
+            if mine:
+                _update(src, target, slot_files, old)
+                (target / layout.SLOT_MANIFEST).write_bytes(layout.slot_manifest(manifest))
+        record.write_text(json.dumps(manifest))
         cfg = {"kiosk_id": self.id, "board": self.fleet.board, "key": key,
                "broker": broker_config(self.fleet.broker_url, self.fleet.keepalive_s),
                "policies": self.fleet.policies}
@@ -80,6 +102,7 @@ class Kiosk:
             [str(paths.SIM_BUILD_DIR), str(self.flash), str(self.flash / "lib"), ".frozen"])
         env["KIOSK_SIM_CONTROL"] = f"127.0.0.1:{self.fleet.control_port}"
         env["KIOSK_SIM_ID"] = self.id
+        env["KIOSK_SIM_FIRMWARE"] = str(paths.FIRMWARE_BUILD_DIR)   # the world's own board parser
         env["KIOSK_SIM_UID"] = self.id
         env["KIOSK_SIM_STATE"] = str(self.dir / "reset-cause")
         env["KIOSK_EMU_RAW"] = "1" if raw else "0"
@@ -245,6 +268,19 @@ class Kiosk:
                 "online": self.fleet.online.get(self.id), "network": self.sticky["network"],
                 "console": c.mode if c else "off", "boots": self.boots,
                 "flash": str(self.flash), "log": str(self.dir / "console.log")}
+
+
+def _update(src: Path, dest_root: Path, want: dict[str, Any], old: dict[str, Any]) -> None:
+    """Copy each file of want from src to dest_root where it is missing or
+    still as the older build (old) put it; keep files changed since."""
+    for rel, meta in want.items():
+        dest = dest_root / rel
+        if dest.exists():
+            have = hashlib.sha256(dest.read_bytes()).hexdigest()
+            if have == meta["sha256"] or have != old.get(rel, {}).get("sha256"):
+                continue  # up to date, or changed on the board: leave it
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, dest)
 
 
 def _tail(path: Path, n: int = 300) -> str:

@@ -1,12 +1,16 @@
 # Boot of an emulated kiosk: what a board's ROM, wiring and USB REPL provide
 # around main.py. The working directory is the kiosk's flash.
 #
-# 1. The simulated world is built from the board file config.json names.
+# 1. The simulated world is built from the board file config.json names,
+#    with the emulator's own build of the firmware's board parser
+#    ($KIOSK_SIM_FIRMWARE): the wiring is hardware and does not change with
+#    the firmware on the flash, which an update may have replaced with a
+#    broken one. Those modules are dropped again before main.py runs.
 # 2. The control channel to the emulator's supervisor opens (simctl); the
 #    supervisor replays the world's lasting state (doors, sensors, faults,
 #    network) and says go.
-# 3. main.py runs, as on a board, unless this boot follows a soft reset
-#    from the raw REPL (a board skips main.py then too).
+# 3. boot.py runs, then main.py, as on a board, unless this boot follows a
+#    soft reset from the raw REPL (a board runs only boot.py then).
 # 4. The board's REPL on stdin/stdout: friendly (">>> ", line editing,
 #    Ctrl-E paste mode) and raw (Ctrl-A; raw-paste with flow control), so
 #    mpremote works against it as against a board.
@@ -20,8 +24,12 @@
 # the supervisor starts it again on the same flash and pty.
 import sys
 import os
-import simworld
-import simctl
+
+_SIM_FW = os.getenv("KIOSK_SIM_FIRMWARE")
+if _SIM_FW:
+    sys.path.insert(0, _SIM_FW)
+import simworld  # noqa: E402 (imports the firmware's pin parser)
+import simctl  # noqa: E402
 
 SOFT = 20
 SOFT_RAW = 21
@@ -45,6 +53,18 @@ def _world():
     except Exception as e:  # a broken flash still boots to the REPL, as a board does
         print("emuboot: no simulated hardware:", e)
         return simworld.world()
+    finally:
+        _forget_sim_firmware()
+
+
+def _forget_sim_firmware():
+    """The firmware main.py starts comes from the flash, not from the
+    emulator's build the world was made with."""
+    if _SIM_FW in sys.path:
+        sys.path.remove(_SIM_FW)
+    for m in list(sys.modules):
+        if m == "kiosk" or m.startswith("kiosk."):
+            del sys.modules[m]
 
 
 def _getc():
@@ -292,28 +312,41 @@ def friendly(g):
                 _exec_friendly(src, "single", g)
 
 
+def _run_file(name, g, marked=True):
+    """Run boot.py or main.py from the flash, as a board's pyexec does.
+    boot.py runs unmarked: the console still counts it as booting, and
+    holds a Ctrl-C for main.py."""
+    try:
+        with open(name) as f:
+            src = f.read()
+    except OSError:
+        return
+    try:
+        code = compile(src, name, "exec")
+    except Exception as e:
+        _print_exc(e)
+        return
+    if marked:
+        err = _run(code, g)
+    else:
+        try:
+            exec(code, g)
+            err = None
+        except BaseException as e:  # noqa: B902
+            err = e
+    if isinstance(err, SystemExit):
+        _reset(False)
+    if err is not None:
+        _print_exc(err)
+
+
 def main():
     w = _world()
     simctl.start(w, os.getenv("KIOSK_SIM_CONTROL"), os.getenv("KIOSK_SIM_ID") or "kiosk")
     g = {"__name__": "__main__"}
+    _run_file("boot.py", g, False)
     if os.getenv("KIOSK_EMU_RAW") != "1":
-        try:
-            with open("main.py") as f:
-                src = f.read()
-        except OSError:
-            src = None
-        if src is not None:
-            try:
-                code = compile(src, "main.py", "exec")
-            except Exception as e:
-                code = None
-                _print_exc(e)
-            if code is not None:
-                err = _run(code, g)
-                if isinstance(err, SystemExit):
-                    _reset(False)
-                if err is not None:
-                    _print_exc(err)
+        _run_file("main.py", g)
         _mark(_IDLE)
         friendly(g)
     else:
