@@ -103,6 +103,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "bad_id": ("The kiosk refused the command's id.", "Call support with the code."),
     "oversized": ("The command was too large for the kiosk.", "Call support with the code."),
     "internal": ("The kiosk failed while checking the command.", "Call support with the code."),
+    "memory_lost": ("The kiosk lost its memory of the commands it has seen, so it refuses commands for now.",
+                    "Wait while it rebuilds it from its journal; if it persists, call support (see its alarms)."),
+    "storage_full": ("The kiosk's storage is full: it refuses what it could not record.",
+                     "Check that the kiosk is online so its records reach the bridge; call service if it stays full."),
 }
 
 UNKNOWN = ("The kiosk refused or failed it (code {code}).", "Call support with the code.")
