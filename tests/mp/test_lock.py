@@ -11,6 +11,7 @@ import time
 from kiosk.hw import lock as K
 gc.collect()
 import simworld
+import kit
 gc.collect()
 from kiosk.hw import board
 from kiosk.hw import hal
@@ -24,7 +25,7 @@ FAST = {"open_debounce_ms": 150, "close_debounce_ms": 50, "bolt_debounce_ms": 30
 
 def _board(cap=2000, rest=300):
     """The emulator board with only its locks, their timings cut short."""
-    b = board.load(os.getenv("KIOSK_REPO") + "/boards/emulator.json")
+    b = kit.on_port(board.load(os.getenv("KIOSK_REPO") + "/boards/emulator.json"))
     b["carousels"] = []
     b["sensors"] = []
     for c in b["locks"]:

@@ -3,14 +3,23 @@
 # on a board. Sockets work normally while the simulated world's network is
 # up; when it goes down (World.handle({"op": "network", "up": False})) new
 # connections fail and every socket open at the time is broken for good, as
-# a Wi-Fi drop breaks a board's TCP connections.
+# a Wi-Fi drop breaks a board's TCP connections. Errors carry the port's
+# errno numbering (port.py): newlib's on the ESP32.
 from usocket import *  # noqa: F401,F403 (constants, getaddrinfo)
 import io
 import usocket as _u
+import port
 import simworld
 
 _ECONNRESET = 104
 _EHOSTUNREACH = 113
+
+
+def _oserror(e):
+    """e with this port's number for its errno."""
+    if port.NAME == "esp32" and e.args and isinstance(e.args[0], int):
+        return OSError(port.errno_of(e.args[0]))
+    return e
 _POLL = 3  # stream ioctl requests (py/stream.h)
 _CLOSE = 4
 _FILENO = 10
@@ -24,34 +33,52 @@ class socket(io.IOBase):
     def _ok(self):
         w = simworld.world()
         if not w.network_up or w.network_drops != self._drops:
-            raise OSError(_ECONNRESET)
+            raise _oserror(OSError(_ECONNRESET))
 
     def connect(self, addr):
         w = simworld.world()
         if not w.network_up:
-            raise OSError(_EHOSTUNREACH)
+            raise _oserror(OSError(_EHOSTUNREACH))
         self._drops = w.network_drops
-        return self._s.connect(addr)
+        try:
+            return self._s.connect(addr)
+        except OSError as e:
+            raise _oserror(e)
 
     def readinto(self, buf, n=None):
         self._ok()
-        return self._s.readinto(buf) if n is None else self._s.readinto(buf, n)
+        try:
+            return self._s.readinto(buf) if n is None else self._s.readinto(buf, n)
+        except OSError as e:
+            raise _oserror(e)
 
     def read(self, n=-1):
         self._ok()
-        return self._s.read(n) if n >= 0 else self._s.read()
+        try:
+            return self._s.read(n) if n >= 0 else self._s.read()
+        except OSError as e:
+            raise _oserror(e)
 
     def recv(self, n):
         self._ok()
-        return self._s.recv(n)
+        try:
+            return self._s.recv(n)
+        except OSError as e:
+            raise _oserror(e)
 
     def write(self, buf, n=None):
         self._ok()
-        return self._s.write(buf) if n is None else self._s.write(buf, n)
+        try:
+            return self._s.write(buf) if n is None else self._s.write(buf, n)
+        except OSError as e:
+            raise _oserror(e)
 
     def send(self, buf):
         self._ok()
-        return self._s.send(buf)
+        try:
+            return self._s.send(buf)
+        except OSError as e:
+            raise _oserror(e)
 
     def setblocking(self, flag):
         self._s.setblocking(flag)
