@@ -558,3 +558,19 @@ def test_a_slow_route_delivers_everything_in_order(broker, started):
     # A window of 8 in flight, 80 ms a round trip: at least 5 round trips.
     assert time.monotonic() - t0 >= 0.4
     assert s["stats"]["connects"] == 1
+
+
+def test_an_idle_link_makes_no_garbage(broker, started):
+    """At rest the link must not feed the garbage collector: a collection
+    it triggers can land in the middle of a carousel move (docs/stepper.md).
+    Measured with the collector off while nothing happens but the link's
+    own polling (a keepalive ping would fall outside the window)."""
+    kiosk, host = started
+    h = host(broker.port)
+    k = kiosk(broker.port, keepalive=60)
+    h.wait(lambda: births(h), 10, "birth")
+    h.wait(lambda: k.stats()["acked"] >= 1, 10, "the birth's records acknowledged")
+    time.sleep(0.5)
+    k.send({"do": "garbage", "ms": 2000})
+    bps = k.wait_line(lambda d: "garbage_bps" in d, 20)["garbage_bps"]
+    assert bps <= 100, f"the idle link allocates {bps} bytes/s"
