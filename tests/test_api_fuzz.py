@@ -122,7 +122,7 @@ def test_the_api_fuzzed_from_its_schema_answers_as_documented_and_sends_only_goo
         # Power back on and the network up, in case the fuzzer left them off;
         # whatever it unlocked in a service session relocks by itself.
         http("POST", f"{base}/api/sim/{KIOSK}/power", {"on": True}, token=TOKEN)
-        http("POST", f"{base}/api/sim/{KIOSK}/network", {"up": True}, token=TOKEN)
+        http("POST", f"{base}/api/sim/{KIOSK}/network", {"up": True, "route": "ok", "rtt_ms": 0}, token=TOKEN)
         wait_until(lambda: _get(f"{base}/api/kiosks/{KIOSK}")["online"], 60, "the kiosk back online")
         wait_until(lambda: not any(lk["energized"] for lk in _get(f"{base}/api/sim/{KIOSK}")["world"]["locks"].values()),
                    60, "every lock de-energised")

@@ -278,3 +278,49 @@ def test_offline_error_is_clear(tmp_path, capsys):
     assert rc == 1
     assert "cannot download" in err and "To work offline" in err, err
     assert not (tmp_path / "mpylib").exists()
+
+
+def _run_manifest(port_requires: tuple[str, ...]) -> dict[str, list]:
+    """Execute firmware/manifest.py the way MicroPython's tools/manifestfile.py
+    does (its functions, paths relative to the manifest), recording what it
+    freezes. The port's board manifest is stood in for by port_requires."""
+    seen: dict[str, list] = {"require": [], "package": [], "module": [], "include": []}
+    here = paths.FIRMWARE_DIR
+
+    def include(path, **kw):
+        seen["include"].append(path)
+        if path == "$(PORT_DIR)/boards/manifest.py":
+            for name in port_requires:
+                seen["require"].append(name)
+
+    def require(name, **kw):
+        seen["require"].append(name)
+
+    def package(name, files=None, base_path=".", opt=None):
+        seen["package"].append(((here / base_path / name).resolve(), name))
+
+    def module(name, base_path=".", opt=None):
+        seen["module"].append(((here / base_path / name).resolve(), name))
+
+    def freeze(path, script=None, opt=None):
+        raise AssertionError("freeze() is legacy: use package()/module()")
+
+    code = (here / "manifest.py").read_text(encoding="utf-8")
+    exec(compile(code, "manifest.py", "exec"), {"include": include, "require": require, "package": package,
+                                                  "module": module, "freeze": freeze, "metadata": lambda **kw: None,
+                                                  "options": type("O", (), {})()})
+    return seen
+
+
+@pytest.mark.parametrize("port_requires", [("umqtt.robust", "umqtt.simple"), ()], ids=["esp32", "rp2"])
+def test_image_manifest_freezes_every_layer_and_one_umqtt(port_requires):
+    seen = _run_manifest(port_requires)
+    # The whole kiosk package, every layer's folder with it.
+    assert (paths.FIRMWARE_DIR / "kiosk", "kiosk") in seen["package"], seen
+    for layer in ("hw", "core", "link", "service"):
+        assert (paths.FIRMWARE_DIR / "kiosk" / layer / "__init__.py").is_file()
+    # umqtt only as micropython-lib's package, as the ESP32 port's own board
+    # manifest already asks for it: never a second copy from build/mpylib.
+    assert "umqtt.simple" in seen["require"], seen
+    frozen = [name for _, name in seen["package"] + seen["module"]]
+    assert not any(n.startswith("umqtt") for n in frozen), frozen

@@ -114,7 +114,7 @@ def test_network_drop_and_restore(rig):
     rig.wait_birth(kid)
     h = rig.hosts[kid]
     n = len(h.states)
-    assert rig.fleet.network(kid, False) == {"up": False, "drops": 1}
+    assert rig.fleet.network(kid, False) == {"up": False, "drops": 1, "route": "ok", "rtt_ms": 0}
     h.wait(lambda: any(d.get("online") is False for d, _ in h.states[n:]), 15, "death after the drop")
     m = len(h.states)
     rig.fleet.network(kid, True)

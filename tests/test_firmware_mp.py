@@ -1,13 +1,18 @@
-"""Run every MicroPython test in tests/mp/ under the unix-port `micropython`.
+"""Run every MicroPython test in tests/mp/ under the unix-port `micropython`,
+on the simulated board of each port personality it is meant for.
 
 Each top-level `def test_*` / `async def test_*` of tests/mp/test_<name>.py
-becomes one pytest test, `TestMp_<name>::test_mp[<function>]`, run in a
-fresh process with the heap of the smallest board (kiosk_host.mpy
-.heap_size) and a fresh temporary directory as its working directory, which
-stands for the board's flash. One class per MicroPython module, so parallel
-runs (`--dist loadscope`) spread the modules over the workers. Set
-KIOSK_FIRMWARE_DIR=firmware to run against the sources instead of the
-compiled tree.
+becomes one pytest test, `TestMp_<name>::test_mp[<function>]` on the unix
+port and `TestMp_<name>_<port>::...` under the esp32 and rp2 personalities
+(host_tools/kiosk_host/sim/port.py), run in a fresh process with the heap
+of the smallest board (kiosk_host.mpy.heap_size) and a fresh temporary
+directory as its working directory, which stands for the board's flash.
+One class per (module, personality), so parallel runs (`--dist loadscope`)
+spread them over the workers. Set KIOSK_FIRMWARE_DIR=firmware to run
+against the sources instead of the compiled tree.
+
+Which modules run under the board personalities is chosen in BOARD_PORTS
+(docs/hardware.md says why).
 """
 
 from __future__ import annotations
@@ -34,34 +39,48 @@ def mp_test_cases(mp_dir: Path = paths.TESTS_MP_DIR) -> dict[str, list[str]]:
             for path in sorted(mp_dir.glob("test_*.py"))}
 
 
-def run_case(module: str, func: str, tmp_path: Path) -> None:
+# Modules whose code meets what differs between ports (errno, clock, timer
+# and pin interrupts, flash stalls, step-timing hardware): run under every
+# shipped board's personality. The rest is plain logic (schema, signatures,
+# the board validator, the MQTT codec, climate arithmetic) or talks to
+# buses the personalities do not change (the sensor drivers): unix only.
+BOARD_PORTS = ("esp32", "rp2")
+PORT_MODULES = {"test_boot_failsafe", "test_climate_clock", "test_conn", "test_controller", "test_gate",
+                "test_journal", "test_lock", "test_ops", "test_outbox", "test_stepper",
+                "test_supervisor"}
+
+
+def run_case(module: str, func: str, tmp_path: Path, port: str = "unix") -> None:
     name = f"{module}.{func}"
     try:
-        proc = mpy.run_mp([RUNNER, module, func], cwd=tmp_path, timeout=TIMEOUT)
+        proc = mpy.run_mp([RUNNER, module, func], cwd=tmp_path, timeout=TIMEOUT, port=port)
     except subprocess.TimeoutExpired as exc:
         output = exc.output or ""
         if isinstance(output, bytes):
             output = output.decode("utf-8", "replace")
-        pytest.fail(f"{name} timed out after {TIMEOUT}s under micropython; output:\n{output}", pytrace=False)
+        pytest.fail(f"{name} timed out after {TIMEOUT}s under micropython ({port}); output:\n{output}",
+                    pytrace=False)
     if proc.returncode != 0 or f"PASS {name}" not in proc.stdout:
         pytest.fail(
-            f"{name} failed under micropython (exit {proc.returncode}, "
+            f"{name} failed under micropython ({port} personality; exit {proc.returncode}, "
             f"MICROPYPATH={':'.join(mpy.mp_path())}); output:\n{proc.stdout}",
             pytrace=False,
         )
 
 
-def _suite(module: str, funcs: list[str]) -> type:
+def _suite(module: str, funcs: list[str], port: str) -> type:
     class Suite:
         @pytest.mark.parametrize("func", funcs)
         def test_mp(self, func: str, tmp_path: Path) -> None:
-            run_case(module, func, tmp_path)
+            run_case(module, func, tmp_path, port)
 
-    Suite.__name__ = Suite.__qualname__ = f"TestMp_{module.removeprefix('test_')}"
+    name = f"TestMp_{module.removeprefix('test_')}" + ("" if port == "unix" else f"_{port}")
+    Suite.__name__ = Suite.__qualname__ = name
     return Suite
 
 
 for _module, _funcs in mp_test_cases().items():
     if _funcs:
-        _cls = _suite(_module, _funcs)
-        globals()[_cls.__name__] = _cls
+        for _port in ("unix",) + (BOARD_PORTS if PORT_MODULES is None or _module in PORT_MODULES else ()):
+            _cls = _suite(_module, _funcs, _port)
+            globals()[_cls.__name__] = _cls

@@ -47,9 +47,13 @@ class Rig:
         self.root = Path(root)
         self.broker = Mosquitto(self.root / "mq").start()
         self.url = f"mqtt://127.0.0.1:{self.broker.port}"
+        # The bridge first, so it hears the kiosks' first events (it reads
+        # their keys as they appear); events published before it subscribes
+        # would wait for the kiosks' ack timeout.
+        (self.root / "keys").mkdir(parents=True, exist_ok=True)
+        self.bridge = BridgeProc(self.root / "bridge", self.url, self.root / "keys", ttl=30).start()
         self.fleet = Fleet(self.url, kiosks, self.root / "kiosks", self.root / "keys", policies=POLICIES,
                            keepalive_s=keepalive_s).start()
-        self.bridge = BridgeProc(self.root / "bridge", self.url, self.root / "keys", ttl=30).start()
         self.counts: Counter = Counter()
         self.lock = threading.Lock()
         for kid in self.fleet.ids:

@@ -34,6 +34,8 @@ HEAP_ENV = "KIOSK_MP_HEAP"
 BOARD_HEAP_ENV = "KIOSK_BOARD_HEAP"
 BASE_HEAP_ENV = "KIOSK_BASE_HEAP"   # world + firmware code: not the board's data budget
 REPO_ENV = "KIOSK_REPO"
+PORT_ENV = "KIOSK_SIM_PORT"         # the port personality of the simulated board (sim/port.py)
+PORTS = ("unix", "esp32", "rp2")
 
 _PROBE = """
 import gc, json, simworld
@@ -59,15 +61,24 @@ def board_heap(boards_dir: Path | None = None) -> int:
     return min(sizes)
 
 
+def port_of(port: str | None = None) -> str:
+    """The personality to run: the argument, else $KIOSK_SIM_PORT, else unix."""
+    port = port or os.environ.get(PORT_ENV) or "unix"
+    if port not in PORTS:
+        raise ValueError(f"unknown port personality {port!r} (known: {', '.join(PORTS)})")
+    return port
+
+
 @functools.lru_cache(maxsize=None)
-def sim_overhead() -> int:
-    """Bytes the simulated world (machine, models, the emulator board) and
-    asyncio take in the VM before any firmware module is imported."""
+def sim_overhead(port: str | None = None) -> int:
+    """Bytes the simulated world (machine, models, the emulator board, the
+    port's personality) and asyncio take in the VM before any firmware
+    module is imported."""
     board = str(paths.BOARDS_DIR / "emulator.json")
     tree = paths.FIRMWARE_BUILD_DIR if paths.FIRMWARE_BUILD_DIR.is_dir() else paths.FIRMWARE_DIR
     proc = subprocess.run(
         mp_command(["-c", _PROBE % board], 1024 * 1024),
-        env=mp_env(tree), cwd=paths.REPO_ROOT,
+        env={**mp_env(tree), PORT_ENV: port_of(port)}, cwd=paths.REPO_ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30, check=False,
     )
     try:
@@ -101,13 +112,14 @@ print(gc.mem_alloc() - base)
 
 
 @functools.lru_cache(maxsize=None)
-def code_overhead() -> int:
+def code_overhead(port: str | None = None) -> int:
     """Bytes the firmware's modules (and umqtt) take once imported: the
-    bytecode a production board keeps frozen in flash."""
+    bytecode a production board keeps frozen in flash (with the step
+    backend the port can import)."""
     tree = paths.FIRMWARE_BUILD_DIR if paths.FIRMWARE_BUILD_DIR.is_dir() else paths.FIRMWARE_DIR
     proc = subprocess.run(
         mp_command(["-c", _CODE_PROBE % str(paths.BOARDS_DIR / "emulator.json")], 2 * 1024 * 1024),
-        env=mp_env(tree), cwd=tree,
+        env={**mp_env(tree), PORT_ENV: port_of(port)}, cwd=tree,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30, check=False,
     )
     try:
@@ -116,9 +128,10 @@ def code_overhead() -> int:
         raise RuntimeError(f"cannot measure the firmware's code size:\n{proc.stdout}") from None
 
 
-def heap_size() -> int:
+def heap_size(port: str | None = None) -> int:
     """-X heapsize for a VM holding the firmware, its code and the simulated world."""
-    return board_heap() + sim_overhead() + code_overhead()
+    port = port_of(port)
+    return board_heap() + sim_overhead(port) + code_overhead(port)
 
 
 def firmware_dir(chosen: str | os.PathLike[str] | None = None) -> Path:
@@ -145,13 +158,15 @@ def mp_path(firmware_dir_: str | os.PathLike[str] | None = None) -> list[str]:
 
 
 def mp_env(firmware_dir_: str | os.PathLike[str] | None = None,
-           base: Mapping[str, str] | None = None) -> dict[str, str]:
+           base: Mapping[str, str] | None = None, port: str | None = None) -> dict[str, str]:
     """Environment for a MicroPython child: base (default os.environ) plus
     MICROPYPATH (colon-separated; it replaces the default path, so ".frozen"
-    stays in it for asyncio) and KIOSK_REPO (the repository root)."""
+    stays in it for asyncio), KIOSK_REPO (the repository root) and the port
+    personality (KIOSK_SIM_PORT: the argument, else base's, else unix)."""
     env = dict(os.environ if base is None else base)
     env["MICROPYPATH"] = os.pathsep.join(mp_path(firmware_dir_))
     env[REPO_ENV] = str(paths.REPO_ROOT)
+    env[PORT_ENV] = port_of(port or env.get(PORT_ENV))
     return env
 
 
@@ -167,14 +182,18 @@ def run_mp(
     timeout: float | None = DEFAULT_TIMEOUT,
     env: Mapping[str, str] | None = None,
     input: str | None = None,
+    port: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run MicroPython with ARGS in CWD (the board's flash); stdout and
-    stderr merged into .stdout. Raises subprocess.TimeoutExpired."""
-    heap = heap_size() if heap is None else heap
-    child_env = mp_env(firmware_dir, base=env)
+    """Run MicroPython with ARGS in CWD (the board's flash) on the simulated
+    board of the port personality `port` (default: $KIOSK_SIM_PORT or
+    unix); stdout and stderr merged into .stdout. Raises
+    subprocess.TimeoutExpired."""
+    child_env = mp_env(firmware_dir, base=env, port=port)
+    port = child_env[PORT_ENV]
+    heap = heap_size(port) if heap is None else heap
     child_env[HEAP_ENV] = str(heap)
     child_env[BOARD_HEAP_ENV] = str(board_heap())
-    child_env[BASE_HEAP_ENV] = str(sim_overhead() + code_overhead())
+    child_env[BASE_HEAP_ENV] = str(sim_overhead(port) + code_overhead(port))
     return subprocess.run(
         mp_command(args, heap), cwd=cwd, env=child_env, input=input,
         stdin=None if input is not None else subprocess.DEVNULL,

@@ -39,6 +39,27 @@ CTRL_C = 3
 _STALE_S = 1.0           # undrained output older than this: nobody is reading
 _MAX_PENDING = 1 << 20   # output kept for a slow reader, at most
 _INTR_GAP_S = 1.0        # one SIGINT per gap, so a second Ctrl-C cannot cut the safe stop short
+# tgkill(2) by machine: a signal for one thread of another process.
+_TGKILL = {"x86_64": 234, "aarch64": 131, "armv7l": 268, "i686": 270, "riscv64": 131}
+
+
+def _interrupt_main_thread(pid: int) -> None:
+    """SIGINT to the VM's main thread, as a board's USB stack raises the
+    interrupt there. A process-wide signal may land in any thread, and this
+    VM raises KeyboardInterrupt in whichever took it (the simulated world's
+    control thread, even a collector with the heap locked). The main
+    thread's id is the process id."""
+    import ctypes
+    import platform
+
+    nr = _TGKILL.get(platform.machine())
+    if nr is not None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(nr, pid, pid, signal.SIGINT) == 0:
+            return
+        if ctypes.get_errno() == 3:   # ESRCH
+            raise ProcessLookupError(pid)
+    os.kill(pid, signal.SIGINT)
 _LOG_MAX = 1 << 20       # console.log rotates to console.log.1 past this
 
 
@@ -225,7 +246,7 @@ class Console:
         self.intr_at = now
         self.interrupts += 1
         try:
-            self.proc.send_signal(signal.SIGINT)
+            _interrupt_main_thread(self.proc.pid)
         except ProcessLookupError:
             pass
 

@@ -8,12 +8,21 @@ import os
 import simworld
 
 REPO = os.getenv("KIOSK_REPO")
+PORT = os.getenv("KIOSK_SIM_PORT") or "unix"
 KEY_HEX = "5a" * 32
+
+
+def on_port(b):
+    """The emulator's board under a board personality is its wiring on that
+    port: the firmware is told the port's mcu."""
+    if b["board"] == "emulator" and PORT != "unix":
+        b["mcu"] = PORT
+    return b
 
 
 def board(name="emulator"):
     with open(REPO + "/boards/%s.json" % name) as f:
-        return json.load(f)
+        return on_port(json.load(f))
 
 
 def provision(b=None, policies=None, kiosk_id="kiosk-1", **extra):

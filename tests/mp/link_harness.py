@@ -6,7 +6,10 @@
 # JSON lines on stdout:
 #   {"do": "events", "n": N, "every_ms": M}  journal N test events
 #   {"do": "stats"}                           print a stats line
-#   {"do": "network", "up": false}            cut (or restore) the emulated Wi-Fi
+#   {"do": "network", "up": false}            cut (or restore) the emulated Wi-Fi;
+#       also "route": "ok"|"refused"|"blackhole", "rtt_ms": N (sim/socket.py)
+#   {"do": "garbage", "ms": M}                bytes the process allocates per
+#       second over M ms while nothing happens (the link idle, gc off)
 #   {"do": "reset"}                           zero the stall figures
 #   {"do": "quit"}                            stop the link (death) and exit
 import sys
@@ -74,6 +77,7 @@ class Harness:
                          readings=lambda: {"shelf": (4.25, 45.5)}, **opts.get("link", {}))
         self.late_us = 0
         self.n_events = 0
+        self.quiet = False
 
     async def probe(self):
         """The control loop's view: how late does a 10 ms timer fire?"""
@@ -104,11 +108,34 @@ class Harness:
                 "refused": self.link.gate.counts, "rx_msgs": self.link.rx_msgs,
                 "t_ms": time.ticks_ms()}
 
+    async def garbage(self, ms):
+        """Heap bytes allocated per second while the kiosk idles: the
+        collector is off, this harness's own loops sleep, only the link's
+        tick runs."""
+        self.quiet = True
+        await asyncio.sleep_ms(50)
+        gc.collect()
+        gc.disable()
+        a0 = gc.mem_alloc()
+        t0 = time.ticks_ms()
+        await asyncio.sleep_ms(ms)
+        a1 = gc.mem_alloc()
+        dt = time.ticks_diff(time.ticks_ms(), t0)
+        gc.enable()
+        self.quiet = False
+        return (a1 - a0) * 1000 // dt
+
     async def control(self):
         p = select.poll()
         p.register(sys.stdin, select.POLLIN)
         while True:
-            if not p.poll(0):
+            if self.quiet:
+                await asyncio.sleep_ms(20)
+                continue
+            ready = False
+            for _ in p.ipoll(0):
+                ready = True
+            if not ready:
                 await asyncio.sleep_ms(5)
                 continue
             line = sys.stdin.readline()
@@ -123,7 +150,13 @@ class Harness:
                 out(self.stats())
             elif do == "network":
                 import simworld
-                out({"network": simworld.world().handle({"op": "network", "up": cmd.get("up", True)})})
+                c = {"op": "network"}
+                for k in ("up", "route", "rtt_ms"):
+                    if k in cmd:
+                        c[k] = cmd[k]
+                out({"network": simworld.world().handle(c)})
+            elif do == "garbage":
+                out({"garbage_bps": await self.garbage(cmd.get("ms", 2000))})
             elif do == "reset":
                 self.late_us = 0
                 self.link.max_stall_us = 0

@@ -5,8 +5,13 @@
 # Imports MODULE (from sys.path; tests/mp is on it) and calls FUNC(). An
 # `async def` test is run with asyncio.run. Prints "PASS MODULE.FUNC" and
 # exits 0, or prints the traceback and "FAIL MODULE.FUNC" and exits 1.
-# tests/test_firmware_mp.py starts this once per test function.
+# tests/test_firmware_mp.py starts this once per test function and port
+# personality (KIOSK_SIM_PORT).
 import sys
+
+# The port personality first (KIOSK_SIM_PORT): on a board personality it
+# puts the flash under open() before any test writes a file.
+import port  # noqa: F401
 
 
 def main(argv):

@@ -5,6 +5,7 @@
 import json
 import os
 import simworld
+import kit
 from kiosk.hw import board, pins
 
 REPO = os.getenv("KIOSK_REPO")
@@ -25,7 +26,7 @@ def _flash(b, cfg):
 
 
 def _boot(change):
-    good = board.load(REPO + "/boards/emulator.json")
+    good = kit.on_port(board.load(REPO + "/boards/emulator.json"))
     w = simworld.install(good)
     b = json.loads(json.dumps(good))
     change(b)
@@ -62,7 +63,7 @@ def test_a_lock_with_a_wrong_type_stops_the_boot_before_any_pin_moves():
 
 
 def test_a_broken_config_on_a_good_board_drives_locks_and_motors_safe():
-    good = board.load(REPO + "/boards/emulator.json")
+    good = kit.on_port(board.load(REPO + "/boards/emulator.json"))
     w = simworld.install(good)
     cfg = dict(CFG)
     del cfg["key"]

@@ -170,3 +170,32 @@ def test_memsock_reserve_grows_only_when_empty():
     assert ms.tn == 40 and bytes(ms.tx[:2]) == b"qq"
     ms.sent(40)
     assert len(ms.tx) == 32  # back to the buffer made at start
+
+
+def test_connect_works_with_the_umqtt_the_ports_freeze():
+    # The ESP32 port's image freezes micropython-lib's current umqtt.simple
+    # (1.8.0), whose connect() closes an earlier socket and calls
+    # sock.settimeout(timeout) on the new one before connecting; 1.3.4,
+    # pinned for the emulator, does neither. The adapter must serve both.
+    # This stand-in adds exactly those calls to the pinned client.
+    from umqtt import simple
+    pinned = simple.MQTTClient
+
+    class Current(pinned):
+        def connect(self, clean_session=True, timeout=None):
+            if self.sock:
+                self.sock.close()
+            s = simple.socket.socket()
+            s.settimeout(timeout)
+            return pinned.connect(self, clean_session)
+
+    simple.MQTTClient = Current
+    try:
+        w, _ = _wire(user=b"u", password=b"p")
+        w.connect(b"kiosk/k1/state", b"bye")
+        w.connect(b"kiosk/k1/state", b"bye")   # a reconnect closes the old socket first
+    finally:
+        simple.MQTTClient = pinned
+    body = (_s(b"MQTT") + b"\x04" + bytes([0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02]) + b"\x00\x1e"
+            + _s(b"k1") + _s(b"kiosk/k1/state") + _s(b"bye") + _s(b"u") + _s(b"p"))
+    assert _tx(w) == b"\x10" + bytes([len(body)]) + body

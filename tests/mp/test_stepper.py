@@ -10,6 +10,7 @@ import os
 from kiosk.hw import stepper as S
 gc.collect()
 import simworld
+import kit
 gc.collect()
 import machine
 gc.collect()
@@ -31,7 +32,7 @@ TOTAL = 480  # 12 bins
 def _board(index=True, diag=False):
     """The emulator board with only its carousel (optionally without the
     index sensor, or with a TMC-style stall flag)."""
-    b = board.load(os.getenv("KIOSK_REPO") + "/boards/emulator.json")
+    b = kit.on_port(board.load(os.getenv("KIOSK_REPO") + "/boards/emulator.json"))
     b["locks"] = []
     b["sensors"] = []
     c = b["carousels"][0]

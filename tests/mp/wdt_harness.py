@@ -3,8 +3,9 @@
 # that keeps the hardware safe while the event loop goes on, "blocked" stalls
 # the whole loop, "hung_sampler" leaves the temperature sampler stuck in a
 # read that never ends, "boot_fails" makes the controller's constructor fail
-# (a full flash) under kiosk.app.main. The host test sees whether the
-# watchdog reset the process.
+# (a full flash) under kiosk.app.main, "energised_blocked" energises a lock
+# and then holds the CPU in C for 3 s (a flash erase or DNS lookup gone
+# long). The host test sees whether the watchdog reset the process.
 import asyncio
 import sys
 import time
@@ -34,6 +35,11 @@ async def main():
                 t.handle.cancel()
     elif mode == "blocked":
         time.sleep_ms(3000)
+    elif mode == "energised_blocked":
+        import port
+        app.locks["pickup"].unlock(60000)
+        print("ENERGISED", w.locks["pickup"].energized())
+        port.stall(3000000)
     await asyncio.sleep_ms(10000 if mode == "hung_sampler" else 4000)
     print("ALIVE")
 

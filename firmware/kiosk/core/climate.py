@@ -136,13 +136,15 @@ class Climate:
     # One sample of sensor `name` at unix time t (s): temp in C, or None (or
     # NaN) when the driver reports a fault: counted as missing, never a
     # reading; rh in %RH or None. stocked_bins overrides the constructor's.
+    # dated False: t is not known to be the real date yet (the host has not
+    # set the clock): alarms only, no day's statistics.
     # Returns the list of events (usually empty).
-    def add(self, name, temp, rh, t, stocked_bins=None):
+    def add(self, name, temp, rh, t, stocked_bins=None, dated=True):
         s = self._s[name]
         t = self._t = int(t)
         ev = []
-        rec = s.rec
-        if t // _DAY != s.day:
+        rec = s.rec if dated else None
+        if dated and t // _DAY != s.day:
             rec = self._roll(s, t // _DAY, ev)
         if temp is None or temp != temp:
             s.last = None

@@ -6,6 +6,7 @@
 import asyncio
 import time
 from micropython import const
+from kiosk import clock
 from kiosk.contract import K_BUTTON, K_DOOR, K_TEMP
 
 _MONITOR_MS = const(20)
@@ -38,17 +39,20 @@ def sampler_silence_ms(ctl):
 
 async def sampler(ctl, task):
     """Sample every sensor on a fixed period; climate state is saved to
-    flash every ten minutes and whenever an alarm changes."""
+    flash every ten minutes and whenever an alarm changes. Samples are
+    dated by the host-corrected clock; until the host has given the time
+    they raise alarms but stay out of the days' statistics."""
     period = ctl.policies["sample_period_s"] * 1000
     saved = time.ticks_ms()
     while not ctl.stopped:
         t0 = time.ticks_ms()
         task.beat()
         await ctl.sample()
-        now_s = int(time.time())
+        now_s = clock.now()
+        dated = clock.synced()
         changed = False
         for name, val in ctl.sensors.values().items():
-            for ev in ctl.climate.add(name, val[0], val[1], now_s, ctl.stock.stocked):
+            for ev in ctl.climate.add(name, val[0], val[1], now_s, ctl.stock.stocked, dated):
                 ctl.event(K_TEMP, ev)
                 changed = True
         if changed or time.ticks_diff(time.ticks_ms(), saved) > _SAVE_EVERY_MS:

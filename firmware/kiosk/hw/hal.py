@@ -52,8 +52,13 @@ _esp32_timers = [0]
 
 
 class OneShot:
-    """A hardware one-shot timer. Its callback runs from the timer interrupt,
-    so it fires even if the main loop is stalled: safety caps use it."""
+    """A hardware one-shot timer for safety caps. Where the port has hard
+    timer callbacks (rp2) the callback runs from the interrupt, so it fires
+    even while the main loop is stalled. The ESP32 port has none (it raises
+    ValueError for hard=True since v1.27; older ports raise TypeError): its
+    callbacks are scheduled and run at the VM's next check, so `hard` is
+    False there and the caller must not rely on a stalled loop being cut
+    short (docs/locks.md)."""
 
     def __init__(self, mcu):
         from machine import Timer
@@ -64,13 +69,17 @@ class OneShot:
         else:
             self._t = Timer(-1)
         self._mcu = mcu
+        self.hard = True        # until the port refuses it
 
     def arm(self, ms, callback):
         from machine import Timer
-        try:
-            self._t.init(mode=Timer.ONE_SHOT, period=ms, callback=callback, hard=True)
-        except TypeError:  # ports without hard timer callbacks
-            self._t.init(mode=Timer.ONE_SHOT, period=ms, callback=callback)
+        if self.hard:
+            try:
+                self._t.init(mode=Timer.ONE_SHOT, period=ms, callback=callback, hard=True)
+                return
+            except (ValueError, TypeError):  # no hard timer callbacks on this port
+                self.hard = False
+        self._t.init(mode=Timer.ONE_SHOT, period=ms, callback=callback)
 
     def cancel(self):
         self._t.deinit()

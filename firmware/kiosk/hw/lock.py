@@ -1,10 +1,13 @@
 # Door lock driver: one fail-secure lock (solenoid bolt or electric strike)
 # with a bolt-feedback switch and a door reed switch. The drive is
-# energised only to unlock, and a hardware one-shot timer de-energises it
-# straight from its interrupt, so the energising cap holds even when the
-# main loop stalls. update() polls and debounces the switches and turns
-# them into short event codes. Pins and the timer come from kiosk.hw.hal.
-# Wiring and semantics: docs/hardware.md, "Door locks".
+# energised only to unlock, and a one-shot timer de-energises it from its
+# callback: from the interrupt where the port has hard timer callbacks
+# (rp2), so the cap holds even when the main loop stalls; at the VM's next
+# check where callbacks are scheduled (ESP32). update() is the second line:
+# it drops a drive whose window has passed, in case the callback is late or
+# was lost. The watchdog bounds the rest (docs/locks.md, "Energising cap").
+# update() also polls and debounces the switches and turns them into short
+# event codes. Pins and the timer come from kiosk.hw.hal.
 import time
 from micropython import const
 from kiosk.hw.debounce import Debounced as _Debounced
@@ -37,6 +40,8 @@ NOT_ENGAGED = "not_engaged"
 UNKNOWN = "unknown"
 
 _QUEUE = const(8)
+_LATE_MS = const(50)    # past its window this long, a drive is dropped by update()
+_STALE_MS = const(20)   # a callback this early for the current window belongs to an earlier one
 
 
 class LockRefused(Exception):
@@ -84,6 +89,7 @@ class DoorLock:
         self._capped = False      # the armed timer is the cap, not the request
         self._fired = False       # set by the timer interrupt
         self._fired_at = now
+        self._deadline = now      # when the current window ends
         self._off_at = now
         self._grace = False       # within relock_grace_ms of de-energising
         self._resting = False
@@ -95,6 +101,7 @@ class DoorLock:
         self.alarms = 0
         self.energize_count = 0
         self.cap_count = 0
+        self.late_caps = 0        # windows update() had to end: the timer's callback was late or lost
         self.dropped_events = 0
         self._q = [None] * _QUEUE
         self._qhead = 0
@@ -103,9 +110,15 @@ class DoorLock:
 
     # -- the drive ---------------------------------------------------------
     def _expire(self, _t):
-        """Timer interrupt: drop the drive, note when. Allocation-free."""
+        """Timer callback: drop the drive, note when. Allocation-free. A
+        scheduled callback can run after lock() and a new unlock(): one
+        that comes well before the current window ends is that earlier
+        window's, and is ignored."""
+        now = time.ticks_ms()
+        if time.ticks_diff(self._deadline, now) > _STALE_MS:
+            return
         self._drive.set(0)
-        self._fired_at = time.ticks_ms()
+        self._fired_at = now
         self._fired = True
 
     def _off(self, now):
@@ -155,6 +168,7 @@ class DoorLock:
             self.energize_count += 1
         grant = min(ms, left)
         self._capped = ms >= left
+        self._deadline = time.ticks_add(now, grant)
         self._on = True
         self._grace = False
         self.alarms &= ~ALARM_BOLT  # re-judged after relocking
@@ -209,6 +223,12 @@ class DoorLock:
         """Sample the switches (every 20-50 ms) and return the oldest event
         code or None. Events falling due together queue up for later calls
         or next_event(). Allocation-free."""
+        if self._on and not self._fired and time.ticks_diff(now, self._deadline) >= _LATE_MS:
+            # The timer's callback is late or lost: end the window here.
+            self._drive.set(0)
+            self.late_caps += 1
+            self._fired_at = now
+            self._fired = True
         self._settle()
         if self._grace and time.ticks_diff(now, self._off_at) >= self.relock_grace_ms:
             self._grace = False
@@ -282,7 +302,8 @@ class DoorLock:
             "bolt": self.bolt(), "bolt_ms": time.ticks_diff(now, self._bolt.changed_at),
             "alarms": [n for bit, n in _ALARM_NAMES if self.alarms & bit],
             "rest_left_ms": self.rest_left(now), "energize_count": self.energize_count,
-            "cap_count": self.cap_count, "dropped_events": self.dropped_events,
+            "cap_count": self.cap_count, "late_caps": self.late_caps,
+            "dropped_events": self.dropped_events,
         }
 
 

@@ -1,13 +1,14 @@
 # The link's socket: TCP (optionally TLS) opened and used without ever
 # waiting. connect() returns at once (EINPROGRESS) and completion is polled
 # with a zero timeout; reads and writes move what the socket can take now.
+#
+# Error numbers are the port's: the unix and rp2 ports use Linux's, the
+# ESP32 newlib's (EINPROGRESS 119 there, and 115 is ENETDOWN). So they come
+# from `errno` at run time, never as numbers, and never as `errno.X`
+# attributes either: the compiler folds those into the build host's values.
 import select
 import socket
-from micropython import const
-
-_EAGAIN = const(11)
-_EINPROGRESS = const(115)
-_ECONNREFUSED = const(111)
+from errno import EAGAIN, EINPROGRESS, ECONNREFUSED
 
 
 def der(cert):
@@ -54,7 +55,7 @@ class Conn:
         try:
             s.connect(self._addr)
         except OSError as e:
-            if e.args[0] != _EINPROGRESS:
+            if e.args[0] != EINPROGRESS:
                 raise
         self._poll = select.poll()
         self._poll.register(s, select.POLLOUT)
@@ -72,7 +73,7 @@ class Conn:
             return False
         self._poll = None
         if ev[0][1] & (select.POLLERR | select.POLLHUP):
-            raise OSError(_ECONNREFUSED)
+            raise OSError(ECONNREFUSED)
         if self.tls:
             self.sock = self._wrap(self.sock)
         return True
@@ -95,7 +96,7 @@ class Conn:
         try:
             n = self.sock.write(mv)
         except OSError as e:
-            if e.args[0] == _EAGAIN:
+            if e.args[0] == EAGAIN:
                 return 0
             raise
         return n or 0
@@ -105,7 +106,7 @@ class Conn:
         try:
             n = self.sock.readinto(mv)
         except OSError as e:
-            if e.args[0] == _EAGAIN:
+            if e.args[0] == EAGAIN:
                 return 0
             raise
         if n is None:

@@ -7,6 +7,9 @@
 # (connect, publish QoS 1, subscribe) are cut off at their first read with a
 # private exception; CONNACK, PUBACK and SUBACK are parsed here. umqtt's
 # wait_msg() only ever runs when a whole PUBLISH is already buffered.
+# Works with umqtt.simple 1.3.4 (pinned in mpylibs.lock) and with
+# micropython-lib's current release that board images freeze (its connect()
+# also closes an earlier socket and calls settimeout() on the new one).
 from umqtt import simple
 
 
@@ -68,6 +71,9 @@ class MemSock:
         pass
 
     def setblocking(self, flag):
+        pass
+
+    def settimeout(self, t):
         pass
 
     def close(self):

@@ -94,8 +94,12 @@ class Outbox:
             self.next = last + 1
             return
         self.next = recs[-1][0] + 1
-        up = self.replay_upto
-        self.held = [(s, line, s <= up) for s, line in recs]
+        # A loop, not a comprehension: a comprehension reading `up` would
+        # make it a closure cell, allocated on every call, records or not.
+        held = []
+        for s, line in recs:
+            held.append((s, line, s <= self.replay_upto))
+        self.held = held
 
     def host_ack(self, upto):
         """The host stored everything up to upto. Returns True if that is

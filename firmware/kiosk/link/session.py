@@ -1,6 +1,9 @@
 # The kiosk's link to its host: MQTT over a non-blocking socket, pumped by
 # one asyncio task in short synchronous steps, so the control loop is never
 # held up by the network, whether the broker is slow, dead or restarting.
+# At rest the task wakes every tick_ms to read the socket and allocates
+# nothing doing so: garbage made at rest is collected at a moment nobody
+# chooses, the middle of a carousel move included.
 # umqtt.simple encodes the packets (kiosk/mqttio.py), kiosk/conn.py moves
 # the bytes; this module keeps the session alive (pings, reconnect with
 # backoff and jitter, a will) and runs the protocol of docs/protocol.md:
@@ -67,7 +70,7 @@ class Link:
         self.tick_ms = tick_ms
         self._bo = backoff_ms
         self._conn_ms = connect_timeout_ms
-        self._ev = asyncio.Event()
+        self._due = False  # work arrived (a record, a reply): no idle sleep
         self._tasks = []
         self._task = None  # the supervisor's record of _run, for its beats
         self._stopping = False
@@ -91,9 +94,8 @@ class Link:
             return
         if supervisor is not None:
             supervisor.add("link", self._run, _SILENCE_MS)
-            supervisor.add("link_tick", self._tick, max(5000, 20 * self.tick_ms), backoff_ms=(100, 5000))
             return
-        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._tick())]
+        self._tasks = [asyncio.create_task(self._run())]
 
     def stop(self):
         """Say goodbye (retained death, DISCONNECT) if connected, then end."""
@@ -114,7 +116,7 @@ class Link:
 
     def notify(self, seq):
         """Controller listener: a record was journaled; send it now."""
-        self._ev.set()
+        self._due = True
 
     def event(self, kind, fields):
         """Journal an event of the link's own (refusals, clock steps)."""
@@ -122,7 +124,7 @@ class Link:
         if ev:
             return ev(kind, fields)
         seq = self.j.append(kind, fields)
-        self._ev.set()
+        self._due = True
         return seq
 
     def reply(self, op_id, state, info):
@@ -136,7 +138,7 @@ class Link:
             self.replies.pop(0)
             self.replies_dropped += 1
         self.replies.append(r)
-        self._ev.set()
+        self._due = True
 
     def subscribe(self, suffix, handler):
         """Also take messages on kiosk/<id>/<suffix> (QoS 0). Call before
@@ -151,13 +153,6 @@ class Link:
                 "rssi": net.rssi(), "clock_offset_s": clock.offset()}
 
     # -- the tasks ---------------------------------------------------------------
-    async def _tick(self, task=None):
-        while not self._stopping:
-            await asyncio.sleep_ms(self.tick_ms)
-            self._ev.set()
-            if task:
-                task.beat()
-
     def _stall(self, t0):
         d = time.ticks_diff(time.ticks_us(), t0)
         if d > self.max_stall_us:
@@ -244,13 +239,15 @@ class Link:
                 busy = self._pump()
                 self._stall(t0)
                 got = got or self.up
+                # asyncio.sleep_ms allocates nothing (an Event's wait()
+                # would, every tick)
                 if busy:
                     await asyncio.sleep_ms(0)
-                elif self.box.n or self.ms.tn:  # awaiting PUBACKs or socket room
+                elif self.box.n or self.ms.tn or self._due:  # PUBACKs, socket room, new work
+                    self._due = False
                     await asyncio.sleep_ms(1)
                 else:
-                    self._ev.clear()
-                    await self._ev.wait()
+                    await asyncio.sleep_ms(self.tick_ms)
         except Exception as e:
             self._fail(e)
         return got
@@ -267,7 +264,8 @@ class Link:
             self._out()
         ms.compact()
         if ms.rn < len(ms.rx):
-            n = self.conn.recv_into(ms.rxmv[ms.rn:])
+            # A slice makes a new memoryview: only when a packet is half in.
+            n = self.conn.recv_into(ms.rxmv if ms.rn == 0 else ms.rxmv[ms.rn:])
             if n:
                 ms.rn += n
                 self._rx_t = now
@@ -436,5 +434,5 @@ class Link:
         if not self.box.resend(a, b):
             return self.gate.refuse("busy", cid, "resend")
         self.reply(cid, "succeeded", {"from": a, "to": b})
-        self._ev.set()
+        self._due = True
         return "succeeded"

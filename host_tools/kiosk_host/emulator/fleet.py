@@ -18,6 +18,7 @@ from .supervisor import Kiosk
 
 DOORS = ("pickup", "service")
 DOOR_ACTIONS = ("open", "close", "force")
+ROUTES = ("ok", "refused", "blackhole")
 # Names the issue and the field team use, as the simulated world knows them.
 FAULT_ALIASES = {
     "broken_home_switch": "home_broken", "home_switch": "home_broken",
@@ -277,12 +278,29 @@ class Fleet:
             k.power_off()
         return k.info()
 
-    def network(self, kiosk_id: str, up: bool) -> dict[str, Any]:
+    def network(self, kiosk_id: str, up: bool | None = None, route: str | None = None,
+                rtt_ms: int | None = None) -> dict[str, Any]:
         """Drop (every open socket breaks, new ones fail) or restore the
-        kiosk's network."""
+        kiosk's network; route "refused" (the broker's host resets every
+        connection), "blackhole" (nothing answers) or "ok"; rtt_ms adds a
+        round trip to every connection. What is not given stays."""
         k = self.kiosk(kiosk_id)
-        r = k.command({"op": "network", "up": bool(up)})
-        k.sticky["network"] = bool(up)
+        if route is not None and route not in ROUTES:
+            raise EmulatorError(f"route must be one of {', '.join(ROUTES)}")
+        if rtt_ms is not None and (isinstance(rtt_ms, bool) or not isinstance(rtt_ms, int)
+                                   or not 0 <= rtt_ms <= 10000):
+            raise EmulatorError("rtt_ms must be an integer from 0 to 10000")
+        cmd: dict[str, Any] = {"op": "network"}
+        if up is not None or (route is None and rtt_ms is None):
+            cmd["up"] = True if up is None else bool(up)
+        if route is not None:
+            cmd["route"] = route
+        if rtt_ms is not None:
+            cmd["rtt_ms"] = rtt_ms
+        r = k.command(cmd)
+        k.sticky["network"] = r["up"]
+        k.sticky["route"] = r["route"]
+        k.sticky["rtt_ms"] = r["rtt_ms"]
         return r
 
     def world(self, kiosk_id: str) -> dict[str, Any]:

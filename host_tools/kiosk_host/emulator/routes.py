@@ -47,7 +47,9 @@ def sim_router(fleet: Fleet):
         name: Literal["call_pharmacist"]
 
     class Network(Body):
-        up: bool
+        up: Optional[bool] = None
+        route: Optional[Literal["ok", "refused", "blackhole"]] = None
+        rtt_ms: Optional[int] = Field(None, ge=0, le=10000)
 
     class Error(BaseModel):
         detail: str
@@ -103,6 +105,6 @@ def sim_router(fleet: Fleet):
 
     @router.post("/{kiosk_id}/network")
     def network(kiosk_id: str, body: Network):
-        return call(fleet.network, kiosk_id, body.up)
+        return call(fleet.network, kiosk_id, body.up, body.route, body.rtt_ms)
 
     return router

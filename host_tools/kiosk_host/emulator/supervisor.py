@@ -46,7 +46,8 @@ class Kiosk:
         self.lock = threading.RLock()        # one control command at a time
         self.state_lock = threading.Lock()   # process start and stop
         self.connected = threading.Event()
-        self.sticky: dict[str, Any] = {"doors": {}, "sensors": {}, "faults": {}, "network": True}
+        self.sticky: dict[str, Any] = {"doors": {}, "sensors": {}, "faults": {}, "network": True,
+                                       "route": "ok", "rtt_ms": 0}
         self._restarts: list[float] = []
 
     # -- flash -----------------------------------------------------------
@@ -247,6 +248,8 @@ class Kiosk:
         cmds: list[dict[str, Any]] = []
         if not s["network"]:
             cmds.append({"op": "network", "up": False})
+        if s["route"] != "ok" or s["rtt_ms"]:
+            cmds.append({"op": "network", "route": s["route"], "rtt_ms": s["rtt_ms"]})
         for (kind, target), on in s["faults"].items():
             if on:
                 cmds.append({"op": "fault", "kind": kind, "on": True, "target": target})
@@ -266,6 +269,7 @@ class Kiosk:
         return {"id": self.id, "pty": c.path if c else None, "tty": str(self.dir / "tty"),
                 "pid": self.proc.pid if self.running() else None, "powered": self.want_power,
                 "online": self.fleet.online.get(self.id), "network": self.sticky["network"],
+                "route": self.sticky["route"], "rtt_ms": self.sticky["rtt_ms"],
                 "console": c.mode if c else "off", "boots": self.boots,
                 "flash": str(self.flash), "log": str(self.dir / "console.log")}
 

@@ -1,9 +1,15 @@
 # The emulator's `machine`: found on sys.path before the built-in one, so
 # firmware imports `machine` exactly as on a board. Pins are wired to the
 # simulated world (simworld); Timer and WDT fire from a service thread, like
-# hardware, so they hold even when the firmware's main loop stalls.
+# hardware, so they hold even when the firmware's main loop stalls. How an
+# interrupt reaches the firmware is the port's (port.py): on the unix port
+# at once, from the thread that raised it; on the ESP32 always through the
+# scheduler (timers refuse hard=True, pins have no `hard`); on the RP2
+# through the scheduler unless hard=True. On the boards an interrupt that
+# falls due during a flash operation waits for its end.
 import time
 import _thread
+import port
 import simworld
 
 PWRON_RESET = 1
@@ -66,7 +72,16 @@ class Pin:
     def toggle(self):
         self.value(1 - self.value())
 
-    def irq(self, handler=None, trigger=IRQ_RISING | IRQ_FALLING, hard=False):
+    def irq(self, handler=None, trigger=IRQ_RISING | IRQ_FALLING, **kw):
+        if port.NAME == "esp32":
+            for k in kw:   # ports/esp32/machine_pin.c: (handler, trigger, wake)
+                if k != "wake":
+                    raise TypeError("unexpected keyword argument '%s'" % k)
+            hard = False
+        else:
+            hard = kw.get("hard", False)
+        if handler is not None and port.BOARD:
+            handler = _dispatcher(handler, hard)
         simworld.world().set_irq(self._id, self, handler, trigger)
 
     def __repr__(self):
@@ -88,6 +103,10 @@ class Signal:
 
     def off(self):
         self.value(0)
+
+
+def _dispatcher(handler, hard):
+    return lambda pin: port.irq(handler, pin, hard)
 
 
 # -- timers: one service thread runs every armed timer and the watchdog ----
@@ -115,7 +134,7 @@ def _service():
                     _armed.remove(due)
         if due is not None and due._callback is not None:
             try:
-                due._callback(due)
+                port.irq(due._callback, due, due._hard)
             except Exception as e:  # a dying callback must be loud, not silent
                 import sys
                 sys.print_exception(e)
@@ -133,20 +152,32 @@ class Timer:
     PERIODIC = 1
 
     def __init__(self, id=-1, **kw):
+        if port.NAME == "esp32" and not -1 <= id < port.ESP32_HW_TIMERS:
+            raise ValueError("invalid Timer number, max %d" % port.ESP32_HW_TIMERS)
         self._id = id
         self._mode = self.ONE_SHOT
         self._period = 0
         self._deadline = 0
         self._callback = None
+        self._hard = True
+        self._set = False
         if kw:
             self.init(**kw)
 
-    def init(self, mode=PERIODIC, period=-1, freq=-1, callback=None, hard=True):
+    def init(self, mode=PERIODIC, period=-1, freq=-1, callback=None, hard=None):
+        if port.NAME == "esp32" and hard:
+            raise ValueError("hard Timers are not implemented")
         if freq > 0:
             period = max(1, int(1000 / freq))
         if period < 0:
             raise ValueError("period or freq needed")
-        self.deinit()
+        if port.NAME == "esp32" and self._id == -1 and period < port.ESP32_TICK_MS:
+            raise ValueError("period too small for soft timer, less than OS tick period of %d ms."
+                             "  Try a hardware timer." % port.ESP32_TICK_MS)
+        self._disarm()
+        self._set = True
+        # unix: the callback runs in the service thread, as it always did
+        self._hard = (hard is None or hard) if not port.BOARD else bool(hard)
         self._mode = mode
         self._period = period
         self._callback = callback
@@ -156,6 +187,11 @@ class Timer:
         _ensure_thread()
 
     def deinit(self):
+        if port.NAME == "esp32" and self._id == -1 and not self._set:
+            raise ValueError("timer not set")
+        self._disarm()
+
+    def _disarm(self):
         with _lock:
             if self in _armed:
                 _armed.remove(self)

@@ -96,6 +96,8 @@ class World:
         self.reset_cause = self._load_reset_cause()
         self.network_up = True  # Wi-Fi and the route to the broker (sim socket, network)
         self.network_drops = 0  # each drop breaks the sockets open at the time
+        self.route = "ok"       # "refused" (resets) or "blackhole" (silence) beyond the Wi-Fi
+        self.rtt_ms = 0         # round trip added to every connection
         if board:
             self.wdt_limit_ms = board["wdt_max_ms"]
             self._build(board)
@@ -249,11 +251,23 @@ class World:
                 m.set_fault(kind, bool(cmd.get("on", True)))
             return {"kind": kind, "on": bool(cmd.get("on", True)), "targets": [m.name for m in models]}
         if op == "network":
-            up = bool(cmd.get("up", True))
-            if self.network_up and not up:
-                self.network_drops += 1
-            self.network_up = up
-            return {"up": up, "drops": self.network_drops}
+            if "up" in cmd or ("route" not in cmd and "rtt_ms" not in cmd):
+                up = bool(cmd.get("up", True))
+                if self.network_up and not up:
+                    self.network_drops += 1
+                self.network_up = up
+            route = cmd.get("route")
+            if route is not None:
+                if route not in ("ok", "refused", "blackhole"):
+                    raise ValueError("route must be ok, refused or blackhole, not %r" % (route,))
+                self.route = route
+            rtt = cmd.get("rtt_ms")
+            if rtt is not None:
+                if not isinstance(rtt, int) or isinstance(rtt, bool) or not 0 <= rtt <= 10000:
+                    raise ValueError("rtt_ms must be an integer from 0 to 10000")
+                self.rtt_ms = rtt
+            return {"up": self.network_up, "drops": self.network_drops, "route": self.route,
+                    "rtt_ms": self.rtt_ms}
         if op == "scan":
             sc = self.scanners.get("scanner")
             if sc is None:
