@@ -504,7 +504,9 @@ class Bridge:
         if record:
             k = self.store.kiosk(kiosk)
             if k is None or not k["online"]:
-                raise BridgeError(409, f"kiosk {kiosk} is offline: the command could not reach it")
+                why = f" ({k['why']})" if k and k.get("why") else ""
+                raise BridgeError(409, f"kiosk {kiosk} is offline{why}: the command could not reach it. Check the "
+                                       "kiosk's power and network; it is back when the dashboard shows it online")
             if "bin" in args:
                 bins = _bin_count(k)
                 if bins and args["bin"] > bins:
