@@ -27,6 +27,7 @@ tests/test_torture.py runs short ones inside `make test`.
 
 from __future__ import annotations
 
+import http.client
 import random
 import threading
 import time
@@ -44,6 +45,11 @@ POLICIES = {"door_open_timeout_s": 4, "telemetry_period_s": 5, "sample_period_s"
             "scan_answer_s": 5, "scan_lockout_s": 5, "label_scan_timeout_s": 10}
 TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
 BINS = 12
+
+
+# What a call to a bridge that was just killed raises: refused, reset, or
+# cut off in the middle of its answer.
+NOT_THERE = (OSError, http.client.HTTPException)
 
 
 class Problem(AssertionError):
@@ -83,7 +89,7 @@ class Rig:
     def kiosk(self, kid: str) -> dict[str, Any] | None:
         try:
             status, k = self.bridge.request("GET", f"/api/kiosks/{kid}")
-        except OSError:
+        except NOT_THERE:
             return None
         return k if status == 200 else None
 
@@ -214,7 +220,7 @@ class Worker:
     def api(self, method: str, path: str, body=None) -> tuple[int, Any]:
         try:
             return self.rig.bridge.request(method, f"/api/kiosks/{self.kid}{path}", body)
-        except OSError as e:
+        except NOT_THERE as e:
             return 0, {"detail": str(e)}
 
     def cmd(self, path: str, body=None, method: str = "POST") -> str | None:
@@ -228,7 +234,7 @@ class Worker:
         while time.monotonic() < end and self.powered():
             try:
                 status, c = self.rig.bridge.request("GET", f"/api/commands/{cid}")
-            except OSError:
+            except NOT_THERE:
                 status, c = 0, None
             if status == 200 and c["state"] in TERMINAL:
                 return c["state"]
@@ -257,7 +263,7 @@ class Worker:
         """The technician scans the package's label when the kiosk asks."""
         try:
             scan_label(self.rig.bridge.command, lambda text: self.rig.fleet.scan(self.kid, text), cid, order, 15)
-        except (EmulatorError, AssertionError, OSError):
+        except (EmulatorError, AssertionError, *NOT_THERE):
             pass   # the kiosk or the bridge went away meanwhile: the restock ends without it
 
     def sync_stock(self) -> None:
@@ -269,7 +275,7 @@ class Worker:
     def bridge_call(self, method: str, path: str, body=None) -> tuple[int, Any]:
         try:
             return self.rig.bridge.request(method, path, body)
-        except OSError as e:
+        except NOT_THERE as e:
             return 0, {"detail": str(e)}
 
     def new_order(self) -> str | None:
