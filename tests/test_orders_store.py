@@ -69,6 +69,13 @@ def stock(st, o, kiosk, oid, counselling=False, bins=12):
     return cid, b
 
 
+def released(st, o, kiosk, oid):
+    """Stocked, the service session over, released: ready for its code."""
+    stock(st, o, kiosk, oid)
+    kiosk.event("service", state="ended", session="t")
+    o.release(oid, "not_required", None, "ph-bob")
+
+
 def test_an_order_from_received_to_dispensed_with_every_step_named(rig):
     st, o, kiosk = rig
     o.create("rx-1", K, "pt-77", ITEMS, True, TOMORROW, "pharmacy-system")
@@ -129,9 +136,7 @@ def test_an_order_from_received_to_dispensed_with_every_step_named(rig):
 
 def test_wrong_other_replaced_and_expired_codes_and_the_throttle(rig):
     st, o, kiosk = rig
-    stock(st, o, kiosk, "rx-2")
-    kiosk.event("service", state="ended", session="t")
-    o.release("rx-2", "not_required", None, "ph-bob")
+    released(st, o, kiosk, "rx-2")
     old = o.issue_code("rx-2", "pharmacy-system")
     new = o.issue_code("rx-2", "pharmacy-system")
     assert answer(st, kiosk.scan(old))["args"]["why"] == "replaced"
@@ -158,9 +163,7 @@ def test_wrong_other_replaced_and_expired_codes_and_the_throttle(rig):
 
 def test_a_pickup_that_ends_without_the_order_frees_the_code_and_one_that_may_have_does_not(rig):
     st, o, kiosk = rig
-    stock(st, o, kiosk, "rx-3")
-    kiosk.event("service", state="ended", session="t")
-    o.release("rx-3", "not_required", None, "ph-bob")
+    released(st, o, kiosk, "rx-3")
     code = o.issue_code("rx-3", "pharmacy-system")
     c = answer(st, kiosk.scan(code))
     # The patient never opened the door: the op record ends the command.
