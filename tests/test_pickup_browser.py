@@ -128,3 +128,4 @@ def test_the_patients_screen_through_a_pickup_and_the_pharmacists_queue_through_
     expect(body).to_have_attribute("data-state", "calling")
     expect(page.locator('#waiting-table tr[data-reason="call"]')).to_contain_text(KID)
     assert errors == [] and page.errors == [], (errors, page.errors)
+    screen.context.close()      # its long poll ends before the bridge does
