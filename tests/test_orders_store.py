@@ -294,3 +294,19 @@ def test_the_call_button_opens_one_request_and_the_screen_says_so(rig):
     v = o.screen(K, online())
     assert v["state"] == "locked_out" and v["until"] > time.time() + 200
     assert set(v) <= {"state", "until", "since"}
+
+
+def test_a_failing_hook_is_undone_and_the_custody_record_goes_on(rig):
+    st, o, kiosk = rig
+    o.create("rx-h", K, "pt", ITEMS, False, TOMORROW, "pharmacy-system")
+
+    def broken(kid, ev, extra):
+        if ev["k"] == "button":
+            st._exec("UPDATE orders SET patient_ref = 'tampered' WHERE id = 'rx-h'")
+            raise RuntimeError("a bug in a hook")
+
+    st.event_hooks.insert(0, broken)
+    s = kiosk.event("button", name="call_pharmacist", presses=1)
+    assert st.acked(K) == s, "the event is stored and may be acknowledged"
+    assert o.get("rx-h")["patient_ref"] == "pt", "what the failing hook wrote is undone"
+    assert [c["reason"] for c in o.consults()] == ["call"], "the other hooks ran"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -28,6 +29,8 @@ from urllib.parse import urlparse
 
 from .. import contract
 from . import status as kstatus
+
+log = logging.getLogger("kiosk_bridge")
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS kiosks (
@@ -160,6 +163,34 @@ class Store:
         elif column not in [r[1] for r in self._all(f"PRAGMA table_info({table})")]:
             self._exec(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
+    @contextlib.contextmanager
+    def _savepoint(self):
+        """Inside a transaction: what the block writes is undone if it
+        raises; the rest of the transaction stands."""
+        if self.kind == "postgresql":
+            with self.db.transaction():     # nested: a savepoint
+                yield
+            return
+        self.db.execute("SAVEPOINT hook")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO SAVEPOINT hook")
+            self.db.execute("RELEASE SAVEPOINT hook")
+            raise
+        self.db.execute("RELEASE SAVEPOINT hook")
+
+    def _hook(self, hook, *args) -> None:
+        """Run an event or command hook in a savepoint. One that fails (a
+        bug, or a record no hook foresaw) is logged and undone, and the
+        custody record goes on: the event is stored and acknowledged
+        rather than sent again for ever."""
+        try:
+            with self._savepoint():
+                hook(*args)
+        except Exception:
+            log.exception("a store hook failed on %r; its changes are undone, the record is kept", args[:2])
+
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.kind == "postgresql" else sql
 
@@ -252,7 +283,7 @@ class Store:
                            (kiosk, r[1], r[0], r[2], r[3]))
             extra = transient.get((kiosk, ev["s"])) if transient else None
             for hook in self.event_hooks:
-                hook(kiosk, ev, extra)
+                self._hook(hook, kiosk, ev, extra)
         self._exec("UPDATE kiosks SET status = ? WHERE id = ?", (_dumps(st), kiosk))
         return done
 
@@ -481,7 +512,7 @@ class Store:
         cmd = self._command(cmd_id)
         if moves and state in TERMINAL:
             for hook in self.command_hooks:
-                hook(cmd)
+                self._hook(hook, cmd)
         return cmd, moves and state in TERMINAL
 
     def queue_command(self, kiosk: str, op: str, args: dict[str, Any], ttl_s: int, actor: str | None = None,
