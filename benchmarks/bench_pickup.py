@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from bridge_support import BridgeProc, scan_label, wait_until  # noqa: E402
+from bridge_support import BridgeProc, new_order, scan_label, wait_until  # noqa: E402
 from kiosk_host import paths  # noqa: E402
 from kiosk_host.broker import LocalBroker  # noqa: E402
 from kiosk_host.emulator.fleet import Fleet  # noqa: E402
@@ -229,11 +229,18 @@ class Site:
 
 def prepare(site: Site, bin_no: int, distance: int, order: str, hold: float) -> None:
     """Stock the bin, then leave the carousel `distance` bins short of it."""
+    status, r = site.bridge.request("POST", "/api/orders", new_order(order, KIOSK))
+    if status != 201:
+        raise Broken(f"POST /api/orders: {status} {r}")
     site.command("POST", "/service", {"session": "bench-tech"})
     site.command("POST", "/restocks", {"order_id": order, "bin": bin_no}, door="service", hold=hold, label=order)
     if distance:
         site.command("POST", "/commands", {"op": "jog", "args": {"bins": -distance}})
     site.command("DELETE", "/service")
+    wait_until(lambda: site.bridge.get(f"/api/orders/{order}")["state"] == "stocked", 20, f"{order} stocked")
+    status, r = site.bridge.request("POST", f"/api/orders/{order}/release", {"counselling": "not_required"})
+    if status != 200:
+        raise Broken(f"release {order}: {status} {r}")
     time.sleep(0.5)  # the link drains what the service session journaled
 
 

@@ -21,15 +21,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 from torture import Problem, Rig, outage_run, power_cut_run  # noqa: E402
 
 SHOWN = ["power_cuts", "boots_checked", "outages", "outages_broker", "outages_bridge", "outages_broker_and_bridge",
-         "outages_network", "pickups_requested", "restocks_requested", "temperature_changes", "pickups_released",
-         "ops_cut_short", "events_checked", "events_lost", "pickups_repeated", "doors_left_unlocked", "violations",
-         "max_link_stall_us"]
+         "outages_network", "orders_created", "restocks_requested", "codes_scanned", "temperature_changes",
+         "pickups_released", "ops_cut_short", "events_checked", "orders_checked", "webhooks_checked", "events_lost",
+         "pickups_repeated", "orders_dispensed_twice", "order_transitions_lost", "webhooks_lost",
+         "doors_left_unlocked", "violations", "max_link_stall_us"]
+ALWAYS = ("events_lost", "pickups_repeated", "orders_dispensed_twice", "order_transitions_lost", "webhooks_lost",
+          "doors_left_unlocked", "violations")
 
 
 def show(title: str, out: dict, seconds: float) -> None:
     print(f"\n{title} ({seconds:.0f} s)")
     for k in SHOWN:
-        if k in out or k in ("events_lost", "pickups_repeated", "doors_left_unlocked", "violations"):
+        if k in out or k in ALWAYS:
             print(f"  {k:<28} {out.get(k, 0)}")
 
 

@@ -9,10 +9,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,7 @@ class BridgeProc:
         args += self.extra
         if self.share:
             args += ["--share", self.share]
+        args += self.extra
         self.starts += 1
         log = open(self.root / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)
@@ -135,13 +138,14 @@ class BridgeProc:
         return (self.root / f"{self.name}.log").read_text(errors="replace")[-4000:]
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
-                who: str | None = None) -> tuple[int, Any]:
+                who: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """A call as the user of role `who` (default: a role the route allows)."""
         if who is None:
             if self._roles is None:
                 self._roles = Roles(self.url)
             who = self._roles.role(method, path)
-        return http(method, self.url + path, body, raw, token=self.tokens.get(who) if who else None)
+        return http(method, self.url + path, body, raw, token=self.tokens.get(who) if who else None,
+                    headers=headers)
 
     def get(self, path: str, ok_only: bool = True, who: str | None = None):
         status, body = self.request("GET", path, who=who)
@@ -152,6 +156,12 @@ class BridgeProc:
 
     def post(self, path: str, body: Any = None, who: str | None = None) -> tuple[int, Any]:
         return self.request("POST", path, {} if body is None else body, who=who)
+
+    def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        """A request that must answer `status`; its JSON."""
+        got, r = self.request(method, path, body)
+        assert got == status, (method, path, got, r)
+        return r
 
     def command(self, cid: str) -> dict[str, Any]:
         return self.get(f"/api/commands/{cid}")
@@ -192,6 +202,72 @@ def wait_until(pred, timeout: float = 10, what: str = "condition", every: float 
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def new_order(order: str, kiosk: str, counselling: bool = False, days: int = 1) -> dict[str, Any]:
+    """A POST /api/orders body, as the pharmacy system sends it."""
+    import datetime as dt
+
+    return {"order_id": order, "kiosk": kiosk, "patient_ref": f"pt-{order}", "counselling_required": counselling,
+            "items": [{"ndc": "0093-4155-73", "name": "Amoxicillin 500 mg capsule", "qty": 21}],
+            "pickup_by": (dt.date.today() + dt.timedelta(days=days)).isoformat()}
+
+
+class WebhookReceiver:
+    """The pharmacy system's end of the webhooks, on loopback: keeps each
+    delivery with whether its signature verified; answers 503 while
+    `down`. `args(root)` are the `kiosk-bridge serve` options that point a
+    bridge at it (the secret in a file under root)."""
+
+    SECRET = "webhook-secret-for-the-tests-0123"
+
+    def __init__(self):
+        from kiosk_host.bridge import webhooks
+
+        self.got: list[tuple[dict[str, Any], bool]] = []
+        self.down = False
+        self.refused = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                if outer.down:
+                    outer.refused += 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                ok = webhooks.verify(outer.SECRET.encode(), self.headers["x-kiosk-timestamp"], body,
+                                     self.headers["x-kiosk-signature"])
+                d = json.loads(body)
+                outer.got.append((d, ok and self.headers["x-kiosk-delivery"] == d["id"]))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def args(self, root: Path) -> list[str]:
+        secret = Path(root) / "webhook.secret"
+        secret.write_text(self.SECRET + "\n")
+        secret.chmod(0o600)
+        return ["--webhook", f"http://127.0.0.1:{self.port}/hooks", "--webhook-secret", str(secret)]
+
+    def changes(self, order: str) -> list[str]:
+        """The order's changes as delivered (duplicates of a retried delivery kept once)."""
+        seen, out = set(), []
+        for d, _ in self.got:
+            if d["order_id"] == order and d["id"] not in seen:
+                seen.add(d["id"])
+                out.append(d["type"].split(".", 1)[1])
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 def scan_label(get_command, scan, cid: str, label: str, timeout: float = 30.0) -> bool:

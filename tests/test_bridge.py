@@ -11,11 +11,12 @@ import json
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from bridge_support import USERS, BridgeProc, journal_records, scan_label, signed_fields, wait_until
+from bridge_support import USERS, BridgeProc, journal_records, new_order, scan_label, signed_fields, wait_until
 from kiosk_host import protocol
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
@@ -57,6 +58,9 @@ class Site:
         return c
 
     def restock(self, kid: str, order: str, bin_no: int) -> None:
+        """The order comes from the pharmacy system, is stocked in bin_no and
+        released by a pharmacist (so a pickup may hand it over)."""
+        self.bridge.ok("POST", "/api/orders", new_order(order, kid), 201)
         self.run(kid, "/service", {"session": "tech-1"})
         self.run(kid, "/restocks", {"order_id": order, "bin": bin_no}, door="service", label=order)
         status, r = self.bridge.request("DELETE", f"/api/kiosks/{kid}/service")
@@ -65,6 +69,7 @@ class Site:
         # A reply can overtake the journal record it follows: wait for the stock.
         wait_until(lambda: self.bridge.kiosk(kid)["status"]["stock"].get(str(bin_no)) == order, 20,
                    f"{order} in bin {bin_no} at the bridge")
+        self.bridge.ok("POST", f"/api/orders/{quote(order, safe='')}/release", {"counselling": "not_required"})
 
     def stored_matches_flash(self, kid: str, bridge: BridgeProc | None = None) -> int:
         """Wait until the store holds the kiosk's whole journal, then compare:

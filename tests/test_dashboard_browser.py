@@ -31,7 +31,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import Page, expect, sync_playwright
 
-from bridge_support import scan_label, wait_until
+from bridge_support import new_order, scan_label, wait_until
 from kiosk_host.bridge.alerts import Alerter, Rules
 from kiosk_host.bridge.api import create_app
 from kiosk_host.bridge.api.auth import guarded
@@ -77,7 +77,7 @@ class Site:
         self.people = People(self.store)
         self.passwords = {}
         self.tokens = {}
-        for role in ("pharmacist", "technician", "viewer", "admin"):
+        for role in ("pharmacist", "technician", "viewer", "admin", "pharmacy_system"):
             name = f"{role[:5]}.{role}"
             self.passwords[role] = (name, f"a password for {role}s")
             self.people.add_user(name, role, password=self.passwords[role][1])
@@ -197,10 +197,12 @@ def test_pickup_from_the_dashboard_with_live_status_events_and_fleet_view(site: 
     # A hot shelf for a few seconds: an excursion that starts and ends.
     site.call("POST", f"/api/sim/{kid}/sensor", {"sensor": "shelf_top", "celsius": 33.0})
     # The technician loads order rx-700 into bin 5 (API and the service door).
+    assert site.call("POST", "/api/orders", new_order("rx-700", kid), who="pharmacy_system")[0] == 201
     site.command("POST", f"/api/kiosks/{kid}/service", {"session": "tech-1"})
     site.command("POST", f"/api/kiosks/{kid}/restocks", {"order_id": "rx-700", "bin": 5}, door="service",
                  label="rx-700")
     site.command("DELETE", f"/api/kiosks/{kid}/service")
+    assert site.call("POST", "/api/orders/rx-700/release", {"counselling": "not_required"}, who="pharmacist")[0] == 200
     wait_until(lambda: site.get(f"/api/kiosks/{kid}")["excursions_open"] == 1, 20, "the excursion recorded")
     site.call("POST", f"/api/sim/{kid}/sensor", {"sensor": "shelf_top", "celsius": 22.0})
     expect(row.locator('[data-field="problems"]')).to_contain_text("excursion")

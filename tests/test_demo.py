@@ -195,3 +195,45 @@ def test_demo_refuses_to_show_passwords_on_a_network_address_without_allowed_hos
                         "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--allowed-host" in r.stderr, r
     assert "password" not in r.stdout and not (tmp_path / "bridge.sqlite3").exists()
+
+
+def test_the_demo_prints_an_order_code_that_the_simulate_panel_scans_into_a_pickup(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([str(VENV_BIN / "kiosk-bridge"), "demo", "--count", "1", "--http", f"127.0.0.1:{port}",
+                             "--state-dir", str(tmp_path), "--broker", "mosquitto"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = []
+    try:
+        end = time.monotonic() + 150
+        while not any("pickup code is" in line or "could not be prepared" in line for line in out):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(out)
+            out.append(line)
+            assert time.monotonic() < end, "".join(out)
+        said = next(line for line in out if "pickup code is" in line)   # else it said why not
+        code = said.rsplit(" ", 1)[1].strip()
+        base = f"http://127.0.0.1:{port}"
+        tech = User().login(base, "demo-technician", credentials(out)["demo-technician"][1])
+        _get, _post = tech.get, tech.post
+        order = _get(base + "/api/orders/demo-rx-1")
+        assert order["state"] == "stocked" and order["released"] and order["stocked"]["label_check"] == "passed"
+        # What the README says to do: scan it in the Simulate panel, open and shut the door.
+        assert _post(base + "/api/sim/demo-001/scan", {"text": code})[0] == 200
+        wait_until(lambda: _get(base + "/api/sim/demo-001")["world"]["locks"]["pickup"]["energized"], 30,
+                   "the pickup door unlocked")
+        _post(base + "/api/sim/demo-001/door", {"door": "pickup", "action": "open"})
+        time.sleep(1.6)
+        _post(base + "/api/sim/demo-001/door", {"door": "pickup", "action": "close"})
+        done = wait_until(lambda: (lambda o: o if o["state"] == "dispensed" else None)(
+            _get(base + "/api/orders/demo-rx-1")), 30, "the demo order dispensed")
+        assert done["dispensed"]["when_handed_over"] and done["dispensed"]["released_by"] == "demo-pharmacist"
+        assert [h["actor"] for h in done["history"]][:4] == ["demo-system", "demo-technician", "demo-technician",
+                                                            "demo-pharmacist"], done["history"]
+        assert any(f"/screen/demo-001#pair=" in line for line in out), "the screen's pairing link is printed"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from bridge_support import VENV_BIN, BridgeProc, http, wait_until
+from bridge_support import VENV_BIN, BridgeProc, http, new_order, wait_until
 from kiosk_host.bridge.api import create_app
 from kiosk_host.bridge.api.auth import PERMISSIONS, Public, policy_of, routes
 from kiosk_host.bridge.config import Keys
@@ -63,7 +63,18 @@ PINNED = {
     ("POST", "/api/users"): {"admin"},
     ("POST", "/api/sites"): {"admin"},
     ("PUT", "/api/kiosks/{kiosk_id}/site"): {"admin"},
+    # The patient's pickup (issue 14).
+    ("POST", "/api/orders"): {"pharmacy_system"},
+    ("POST", "/api/orders/{order_id}/pickup-code"): {"pharmacy_system"},
+    ("POST", "/api/orders/{order_id}/release"): {"pharmacist"},
+    ("GET", "/api/consults"): {"pharmacist"},
+    ("POST", "/api/kiosks/{kiosk_id}/retrievals"): {"technician"},
 }
+# The kiosk's screen answers its own paired credential only, whatever staff
+# token comes with the request (bridge/screens.py): 401 without it, 403 for
+# a pairing link that is no good.
+SCREEN_ONLY = {("GET", "/api/screen/{kiosk_id}"), ("POST", "/api/screen/{kiosk_id}/call"),
+               ("POST", "/api/screen/{kiosk_id}/pair")}
 
 
 class Rig:
@@ -103,6 +114,7 @@ class Rig:
         self.store = Store(self.db)
         self.people = People(self.store)
         inproc = Bridge(url, self.store, Keys(root / "keys"))
+        self.orders = inproc.orders
         self.demo = demo_app(inproc, self.fleet, self.people, None)
         self.main = create_app(inproc, people=self.people)
         self.demo_port = free_port()
@@ -155,8 +167,40 @@ def sample(rig: Rig, method: str, path: str, role: str | None):
     params = {"kiosk_id": HOME, "command_id": rig.command, "excursion_id": "x1", "name": rig.names["viewer"]}
     body, good = None, True
     key = (method, path)
-    if key in (("POST", "/api/kiosks/{kiosk_id}/pickups"), ("POST", "/api/kiosks/{kiosk_id}/restocks")):
+    if "{order_id}" in path or key in (("POST", "/api/kiosks/{kiosk_id}/restocks"),
+                                       ("POST", "/api/kiosks/{kiosk_id}/retrievals")):
+        # A fresh order at kiosk-001 for each call: one call's cancel or release is not the next's.
+        params["order_id"] = _fresh("rx-m")
+        o = new_order(params["order_id"], HOME)
+        rig.orders.create(o["order_id"], HOME, o["patient_ref"], o["items"], False, o["pickup_by"], "matrix")
+    if key == ("POST", "/api/kiosks/{kiosk_id}/pickups"):
         body = {"order_id": "rx-matrix", "bin": 1}
+    elif key in (("POST", "/api/kiosks/{kiosk_id}/restocks"), ("POST", "/api/kiosks/{kiosk_id}/retrievals")):
+        body, good = {"order_id": params["order_id"]}, False     # no service session open: 409
+    elif key == ("POST", "/api/orders"):
+        body = new_order(_fresh("rx-m"), HOME)
+    elif key == ("PATCH", "/api/orders/{order_id}"):
+        body = {"pickup_by": new_order("x", HOME, days=3)["pickup_by"]}
+    elif key == ("POST", "/api/orders/{order_id}/cancel"):
+        body = {"reason": "matrix"}
+    elif key == ("POST", "/api/orders/{order_id}/pickup-code"):
+        body = {}
+    elif key == ("POST", "/api/orders/{order_id}/release"):
+        body = {"counselling": "not_required"}
+    elif key == ("POST", "/api/consults/{consult_id}/close"):
+        rig.orders.request_call(HOME)
+        params["consult_id"] = next(c["id"] for c in rig.orders.consults() if c["kiosk"] == HOME)
+        body = {"note": "matrix"}
+    elif key == ("POST", "/api/kiosks/{kiosk_id}/screen-pairing"):
+        body = None
+    elif key == ("DELETE", "/api/kiosks/{kiosk_id}/screens"):
+        pass
+    elif key == ("POST", "/api/sim/{kiosk_id}/scan"):
+        body = {"text": "MATRIX"}
+    elif key == ("POST", "/api/sim/{kiosk_id}/button"):
+        body = {"name": "call_pharmacist"}
+    elif key == ("POST", "/api/screen/{kiosk_id}/pair"):
+        body = {"pairing": "not-a-pairing-link-at-all"}
     elif key == ("POST", "/api/kiosks/{kiosk_id}/service"):
         body = {"session": "svc-matrix"}
     elif key == ("POST", "/api/kiosks/{kiosk_id}/commands"):
@@ -191,7 +235,8 @@ def sample(rig: Rig, method: str, path: str, role: str | None):
         body = {"sensor": sorted(rig.fleet.world(HOME)["world"]["sensors"])[0], "celsius": 22.0}
     elif method in ("POST", "PUT", "PATCH"):
         body, good = {}, False
-    elif method == "DELETE" and key != ("DELETE", "/api/kiosks/{kiosk_id}/service") and key != ("DELETE", "/api/session"):
+    elif method == "DELETE" and key not in (("DELETE", "/api/kiosks/{kiosk_id}/service"), ("DELETE", "/api/session"),
+                                            ("DELETE", "/api/kiosks/{kiosk_id}/screens")):
         good = False
     concrete = re.sub(r"\{(\w+)\}", lambda m: params.get(m.group(1), "x"), path)
     if concrete == path and "{" in path:
@@ -258,6 +303,14 @@ def test_the_permission_matrix_every_route_no_credentials_each_role_and_another_
             # No credentials.
             path, body, good = sample(rig, method, route.path, None)
             status, r = http(method, base + path, body)
+            if key in SCREEN_ONLY:
+                assert isinstance(policy, Public), key
+                for role in (None, *ROLES):
+                    status, r = http(method, base + path, body, token=rig.tokens[role] if role else None)
+                    if status not in (401, 403):
+                        failures.append((key, role or "screen", status, r))
+                    checked += 1
+                continue
             if isinstance(policy, Public):
                 if status in (401, 403) or (good and not 200 <= status < 300):
                     failures.append((key, "public", status, r))
@@ -276,7 +329,8 @@ def test_the_permission_matrix_every_route_no_credentials_each_role_and_another_
                     failures.append((key, role, status, r))
                 checked += 1
             # A user of another site, of a role the route allows.
-            if "{kiosk_id}" in route.path or "{command_id}" in route.path:
+            if "{kiosk_id}" in route.path or "{command_id}" in route.path or "{order_id}" in route.path \
+                    or "{consult_id}" in route.path:
                 for role in sorted(allowed & set(rig.other)):
                     path, body, _ = sample(rig, method, route.path, role)
                     status, r = http(method, base + path, body, token=rig.other[role])

@@ -20,7 +20,9 @@ def test_power_cuts_at_random_instants_lose_nothing_and_repeat_nothing(rig):
     assert out["power_cuts"] == 12 and out["boots_checked"] == 12
     assert out.get("doors_left_unlocked", 0) == 0 and out.get("pickups_repeated", 0) == 0
     assert out.get("events_lost", 0) == 0 and out["events_checked"] > 50
-    assert out["pickups_requested"] + out["restocks_requested"] > 0, out
+    assert out["restocks_requested"] > 0 and out["codes_scanned"] > 0, out
+    assert out.get("orders_dispensed_twice", 0) == 0 and out.get("order_transitions_lost", 0) == 0
+    assert out["orders_checked"] > 0 and out["webhooks_checked"] > 0
 
 
 def test_broker_bridge_and_network_outages_lose_nothing(rig):
@@ -28,4 +30,6 @@ def test_broker_bridge_and_network_outages_lose_nothing(rig):
     assert out["outages"] == 6
     assert out.get("events_lost", 0) == 0 and out.get("pickups_repeated", 0) == 0
     assert out.get("doors_left_unlocked", 0) == 0
+    assert out.get("orders_dispensed_twice", 0) == 0 and out.get("order_transitions_lost", 0) == 0
+    assert out["orders_checked"] > 0 and out["webhooks_checked"] > 0
     assert out["max_link_stall_us"] >= 0, "the kiosks reported their longest control-loop stall"

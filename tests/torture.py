@@ -1,14 +1,20 @@
-"""Torture runs: emulated kiosks doing pickups, restocks and temperature
-logging through a real bridge while their power is cut at random instants
-(power-cut torture), or while the broker and the bridge are killed and the
-kiosks' network drops (outage torture). Seeded: the same seed gives the
-same schedule of operations and cut instants.
+"""Torture runs: emulated kiosks doing the pickup's work through a real
+bridge (orders created and stocked with their label check, released,
+their codes scanned at the kiosk and dispensed) and temperature logging,
+while their power is cut at random instants (power-cut torture), or while
+the broker and the bridge are killed and the kiosks' network drops (outage
+torture). Seeded: the same seed gives the same schedule of operations and
+cut instants.
 
 Checked after every cut and at the end:
 - doors locked after boot: no lock energised when the kiosk comes back;
 - no pickup repeated: each pickup command has at most one `pickup` event
   and at most one terminal `op` event, and a command a reset cut short
-  is never run again;
+  is never run again; no order leaves its bin twice;
+- no order transition lost: each order the bridge holds agrees with the
+  kiosk's journal (dispensed exactly when a pickup record names it, with
+  that record's seq; stocked once per restock record), and every change
+  in its history reached the pharmacy system's webhook;
 - every journal event reaches the bridge's store exactly once: the store
   equals the flash journal, contiguous from seq 1, field for field;
 - the journal stays readable: every kiosk boots again and journals on;
@@ -21,6 +27,7 @@ tests/test_torture.py runs short ones inside `make test`.
 
 from __future__ import annotations
 
+import http.client
 import random
 import threading
 import time
@@ -28,14 +35,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bridge_support import BridgeProc, journal_records, scan_label, signed_fields, wait_until
+from bridge_support import (BridgeProc, WebhookReceiver, journal_records, new_order, scan_label, signed_fields,
+                            wait_until)
 from kiosk_host.emulator import EmulatorError
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
 
-POLICIES = {"door_open_timeout_s": 4, "telemetry_period_s": 5, "sample_period_s": 2, "door_held_open_s": 30}
+POLICIES = {"door_open_timeout_s": 4, "telemetry_period_s": 5, "sample_period_s": 2, "door_held_open_s": 30,
+            "scan_answer_s": 5, "scan_lockout_s": 5, "label_scan_timeout_s": 10}
 TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
 BINS = 12
+
+
+# What a call to a bridge that was just killed raises: refused, reset, or
+# cut off in the middle of its answer.
+NOT_THERE = (OSError, http.client.HTTPException)
 
 
 class Problem(AssertionError):
@@ -51,7 +65,9 @@ class Rig:
         # their keys as they appear); events published before it subscribes
         # would wait for the kiosks' ack timeout.
         (self.root / "keys").mkdir(parents=True, exist_ok=True)
-        self.bridge = BridgeProc(self.root / "bridge", self.url, self.root / "keys", ttl=30).start()
+        self.pharmacy = WebhookReceiver()
+        self.bridge = BridgeProc(self.root / "bridge", self.url, self.root / "keys", ttl=30,
+                                 extra=self.pharmacy.args(self.root)).start()
         self.fleet = Fleet(self.url, kiosks, self.root / "kiosks", self.root / "keys", policies=POLICIES,
                            keepalive_s=keepalive_s).start()
         self.counts: Counter = Counter()
@@ -67,12 +83,13 @@ class Rig:
         self.bridge.stop()
         self.fleet.stop()
         self.broker.stop()
+        self.pharmacy.close()
 
     # -- waiting ---------------------------------------------------------------
     def kiosk(self, kid: str) -> dict[str, Any] | None:
         try:
             status, k = self.bridge.request("GET", f"/api/kiosks/{kid}")
-        except OSError:
+        except NOT_THERE:
             return None
         return k if status == 200 else None
 
@@ -124,6 +141,49 @@ class Rig:
             raise Problem(f"{kid}: commands run twice: {again[:5]}")
         return sum(pickups.values()), sum(1 for e in evs if e["k"] == "op" and e.get("reason") == "reset")
 
+    def check_orders(self, kid: str) -> int:
+        """Every order agrees with the kiosk's journal; returns how many."""
+        evs = [e["body"] for e in self.bridge.events(kid)]
+        picked: dict[str, list[int]] = {}
+        stocked = Counter(e["order"] for e in evs if e["k"] == "restock")
+        for e in evs:
+            if e["k"] == "pickup":
+                picked.setdefault(e["order"], []).append(e["s"])
+        twice = {o: s for o, s in picked.items() if len(s) > 1}
+        if twice:
+            self.count("orders_dispensed_twice", len(twice))
+            raise Problem(f"{kid}: orders out of their bins twice: {twice}")
+        orders = self.bridge.get(f"/api/orders?kiosk={kid}")
+        for o in orders:
+            o = self.bridge.get(f"/api/orders/{o['order_id']}")
+            events = Counter(h["event"] for h in o["history"])
+            seqs = picked.get(o["order_id"], [])
+            ok = (o["state"] == "dispensed") == bool(seqs) and events["dispensed"] == len(seqs) \
+                and (not seqs or o["dispensed"]["kiosk_seq"] == seqs[0]) \
+                and events["stocked"] == stocked[o["order_id"]]
+            if not ok:
+                self.count("order_transitions_lost")
+                raise Problem(f"{kid}: order {o['order_id']} ({o['state']}, {dict(events)}) disagrees with the "
+                              f"journal: pickups at {seqs}, restocks {stocked[o['order_id']]}")
+        return len(orders)
+
+    def check_webhooks(self, timeout: float = 120) -> int:
+        """Every change of every order reached the pharmacy system."""
+        wait_until(lambda: self.bridge.metric("kiosk_bridge_webhooks_waiting") == 0, timeout,
+                   "every webhook delivered", every=0.5)
+        got = {d["id"] for d, _ in self.pharmacy.got}
+        n = 0
+        for kid in self.fleet.ids:
+            for o in self.bridge.get(f"/api/orders?kiosk={kid}"):
+                for h in self.bridge.get(f"/api/orders/{o['order_id']}")["history"]:
+                    n += 1
+                    if f"{o['order_id']}/{h['n']}" not in got:
+                        self.count("webhooks_lost")
+                        raise Problem(f"order {o['order_id']}'s change {h['n']} ({h['event']}) never delivered")
+        if not all(ok for _, ok in self.pharmacy.got):
+            raise Problem("a webhook's signature did not verify")
+        return n
+
     def check_world(self, kid: str) -> None:
         w = self.fleet.world(kid)["world"]
         if w and w.get("violation_count"):
@@ -137,11 +197,13 @@ class Rig:
             p, r = self.check_no_repeats(kid)
             out["pickups_released"] += p
             out["ops_cut_short"] += r
+            out["orders_checked"] += self.check_orders(kid)
             self.check_world(kid)
             w = self.fleet.world(kid)["world"]
             if any(lk["energized"] for lk in w["locks"].values()):
                 self.count("doors_left_unlocked")
                 raise Problem(f"{kid}: a lock energised at the end")
+        out["webhooks_checked"] += self.check_webhooks()
         return dict(out)
 
 
@@ -152,12 +214,13 @@ class Worker:
         self.rig, self.kid = rig, kid
         self.rng = random.Random(f"{seed}:{kid}")
         self.stock: dict[int, str] = {}
+        self.codes: dict[str, str] = {}      # released orders -> the patient's code
         self.n = 0
 
     def api(self, method: str, path: str, body=None) -> tuple[int, Any]:
         try:
             return self.rig.bridge.request(method, f"/api/kiosks/{self.kid}{path}", body)
-        except OSError as e:
+        except NOT_THERE as e:
             return 0, {"detail": str(e)}
 
     def cmd(self, path: str, body=None, method: str = "POST") -> str | None:
@@ -171,7 +234,7 @@ class Worker:
         while time.monotonic() < end and self.powered():
             try:
                 status, c = self.rig.bridge.request("GET", f"/api/commands/{cid}")
-            except OSError:
+            except NOT_THERE:
                 status, c = 0, None
             if status == 200 and c["state"] in TERMINAL:
                 return c["state"]
@@ -200,7 +263,7 @@ class Worker:
         """The technician scans the package's label when the kiosk asks."""
         try:
             scan_label(self.rig.bridge.command, lambda text: self.rig.fleet.scan(self.kid, text), cid, order, 15)
-        except (EmulatorError, AssertionError, OSError):
+        except (EmulatorError, AssertionError, *NOT_THERE):
             pass   # the kiosk or the bridge went away meanwhile: the restock ends without it
 
     def sync_stock(self) -> None:
@@ -209,37 +272,78 @@ class Worker:
             self.stock = {int(b): o for b, o in k["status"]["stock"].items()}
             self.unverified = list(k["status"].get("unverified") or [])
 
+    def bridge_call(self, method: str, path: str, body=None) -> tuple[int, Any]:
+        try:
+            return self.rig.bridge.request(method, path, body)
+        except NOT_THERE as e:
+            return 0, {"detail": str(e)}
+
+    def new_order(self) -> str | None:
+        """The pharmacy system sends an order for this kiosk."""
+        order = f"{self.kid}-o{self.n}"
+        status, _ = self.bridge_call("POST", "/api/orders", new_order(order, self.kid, days=2))
+        if status != 201:
+            return None
+        self.rig.count("orders_created")
+        return order
+
+    def release(self, order: str) -> None:
+        """The pharmacist releases it; the pharmacy system asks for its code."""
+        if self.bridge_call("POST", f"/api/orders/{order}/release", {"counselling": "not_required"})[0] == 200:
+            status, r = self.bridge_call("POST", f"/api/orders/{order}/pickup-code", {})
+            if status == 201:
+                self.codes[order] = r["code"]
+
+    def ready(self) -> list[str]:
+        """Released orders the kiosk holds."""
+        held = set(self.stock.values())
+        return sorted(o for o in self.codes if o in held)
+
+    def settle(self, order: str, timeout: float = 20) -> None:
+        """Until a scan's pickup of the order has ended one way or another."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self.powered():
+            status, o = self.bridge_call("GET", f"/api/orders/{order}")
+            if status == 200 and (o["state"] == "dispensed" or o["history"][-1]["event"] != "dispensing"):
+                if o["state"] != "stocked" or o["codes"][-1]["state"] != "active":
+                    self.codes.pop(order, None)   # dispensed, or its code spent: done with it
+                return
+            time.sleep(0.2)
+
     def one_operation(self) -> None:
         """Something the kiosk does in a day, chosen by the schedule."""
         self.n += 1
         self.sync_stock()
         r = self.rng.random()
         unverified = getattr(self, "unverified", [])
-        if unverified or (r < 0.45 and len(self.stock) < BINS):
-            # A service visit: verify what a reset left unknown, load a bin.
+        if unverified or (r < 0.4 and len(self.stock) < BINS):
+            # A service visit: verify what a reset left unknown, stock an order.
             if self.wait_cmd(self.cmd("/service", {"session": f"svc-{self.n}"})) != "succeeded":
                 return
             for b in unverified:
                 self.wait_cmd(self.cmd("/commands", {"op": "verify_bin", "args": {"bin": b, "present": False}}))
-            free = [b for b in range(1, BINS + 1) if b not in self.stock and b not in unverified]
-            if free:
-                b = self.rng.choice(free)
-                order = f"{self.kid}-o{self.n}"
-                cid = self.cmd("/restocks", {"order_id": order, "bin": b})
-                if cid:
+            order = self.new_order()
+            if order:
+                status, r = self.api("POST", "/restocks", {"order_id": order})
+                if status == 202:
                     self.rig.count("restocks_requested")
-                    self.label(cid, order)
+                    self.label(r["command_id"], order)
                     self.door_cycle("service", time.monotonic() + 15)
-                    self.wait_cmd(cid)
+                    self.wait_cmd(r["command_id"])
             self.wait_cmd(self.cmd("/service", method="DELETE"))
-        elif r < 0.85 and self.stock:
-            b = self.rng.choice(sorted(self.stock))
-            cid = self.cmd("/pickups", {"order_id": self.stock[b], "bin": b})
-            if cid:
-                self.rig.count("pickups_requested")
-                if self.rng.random() < 0.85:
-                    self.door_cycle("pickup", time.monotonic() + 15)
-                self.wait_cmd(cid)
+            if order:
+                self.release(order)
+        elif r < 0.85 and self.ready():
+            # A patient scans their code and (mostly) takes the medicine.
+            order = self.rng.choice(self.ready())
+            try:
+                self.rig.fleet.scan(self.kid, self.codes[order])
+            except EmulatorError:
+                return
+            self.rig.count("codes_scanned")
+            if self.rng.random() < 0.85:
+                self.door_cycle("pickup", time.monotonic() + 10)
+            self.settle(order)
         else:
             try:
                 self.rig.fleet.sensor(self.kid, self.rng.choice(["cabinet", "shelf_top"]),

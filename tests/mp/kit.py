@@ -75,7 +75,8 @@ async def technician(world, ctl, label=None, hold=1500):
     """A technician restocking: scans the package's label (the order, or
     `label`) once the restock is running, then opens and shuts the service
     door when it unlocks."""
-    assert await wait_for(lambda: ctl.op is not None and ctl.op.kind == "restock", 20000), "no restock ran"
+    assert await wait_for(lambda: ctl.op is not None and ctl.op.kind == "restock" and ctl.op.state == "in_progress",
+                          20000), "no restock ran"
     text = ctl.op.args["order"] if label is None else label
     assert world.handle({"op": "scan", "text": text})["sent"]
     if label is None:

@@ -63,7 +63,7 @@ async def _named():
     ctl.submit("s", "service_start", {"session": "svc-1"}, "tom.tech")
     assert ctl.submit("r-other", "restock", {"order": "RX-7", "bin": 7}, "ann.tech") == "rejected"
     assert ctl.submit("r-none", "restock", {"order": "RX-7", "bin": 7}) == "rejected"
-    tech = asyncio.create_task(kit.person(w, "service"))
+    tech = asyncio.create_task(kit.technician(w, ctl))
     ctl.submit("r", "restock", {"order": "RX-7", "bin": 7}, "tom.tech")
     state, info = await r.final("r")
     await tech

@@ -140,12 +140,17 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--secure-cookies", action="store_true",
                    help="clients reach the bridge over HTTPS through a TLS-terminating proxy: session cookies "
                         "only over HTTPS (implied by --tls-cert)")
+    p.add_argument("--webhook", metavar="URL", help="POST every order change to this URL (the pharmacy system)")
+    p.add_argument("--webhook-secret", metavar="FILE",
+                   help="file holding the webhooks' shared signing secret (needed with --webhook)")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     host, port = _hostport(a.http, p)
     hosts = allowed_hosts(host, a.allowed_host, p)
     if bool(a.tls_cert) != bool(a.tls_key):
         p.error("--tls-cert and --tls-key go together")
+    if a.webhook and not a.webhook_secret:
+        p.error("--webhook needs --webhook-secret FILE (the secret never goes on the command line)")
     if not 5 <= a.command_ttl <= 300:
         p.error("--command-ttl must be between 5 and 300 seconds (the kiosk refuses longer)")
     _logging(a.verbose)
@@ -160,9 +165,13 @@ def serve_main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rules = Rules.load(a.alerts, dashboard_url=f"{'https' if a.tls_cert else 'http'}://{hosts[0]}:{port}")
+        secret = None
+        if a.webhook:
+            from .webhooks import read_secret
+            secret = read_secret(a.webhook_secret)
         store = Store(a.db)
         bridge = Bridge(a.broker, store, Keys(a.keys), share=a.share, credentials_file=a.broker_credentials,
-                        command_ttl_s=a.command_ttl).start()
+                        command_ttl_s=a.command_ttl, webhook_url=a.webhook, webhook_secret=secret).start()
         bridge.alerter = Alerter(bridge, rules).start()
     except (ConfigError, StoreError) as e:
         print(f"kiosk-bridge: {e}", file=sys.stderr)
@@ -260,7 +269,13 @@ def demo_main(argv: list[str] | None = None) -> int:
         demo_people(people, [k["id"] for k in fleet.kiosks])
         app = demo_app(bridge, fleet, people, Web(hosts))
         url = f"http://{hosts[0] if ':' not in hosts[0] else f'[{hosts[0]}]'}:{port}/"
-        _serve_http(app, host, port, on_ready=lambda: print(_banner(url, fleet.kiosks), flush=True))
+
+        def ready() -> None:
+            print(_banner(url, fleet.kiosks), flush=True)
+            from .demo_pickup import prepare
+            prepare(bridge, fleet, url, lambda line: print(line, flush=True))
+
+        _serve_http(app, host, port, on_ready=ready)
     except (EmulatorError, RuntimeError, StoreError, ConfigError, PeopleError) as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2

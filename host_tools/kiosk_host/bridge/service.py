@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from .. import contract, protocol
 from .config import Keys, broker_settings
 from .metrics import Counter, Gauge, Histogram, Registry
+from .orders import Orders
 from .store import TERMINAL, Store
 
 log = logging.getLogger("kiosk_bridge")
@@ -40,6 +41,9 @@ RESEND_EVERY_S = 5.0
 RESEND_MAX = 1000        # the kiosk's limit for one resend range
 STALE_GRACE_S = 5.0      # a command no kiosk answered by exp + this is timed out
 RECONNECT_MAX_S = 10     # the longest wait between two attempts to reach the broker
+TRANSIENT_KEEP_S = 30.0  # a scanned code's text is held this long for its event to join the prefix
+UNSENT_MAX_AGE_S = 10.0  # a command left in the outbox longer (the bridge stopped) is not sent late
+ORDER_SWEEP_S = 2.0      # how often orders past their deadline are looked for
 
 # What the bridge lets a client ask of a kiosk, with the argument types the
 # firmware's controller checks: the shared operation table
@@ -99,7 +103,8 @@ class BrokerLink:
 
 class Bridge:
     def __init__(self, broker_url: str, store: Store, keys: Keys, share: str | None = None,
-                 credentials_file: str | None = None, command_ttl_s: int = 60, client_id: str | None = None):
+                 credentials_file: str | None = None, command_ttl_s: int = 60, client_id: str | None = None,
+                 webhook_url: str | None = None, webhook_secret: bytes | None = None):
         self.broker = broker_settings(broker_url, credentials_file)
         self.broker_url = broker_url
         self.store = store
@@ -115,11 +120,19 @@ class Bridge:
         self._threads: list[threading.Thread] = []
         self._gaps: dict[str, float] = {}          # kiosk -> when the hole after acked was first seen
         self._resent: dict[str, float] = {}
+        self._journal_last: dict[str, int] = {}     # kiosk -> the newest seq its birth named
         self._ack_sent: dict[str, int] = {}
         self._sent_at: dict[str, float] = {}        # command id -> monotonic time it was published
         self._online: dict[str, bool] = {k["id"]: k["online"] for k in store.kiosks()}
+        self._transient: dict[tuple[str, int], tuple[dict[str, Any], float]] = {}
         self.listeners: list = []                  # called with (kind, kiosk) after a change is stored
         self.alerter = None                        # alerts.Alerter, when run.py runs alerts beside it
+        self.orders = Orders(store)                # the pickup: orders, codes, scans, consults
+        self.webhooks = None
+        if webhook_url:
+            from .webhooks import Webhooks
+            self.webhooks = Webhooks(self.orders, webhook_url, webhook_secret or b"")
+        self._expired_at = 0.0
         self._metrics()
 
     # -- metrics -------------------------------------------------------------
@@ -153,6 +166,8 @@ class Bridge:
                     fn=self._open_excursions))
         r.add(Gauge("kiosk_bridge_broker_connected", "1 while the bridge holds a broker session.",
                     fn=lambda: {(): 1 if self.connected.is_set() else 0}))
+        r.add(Gauge("kiosk_bridge_webhooks_waiting", "Order changes not yet delivered to the pharmacy system.",
+                    fn=lambda: {(): self.orders.webhook_backlog()}))
 
     def _open_excursions(self) -> dict[tuple, float]:
         return {(): self.store.open_excursions()}
@@ -183,10 +198,14 @@ class Bridge:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        if self.webhooks:
+            self.webhooks.start()
         return self
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.webhooks:
+            self.webhooks.stop()
         for t in self._threads:
             t.join(10)
         if self.client:
@@ -311,6 +330,7 @@ class Bridge:
                 if not isinstance(msg.get("s"), int) or msg["s"] < 1 or not isinstance(msg.get("k"), str):
                     self._reject("bad_event")
                     continue
+                self._keep_transient(kiosk, msg)
                 evts.setdefault(kiosk, []).append(msg)
                 arrived.setdefault(kiosk, t_in)
             elif kind == "tele":
@@ -325,6 +345,21 @@ class Bridge:
                 self._tell("tele", kiosk)
         if evts:
             self._events(evts, arrived)
+            self.flush_commands()
+
+    def _keep_transient(self, kiosk: str, msg: dict[str, Any]) -> None:
+        """A scanned code's text is verified with its event and never stored:
+        taken out here, held briefly for the event hooks (the event may join
+        the contiguous prefix only once a gap before it is filled)."""
+        if "text" not in msg:
+            return
+        text = msg.pop("text")
+        if msg.get("k") != contract.K_SCAN or not isinstance(text, str):
+            return
+        now = time.monotonic()
+        for key in [k for k, (_, t) in self._transient.items() if now - t > TRANSIENT_KEEP_S]:
+            del self._transient[key]
+        self._transient[(kiosk, msg["s"])] = ({"text": text}, now)
 
     def _events(self, evts: dict[str, list[dict[str, Any]]], arrived: dict[str, float]) -> None:
         """Store every kiosk's events of this batch in one transaction (one
@@ -340,8 +375,9 @@ class Bridge:
                     self.m_excursions.inc()
             batches.append((kiosk, events, lost))
         t0 = time.monotonic()
+        transient = {k: v[0] for k, v in self._transient.items()}
         try:
-            results = self.store.add_batches(batches)
+            results = self.store.add_batches(batches, transient)
         except Exception:
             if len(batches) == 1:
                 raise
@@ -351,7 +387,7 @@ class Bridge:
             results = {}
             for b in batches:
                 try:
-                    results.update(self.store.add_batches([b]))
+                    results.update(self.store.add_batches([b], transient))
                 except Exception:
                     log.exception("%s: could not store %d events; the kiosk will send them again", b[0], len(b[1]))
             if not results:
@@ -401,6 +437,13 @@ class Bridge:
                 ours = self.store.adopt_acked(kiosk, theirs)
             if ours:
                 self._ack(kiosk, ours)     # also sets the kiosk's clock
+            last = j.get("last") if isinstance(j.get("last"), int) else 0
+            if last > ours:
+                # Records it published before this bridge listened (a bridge
+                # that starts after its kiosks): asked for once the grace
+                # passes, not after the kiosk's own ack timeout.
+                self._journal_last[kiosk] = last
+                self._gaps.setdefault(kiosk, time.monotonic())
         self._tell("state", kiosk)
 
     def _reply(self, kiosk: str, msg: dict[str, Any]) -> None:
@@ -422,6 +465,8 @@ class Bridge:
         self._tell("command", cmd["kiosk"])
 
     def _tell(self, kind: str, kiosk: str) -> None:
+        if self.webhooks:
+            self.webhooks.poke()
         for cb in self.listeners:
             try:
                 cb(kind, kiosk)
@@ -434,6 +479,8 @@ class Bridge:
             try:
                 self._expire_commands()
                 self._ask_for_gaps()
+                self.flush_commands()
+                self._expire_orders()
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -446,14 +493,31 @@ class Bridge:
             if r and r[1]:
                 self._finished(r[0])
 
+    def _expire_orders(self) -> None:
+        """Orders past their pickup deadline become return-to-stock tasks."""
+        now = time.monotonic()
+        if now - self._expired_at < ORDER_SWEEP_S:
+            return
+        self._expired_at = now
+        for oid in self.orders.expire_due():
+            log.info("order %s expired", oid)
+            self._tell("order", "")
+
     def _ask_for_gaps(self) -> None:
         now = time.monotonic()
         for kiosk, since in list(self._gaps.items()):
             acked = self.store.acked(kiosk)
             nxt = self.store.first_after(kiosk, acked)
             if nxt is None:
-                self._gaps.pop(kiosk, None)
-                continue
+                last = self._journal_last.get(kiosk, 0)
+                if last <= acked:
+                    self._gaps.pop(kiosk, None)
+                    self._journal_last.pop(kiosk, None)
+                    continue
+                # Nothing stored past the hole: ask for all the kiosk holds
+                # from there (it sends what it has; the birth's last seq is
+                # only where its journal stood when it connected).
+                nxt = acked + RESEND_MAX + 1
             if now - since < GAP_GRACE_S or now - self._resent.get(kiosk, 0) < RESEND_EVERY_S:
                 continue
             self._resent[kiosk] = now
@@ -508,28 +572,57 @@ class Bridge:
                 raise BridgeError(409, f"kiosk {kiosk} is offline{why}: the command could not reach it. Check the "
                                        "kiosk's power and network; it is back when the dashboard shows it online")
             if "bin" in args:
-                bins = _bin_count(k)
+                bins = bin_count(k)
                 if bins and args["bin"] > bins:
                     raise BridgeError(422, f"kiosk {kiosk} has bins 1 to {bins}")
         cid = uuid.uuid4().hex
         iat = int(time.time())
         exp = iat + self.command_ttl_s
-        cmd = {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args}
-        if actor:
-            cmd["by"] = actor
-        cmd = protocol.sign(key, cmd)
         out = self.store.add_command(cid, kiosk, op, args, exp, actor, note) if record else None
-        info = self.client.publish(f"kiosk/{kiosk}/cmd", json.dumps(cmd, separators=(",", ":"), ensure_ascii=False), qos=1, retain=False)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS and record:
-            self.store.update_command(cid, "failed", "not_sent", {"detail": mqtt.error_string(info.rc)}, "bridge")
-            raise BridgeError(503, f"could not publish the command: {mqtt.error_string(info.rc)}")
+        rc = self._publish(kiosk, key, cid, op, args, iat, exp, actor)
+        if rc != mqtt.MQTT_ERR_SUCCESS and record:
+            self.store.update_command(cid, "failed", "not_sent", {"detail": mqtt.error_string(rc)}, "bridge")
+            raise BridgeError(503, f"could not publish the command: {mqtt.error_string(rc)}")
         if record:
             self._sent_at[cid] = time.monotonic()
             self._tell("command", kiosk)
         return out
 
+    def _publish(self, kiosk: str, key: bytes, cid: str, op: str, args: dict[str, Any], iat: int, exp: int,
+                 actor: str | None) -> int:
+        cmd = {"v": protocol.VERSION, "id": cid, "op": op, "iat": iat, "exp": exp, "args": args}
+        if actor:
+            cmd["by"] = actor
+        cmd = protocol.sign(key, cmd)
+        info = self.client.publish(f"kiosk/{kiosk}/cmd", json.dumps(cmd, separators=(",", ":"), ensure_ascii=False),
+                                   qos=1, retain=False)
+        return info.rc
 
-def _bin_count(k: dict[str, Any]) -> int | None:
+    def flush_commands(self) -> list[dict[str, Any]]:
+        """Publish the commands made inside store transactions (the command
+        outbox), once each; returns them. A command that cannot go out ends
+        failed (not_sent), so what waited on it (a code's claim, a bin held
+        for a restock) is let go."""
+        if self.client is None:
+            return []
+        sent = []
+        for c in self.store.take_unsent(UNSENT_MAX_AGE_S):
+            key = self.keys.get(c["kiosk"])
+            rc = mqtt.MQTT_ERR_NO_CONN if key is None or not self.connected.is_set() else \
+                self._publish(c["kiosk"], key, c["command_id"], c["op"], c["args"], c["iat"], c["exp"], c["actor"])
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                r = self.store.update_command(c["command_id"], "failed", "not_sent",
+                                              {"detail": mqtt.error_string(rc)}, "bridge")
+                if r and r[1]:
+                    self._finished(r[0])
+                continue
+            self._sent_at[c["command_id"]] = time.monotonic()
+            self._tell("command", c["kiosk"])
+            sent.append(c)
+        return sent
+
+
+def bin_count(k: dict[str, Any]) -> int | None:
     snap = (k.get("birth") or {}).get("snap") or {}
     total = 0
     for c in snap.get("carousels") or []:

@@ -51,7 +51,18 @@ def from_birth(birth: dict[str, Any]) -> dict[str, Any]:
         "unverified": snap.get("unverified") or [],
         "op": snap.get("op"),
         "last_pickup": None,
+        "scanner_locked_until": _locked_until(birth, snap),
     }
+
+
+def _locked_until(birth: dict[str, Any], snap: dict[str, Any]) -> int | None:
+    """When the scanner's lockout ends, from a birth's snapshot (the kiosk's
+    clock), or None."""
+    sc = snap.get("scanner") if isinstance(snap.get("scanner"), dict) else {}
+    left, t = sc.get("locked_s"), birth.get("t")
+    if isinstance(left, int) and left > 0 and isinstance(t, int):
+        return t + left
+    return None
 
 
 def _excursion(x: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +138,15 @@ def apply(status: dict[str, Any], ev: dict[str, Any]) -> None:
         status["stock"].pop(str(ev.get("bin")), None)
     elif k == contract.K_RESTOCK:
         status["stock"][str(ev.get("bin"))] = ev.get("order")
+    elif k == contract.K_RETRIEVE:
+        status["stock"].pop(str(ev.get("bin")), None)
+    elif k == contract.K_SCAN:
+        # The scanner locked itself out after wrong codes, until for_s later.
+        e = ev.get("ev")
+        if e == "lockout" and isinstance(ev.get("t"), int) and isinstance(ev.get("for_s"), int):
+            status["scanner_locked_until"] = ev["t"] + ev["for_s"]
+        elif e == "lockout_end":
+            status["scanner_locked_until"] = None
     elif k == contract.K_STOCK:
         # A reset left a bin's content unknown, or a technician checked it.
         b = ev.get("bin")
@@ -179,4 +199,6 @@ def alarms(status: dict[str, Any]) -> list[str]:
         out.append("pickups held until excursions are cleared")
     if status.get("unverified"):
         out.append("bins to verify: " + ", ".join(str(b) for b in status["unverified"]))
+    if status.get("scanner_locked_until"):
+        out.append("scanner locked out after wrong codes")
     return out

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from .. import contract
 from . import status as kstatus
+
+log = logging.getLogger("kiosk_bridge")
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS kiosks (
@@ -44,6 +48,11 @@ SCHEMA = [
         reason TEXT, info TEXT, created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL,
         exp BIGINT NOT NULL, history TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS commands_kiosk ON commands (kiosk, created)",
+    # Commands made inside a store transaction (an answer to a patient's
+    # scan, a restock the bridge placed) wait here until published, so a
+    # command is never sent for a change that was not committed.
+    """CREATE TABLE IF NOT EXISTS command_outbox (
+        id TEXT PRIMARY KEY, kiosk TEXT NOT NULL, iat BIGINT NOT NULL, sent DOUBLE PRECISION)""",
     "CREATE INDEX IF NOT EXISTS commands_state ON commands (state)",
     """CREATE TABLE IF NOT EXISTS telemetry (
         kiosk TEXT NOT NULL, t BIGINT NOT NULL, sensor TEXT NOT NULL, temp_centi INTEGER, rh_centi INTEGER)""",
@@ -101,14 +110,25 @@ class Store:
             self.integrity = sqlite3.IntegrityError
         else:
             raise StoreError(f"unsupported store URL {url!r}: use a file path, sqlite:///PATH or postgresql://...")
+        # Called inside the transaction that applies each event in seq order:
+        # hook(kiosk, event, transient fields the event carried or None).
+        self.event_hooks: list = []
+        # Called inside the transaction in which a command became terminal: hook(command).
+        self.command_hooks: list = []
+        # Who asked for each command, and why (an excursion's clearing
+        # reason): added to stores made before there were users.
+        self.migrate(SCHEMA, (("commands", "actor", "TEXT"), ("commands", "note", "TEXT")))
+
+    def migrate(self, schema: list[str], columns: tuple[tuple[str, str, str], ...] = ()) -> None:
+        """Create what a schema list needs and add (table, column, type)
+        columns a store made before them lacks (idempotent); other modules'
+        tables use this too."""
         with self._tx():
             self.schema_lock()
-            for stmt in SCHEMA:
+            for stmt in schema:
                 self._exec(stmt)
-            # Who asked for each command, and why (an excursion's clearing
-            # reason): added to stores made before there were users.
-            self._column("commands", "actor", "TEXT")
-            self._column("commands", "note", "TEXT")
+            for table, column, decl in columns:
+                self._column(table, column, decl)
 
     # -- plumbing --------------------------------------------------------------
     @contextlib.contextmanager
@@ -142,6 +162,34 @@ class Store:
             self._exec(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
         elif column not in [r[1] for r in self._all(f"PRAGMA table_info({table})")]:
             self._exec(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    @contextlib.contextmanager
+    def _savepoint(self):
+        """Inside a transaction: what the block writes is undone if it
+        raises; the rest of the transaction stands."""
+        if self.kind == "postgresql":
+            with self.db.transaction():     # nested: a savepoint
+                yield
+            return
+        self.db.execute("SAVEPOINT hook")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO SAVEPOINT hook")
+            self.db.execute("RELEASE SAVEPOINT hook")
+            raise
+        self.db.execute("RELEASE SAVEPOINT hook")
+
+    def _hook(self, hook, *args) -> None:
+        """Run an event or command hook in a savepoint. One that fails (a
+        bug, or a record no hook foresaw) is logged and undone, and the
+        custody record goes on: the event is stored and acknowledged
+        rather than sent again for ever."""
+        try:
+            with self._savepoint():
+                hook(*args)
+        except Exception:
+            log.exception("a store hook failed on %r; its changes are undone, the record is kept", args[:2])
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.kind == "postgresql" else sql
@@ -183,22 +231,26 @@ class Store:
         that became terminal)."""
         return self.add_batches([(kiosk, events, lost)])[kiosk]
 
-    def add_batches(self, batches: list[tuple[str, list[dict[str, Any]], list[tuple[int, int]]]]
+    def add_batches(self, batches: list[tuple[str, list[dict[str, Any]], list[tuple[int, int]]]],
+                    transient: dict[tuple[str, int], dict[str, Any]] | None = None
                     ) -> dict[str, tuple[int, int, list[dict[str, Any]]]]:
         """add_events for several kiosks (each named once) in ONE transaction:
         one commit for a whole ingest batch instead of one per kiosk. Each
         kiosk is handled exactly as add_events does; kiosks are locked in id
         order, so two bridges storing overlapping sets cannot deadlock.
         Returns {kiosk: (new, acked, done)}; nothing is committed, and so
-        nothing may be acknowledged, unless all of it is."""
+        nothing may be acknowledged, unless all of it is. `transient` holds,
+        by (kiosk, seq), fields an event carried that are never stored (a
+        scanned code's text): the event hooks see them once, if the event
+        joins the prefix now."""
         now = time.time()
         out = {}
         with self._tx():
             for kiosk, events, lost in sorted(batches, key=lambda b: b[0]):
-                out[kiosk] = self._add(kiosk, events, lost, now)
+                out[kiosk] = self._add(kiosk, events, lost, now, transient)
         return out
 
-    def _add(self, kiosk: str, events: list[dict[str, Any]], lost, now: float):
+    def _add(self, kiosk: str, events: list[dict[str, Any]], lost, now: float, transient=None):
         rows = [(kiosk, e["s"], e.get("b"), e.get("t"), e.get("k"), _dumps(e), now) for e in events]
         acked = self._lock_kiosk(kiosk)
         new = self._many("INSERT INTO events (kiosk, seq, boot, t, kind, body, stored) "
@@ -206,7 +258,7 @@ class Store:
         self._many("INSERT INTO lost (kiosk, first, last) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                    [(kiosk, a, b) for a, b in lost])
         upto = self._advance(kiosk, acked)
-        done = self._apply(kiosk, acked, upto) if upto > acked else []
+        done = self._apply(kiosk, acked, upto, transient) if upto > acked else []
         self._exec("UPDATE kiosks SET seen = ? WHERE id = ?", (now, kiosk))    # heard from, whatever it said
         return new, upto, done
 
@@ -216,7 +268,7 @@ class Store:
                         (kiosk,))
         return row[0]
 
-    def _apply(self, kiosk: str, after: int, upto: int) -> list[dict[str, Any]]:
+    def _apply(self, kiosk: str, after: int, upto: int, transient=None) -> list[dict[str, Any]]:
         row = self._one("SELECT status FROM kiosks WHERE id = ?", (kiosk,))
         st = _loads(row[0]) if row and row[0] else kstatus.empty()
         done = []
@@ -229,6 +281,9 @@ class Store:
             if r:   # the sample that raised a warning or an excursion belongs in the history too
                 self._exec("INSERT INTO telemetry (kiosk, t, sensor, temp_centi, rh_centi) VALUES (?, ?, ?, ?, ?)",
                            (kiosk, r[1], r[0], r[2], r[3]))
+            extra = transient.get((kiosk, ev["s"])) if transient else None
+            for hook in self.event_hooks:
+                self._hook(hook, kiosk, ev, extra)
         self._exec("UPDATE kiosks SET status = ? WHERE id = ?", (_dumps(st), kiosk))
         return done
 
@@ -454,7 +509,47 @@ class Store:
                        (state, reason, _dumps(info or {}), now, _dumps(hist), cmd_id))
         else:
             self._exec("UPDATE commands SET history = ? WHERE id = ?", (_dumps(hist), cmd_id))
-        return self._command(cmd_id), moves and state in TERMINAL
+        cmd = self._command(cmd_id)
+        if moves and state in TERMINAL:
+            for hook in self.command_hooks:
+                self._hook(hook, cmd)
+        return cmd, moves and state in TERMINAL
+
+    def queue_command(self, kiosk: str, op: str, args: dict[str, Any], ttl_s: int, actor: str | None = None,
+                      note: str | None = None) -> str:
+        """Inside a transaction: a command to send once it commits (into the
+        command outbox); returns its id. actor: the person it acts for."""
+        cid = uuid.uuid4().hex
+        now = time.time()
+        iat = int(now)
+        hist = [{"state": "queued", "at": now, "by": "bridge"}]
+        self._exec("INSERT INTO commands (id, kiosk, op, args, state, created, updated, exp, history, actor, note) "
+                   "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                   (cid, kiosk, op, _dumps(args), now, now, iat + ttl_s, _dumps(hist), actor, note))
+        self._exec("INSERT INTO command_outbox (id, kiosk, iat) VALUES (?, ?, ?)", (cid, kiosk, iat))
+        return cid
+
+    def take_unsent(self, max_age_s: float) -> list[dict[str, Any]]:
+        """Commands in the outbox not yet sent, oldest first, each taken by
+        this caller only (another bridge sharing the store gets none of
+        them). Those older than max_age_s are too late to send: they end
+        failed (not_sent) instead."""
+        now = time.time()
+        out = []
+        with self._tx():
+            for cid, iat in self._all("SELECT id, iat FROM command_outbox WHERE sent IS NULL ORDER BY iat, id"):
+                if self._exec("UPDATE command_outbox SET sent = ? WHERE id = ? AND sent IS NULL",
+                              (now, cid)).rowcount != 1:
+                    continue
+                if now - iat > max_age_s:
+                    self._update(cid, "failed", "not_sent", {"detail": "the bridge stopped before sending it"},
+                                 "bridge", None)
+                    continue
+                c = self._command(cid)
+                if c is not None:
+                    c["iat"] = iat
+                    out.append(c)
+        return out
 
     def command(self, cmd_id: str) -> dict[str, Any] | None:
         with self.lock:

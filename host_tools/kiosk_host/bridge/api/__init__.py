@@ -26,17 +26,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ... import __version__
+from ..orders import OrderError
 from ..people import People
 from ..service import Bridge, BridgeError
-from . import alerts, auth, commands, dashboard, docs, events, fleet, operations, session, temperature, users
+from . import (alerts, auth, commands, dashboard, docs, events, fleet, operations, orders, screen, session,
+               temperature, users)
 from .common import ERRORS
 
 # Pydantic's error types for a body that could not be read as JSON at all.
 UNREADABLE = ("json_invalid",)
 
 # In this order in the app, the OpenAPI document and the /docs page.
-ROUTERS = (fleet.router, commands.router, temperature.router, events.router, alerts.router, session.router,
-           users.router, operations.router, docs.router)
+ROUTERS = (fleet.router, commands.router, orders.router, screen.router, temperature.router, events.router,
+           alerts.router, session.router, users.router, operations.router, docs.router)
 
 
 def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "Kiosk bridge",
@@ -71,7 +73,8 @@ def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "
         return response
 
     @app.exception_handler(BridgeError)
-    async def bridge_error(request: Request, e: BridgeError):
+    @app.exception_handler(OrderError)
+    async def bridge_error(request: Request, e: BridgeError | OrderError):
         return JSONResponse({"detail": str(e)}, status_code=e.status)
 
     @app.exception_handler(RequestValidationError)

@@ -54,13 +54,17 @@ PEOPLE_AT_KIOSKS = (ADMIN, PHARMACIST, TECHNICIAN)
 PERMISSIONS: dict[str, tuple[str, ...]] = {
     "read": EVERYONE,                        # kiosks, events, temperature, commands, metrics
     "session": EVERYONE,                     # one's own session and password
-    "pickup": (PHARMACIST,),                 # release an order to the patient
+    "pickup": (PHARMACIST,),                 # release an order to the patient; the consult queue
     "clear_excursion": (PHARMACIST,),        # decide about stock after a temperature excursion
-    "service": (TECHNICIAN,),                # service sessions, restock, home, jog, selftest, unlock, verify_bin
+    "service": (TECHNICIAN,),                # service sessions, restock, retrieve, home, jog, selftest, unlock,
+                                             # verify_bin; pairing a kiosk's screen
     "manage": (ADMIN,),                      # users, tokens, sites, kiosks' sites
     "audit": (ADMIN, PHARMACIST),            # the access log
     "simulate": PEOPLE_AT_KIOSKS,            # the demo's simulated world (/api/sim)
     "acknowledge_alert": PEOPLE_AT_KIOSKS,   # take an alert on (stops its escalation)
+    "order": (PHARMACY_SYSTEM,),             # send orders, ask for their pickup codes, change their deadlines
+    "order_read": (ADMIN, PHARMACIST, TECHNICIAN, PHARMACY_SYSTEM),   # orders and their history
+    "order_cancel": (PHARMACY_SYSTEM, PHARMACIST),                    # cancel an order
 }
 # The permission each kiosk operation needs; a cancel needs the permission
 # of the command it cancels.

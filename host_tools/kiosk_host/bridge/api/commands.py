@@ -110,14 +110,8 @@ def router(bridge: Bridge) -> APIRouter:
                  summary="Release an order from a bin to the patient")
     def pickup(kiosk_id: str, body: Pickup, actor: Actor = allow("pickup")):
         known(bridge, kiosk_id)
+        bridge.orders.check_hand_over(body.order_id, kiosk_id, body.bin)
         return {"command_id": bridge.send(kiosk_id, "pickup", {"order": body.order_id, "bin": body.bin},
-                                          actor=actor.name)["command_id"]}
-
-    @router.post("/api/kiosks/{kiosk_id}/restocks", status_code=202, response_model=Accepted, responses=ACCEPTED,
-                 summary="Load an order into a bin (needs a service session)")
-    def restock(kiosk_id: str, body: Pickup, actor: Actor = allow("service")):
-        known(bridge, kiosk_id)
-        return {"command_id": bridge.send(kiosk_id, "restock", {"order": body.order_id, "bin": body.bin},
                                           actor=actor.name)["command_id"]}
 
     @router.post("/api/kiosks/{kiosk_id}/service", status_code=202, response_model=Accepted, responses=ACCEPTED,

@@ -1,8 +1,9 @@
 """The dashboard: its static files under /static and its pages. Every page
 is the same index.html; the page's script reads the path and shows the
-fleet (/), the alerts (/alerts), one kiosk (/kiosk/{id}) or the login
-(/login). The pages hold no data (it all comes from the API, which checks
-who asks), so they are open to anyone."""
+fleet (/), the alerts (/alerts), one kiosk (/kiosk/{id}), the pharmacist's
+queue (/pharmacy) or the login (/login). The pages hold no data (it all
+comes from the API, which checks who asks), so they are open to anyone.
+The kiosk's own screen (/screen/{id}) is a page of its own: api/screen.py."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def router(bridge: Bridge) -> APIRouter:
 
     @router.get("/kiosk/{kiosk_id}")
     def kiosk_page(kiosk_id: str):
+        return FileResponse(DASHBOARD / "index.html")
+
+    @router.get("/pharmacy")
+    def pharmacy_page():
         return FileResponse(DASHBOARD / "index.html")
 
     return router

@@ -153,3 +153,4 @@ export function describe(b) {
   const rest = Object.entries(b).filter(([k]) => !skip.has(k)).map(([k, v]) => `${words(k)} ${typeof v === "object" ? JSON.stringify(v) : v}`);
   return `${words(b.k)}: ${rest.join(", ") || "—"}`;
 }
+

@@ -1,5 +1,6 @@
 // The bridge's dashboard: the fleet at /, one kiosk at /kiosk/{id}, the
-// alerts at /alerts, the login at /login. Plain JavaScript, no build step, no third-party code.
+// alerts at /alerts, the pharmacist's queue at /pharmacy, the login at
+// /login. Plain JavaScript, no build step, no third-party code.
 // Everything it shows comes from the bridge's JSON API (see /docs), as the
 // logged-in user; in `kiosk-bridge demo` the emulator's /api/sim routes add
 // a "Simulate" panel.
@@ -14,7 +15,8 @@ import { zoneText } from "./format.js";
 import { kioskView } from "./kiosk.js";
 import { problem, problems, watchBridge } from "./live.js";
 import { loginView } from "./login.js";
-import { loadSession, session, setSession } from "./session.js";
+import { pharmacyView } from "./pharmacy.js";
+import { loadSession, may, session, setSession } from "./session.js";
 
 // The pages besides the fleet: a path pattern and the view it shows, given
 // the pattern's groups. Any other path shows the fleet. (The bridge serves
@@ -22,6 +24,7 @@ import { loadSession, session, setSession } from "./session.js";
 const PAGES = [
   [/^\/kiosk\/([^/]+)\/?$/, (id) => kioskView(decodeURIComponent(id))],
   [/^\/alerts\/?$/, () => alertsView()],
+  [/^\/pharmacy\/?$/, () => pharmacyView()],
 ];
 
 let view = null;
@@ -42,6 +45,8 @@ function showUser() {
     navigate("/login");
   });
   box.replaceChildren(
+    may("order_read") ? h("a", { href: "/pharmacy", "data-route": true, id: "queue-link", "data-testid": "queue-link",
+      text: "Pharmacy queue" }) : "",
     h("span", { id: "who", "data-testid": "who", "data-role": s.role, text: `${s.name} (${s.role.replace(/_/g, " ")})` }),
     out);
 }

@@ -59,7 +59,9 @@ export async function setupSim(id, box, getKiosk) {
     "data-testid": "sim-scan-text" });
   const scanForm = h("form", { id: "sim-scan-form", class: "inline-form" },
     h("label", { for: "sim-scan-text", text: "Scanner" }), code,
-    h("button", { type: "submit", "data-testid": "sim-scan", text: "Scan" }));
+    h("button", { type: "submit", "data-testid": "sim-scan", text: "Scan" }),
+    h("button", { type: "button", class: "plain", "data-testid": "sim-call", text: "Call a pharmacist",
+      onclick: toggle("button", { name: "call_pharmacist" }, "The patient pressed “call a pharmacist”.") }));
   scanForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
