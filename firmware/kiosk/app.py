@@ -52,12 +52,14 @@ class App:
         self.ctl = Controller(b, self.cfg, self.journal, self.carousels, self.locks,
                               self.sensors, self.climate, None, self.wdt_ms, recovered=gone,
                               scanner=scanner.from_board(b), buttons=button.from_board(b))
-        self.link = None
+        self.link = self.ota = None
         try:
             from kiosk.link.session import Link
         except ImportError:  # a port without umqtt: the kiosk runs offline
             return
         self.link = Link(self.cfg, self.journal, self.ctl, VERSION, self.board["board"])
+        from kiosk.link.ota import Updater   # firmware updates over the link (docs/ota.md)
+        self.ota = Updater(self.link, self.ctl, self.journal, VERSION)
         self.link.attach = self.ctl.scans.reveal   # a scanned code's text, sent once in its event
 
     def start(self):
@@ -69,6 +71,7 @@ class App:
         self.ctl.start(self.wdt)
         if self.link:
             self.link.start(self.ctl.supervisor)
+            self.ota.start(self.ctl.supervisor)
 
     async def stop(self):
         from kiosk.hw import hal

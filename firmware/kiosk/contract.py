@@ -53,8 +53,31 @@ DOOR_CYCLE = ("pickup", "restock", "retrieve", "unlock")
 # record of its own name (K_PICKUP, K_RESTOCK, K_RETRIEVE) once the book
 # changed.
 STOCK_MOVES = ("pickup", "restock", "retrieve")
-# Handled by the link itself, never by the controller.
-LINK_OPS = {"resend": {"from": int, "to": int}}
+# Handled by the link itself, never by the controller. "ota" offers a
+# firmware release: its id and version, the sha256 and size of its slot
+# manifest, the bytes of the whole release, and how long the new firmware
+# has to prove itself on trial; "ota_abort" drops a release being staged.
+# docs/ota.md
+LINK_OPS = {"resend": {"from": int, "to": int},
+            "ota": {"release": str, "version": str, "manifest": str, "msize": int, "size": int,
+                    "trial_s": int},
+            "ota_abort": {"release": str}}
+OTA_TOPIC = "ota"        # kiosk/<id>/ota: a release's chunks, host to kiosk
+OTA_CHUNK = 1024         # data bytes in one chunk
+# The steps of an update, each a K_OTA record ("ev").
+OTA_STAGING = "staging"          # an offer taken: the release is being received
+OTA_RESUMED = "resumed"          # staging goes on after a reset
+OTA_REFUSED = "refused"          # an offer or a release refused ("why"), before any switch
+OTA_STAGED = "staged"            # every file received and checked against the manifest
+OTA_SWITCHING = "switching"      # idle: the kiosk restarts into the new firmware, on trial
+OTA_TRIAL = "trial"              # the new firmware booted on trial
+OTA_CONFIRMED = "confirmed"      # ... and proved itself: it is the firmware now
+OTA_TRIAL_FAILED = "trial_failed"  # ... and was not healthy in time ("why")
+OTA_ROLLED_BACK = "rolled_back"  # the previous firmware runs again ("why")
+OTA_ABORTED = "aborted"          # the host dropped the release, or a new one replaced it
+OTA_CURRENT = "current"          # the kiosk already runs that release
+OTA_EVENTS = (OTA_STAGING, OTA_RESUMED, OTA_REFUSED, OTA_STAGED, OTA_SWITCHING, OTA_TRIAL,
+              OTA_CONFIRMED, OTA_TRIAL_FAILED, OTA_ROLLED_BACK, OTA_ABORTED, OTA_CURRENT)
 
 
 def op_args(op):
@@ -91,9 +114,10 @@ K_JOURNAL_OVERFLOW = "journal_overflow"  # unacknowledged records lost to rotati
 K_RETRIEVE = "retrieve"        # an order was taken back out of its bin (return to stock)
 K_SCAN = "scan"                # the code scanner: a code (its short hash), an answer, a lockout, a label
 K_BUTTON = "button"            # a button at the kiosk was pressed (call a pharmacist)
+K_OTA = "ota"                  # a firmware update's step (OTA_EVENTS)
 KINDS = (K_BOOT, K_OP, K_REFUSED, K_PICKUP, K_RESTOCK, K_STOCK, K_DOOR, K_MOTOR, K_FAULT,
          K_SENSOR, K_TEMP, K_SERVICE, K_SELFTEST, K_CLOCK, K_JOURNAL_OVERFLOW,
-         K_RETRIEVE, K_SCAN, K_BUTTON)
+         K_RETRIEVE, K_SCAN, K_BUTTON, K_OTA)
 
 
 # Floats have no canonical form across MicroPython and CPython (they print

@@ -41,6 +41,11 @@ SCAN_WRONG: tuple[str, ...] = _c.SCAN_WRONG
 SCAN_REASONS: tuple[str, ...] = _c.SCAN_REASONS
 BUTTONS: tuple[str, ...] = _c.BUTTONS
 KINDS: tuple[str, ...] = _c.KINDS
+# Operations the kiosk's link handles itself (resend, firmware updates).
+LINK_OPS: dict[str, dict[str, type]] = _c.LINK_OPS
+OTA_TOPIC: str = _c.OTA_TOPIC
+OTA_CHUNK: int = _c.OTA_CHUNK
+OTA_EVENTS: tuple[str, ...] = _c.OTA_EVENTS
 # Every operation a host may ask a kiosk's controller for, with its arguments.
 OPS: dict[str, dict[str, type]] = {**_c.PHYSICAL, **_c.IMMEDIATE}
 
@@ -63,3 +68,4 @@ K_JOURNAL_OVERFLOW: str = _c.K_JOURNAL_OVERFLOW
 K_RETRIEVE: str = _c.K_RETRIEVE
 K_SCAN: str = _c.K_SCAN
 K_BUTTON: str = _c.K_BUTTON
+K_OTA: str = _c.K_OTA

@@ -119,6 +119,14 @@ class Controller:
         if self._motion is not None:
             raise Refused("carousel_moving")
 
+    def idle(self):
+        """No operation running or waiting, nothing moving, every door shut
+        and locked, no service session, no patient's scan waiting for its
+        answer: a moment the kiosk may restart (a firmware update's switch,
+        kiosk.link.ota)."""
+        return (self.op is None and not self.queue and self._motion is None and self.scans.pending is None
+                and not self.in_service() and self.doors_secure())
+
     def settled(self):
         """Every door and bolt input has been read through its debounce."""
         for lk in self.locks.values():

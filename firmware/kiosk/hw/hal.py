@@ -143,6 +143,13 @@ def unique_id():
     return binascii.hexlify(machine.unique_id()).decode()
 
 
+def reset():
+    """Restart the board at once (a firmware update's switch, a failed
+    trial): what a reset leaves the pins is the safe state (docs/locks.md)."""
+    import machine
+    machine.reset()
+
+
 _feeder = []
 
 

@@ -97,13 +97,13 @@ class Link:
             return
         self._tasks = [asyncio.create_task(self._run())]
 
-    def stop(self):
+    def stop(self, why="stopped"):
         """Say goodbye (retained death, DISCONNECT) if connected, then end."""
         self._stopping = True
         if self.up:
             try:
                 self.ms.reset()
-                self.wire.publish(self.p.t_state, self.p.death(self.j.boot, "stopped"),
+                self.wire.publish(self.p.t_state, self.p.death(self.j.boot, why),
                                   self.box.pid(), 1, True)
                 self.wire.disconnect()
                 self.conn.send(self.ms.txmv[:self.ms.tn])
