@@ -129,15 +129,16 @@ def use(slot=None):
     return p
 
 
-def arm(slot, trial_s=TRIAL_S):
+def arm(slot, trial_s=TRIAL_S, release=None):
     """The running firmware staged a new one in slot: try it at the next
-    boot, once."""
+    boot, once. release names it in the records of the trial."""
     st = state() or {}
     st["active"] = running(st) or SLOTS[0]
     st["trial"] = slot
     st["trying"] = False
     st["tries"] = 1
     st["trial_s"] = trial_s
+    st["release"] = release
     st["why"] = None
     save(st)
 
@@ -214,8 +215,8 @@ def choose(st):
             save(st)
             return trial, True
         # The trial boot ended without proving itself: back to the active slot.
-        st["rolled_back"] = {"slot": trial, "version": version(trial), "reported": False,
-                             "why": st.get("why") or "reset during the trial (%s)" % _cause()}
+        st["rolled_back"] = {"slot": trial, "version": version(trial), "release": st.get("release"),
+                             "reported": False, "why": st.get("why") or "reset during the trial (%s)" % _cause()}
         st["trial"] = None
         st["trying"] = False
         st["tries"] = 0

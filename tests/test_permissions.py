@@ -69,6 +69,10 @@ PINNED = {
     ("POST", "/api/orders/{order_id}/release"): {"pharmacist"},
     ("GET", "/api/consults"): {"pharmacist"},
     ("POST", "/api/kiosks/{kiosk_id}/retrievals"): {"technician"},
+    ("POST", "/api/releases"): {"admin"},
+    ("POST", "/api/rollouts"): {"admin"},
+    ("POST", "/api/rollouts/{rollout_id}/halt"): {"admin"},
+    ("GET", "/api/rollouts/{rollout_id}"): set(ROLES),
 }
 # The kiosk's screen answers its own paired credential only, whatever staff
 # token comes with the request (bridge/screens.py): 401 without it, 403 for
@@ -225,6 +229,8 @@ def sample(rig: Rig, method: str, path: str, role: str | None):
         body = {"name": _fresh("site-x")}
     elif key == ("PUT", "/api/kiosks/{kiosk_id}/site"):
         body = {"site": "site-a"}
+    elif key == ("GET", "/api/rollouts/{rollout_id}"):
+        good = False                                  # no rollout in this rig: 404
     elif key == ("POST", "/api/sim/{kiosk_id}/door"):
         body = {"door": "service", "action": "close"}
     elif key == ("POST", "/api/sim/{kiosk_id}/power"):

@@ -48,6 +48,7 @@ BRIDGE_RIGHTS = (
     "topic read kiosk/+/tele",
     "topic write kiosk/+/cmd",
     "topic write kiosk/+/ack",
+    "topic write kiosk/+/ota",
 )
 
 

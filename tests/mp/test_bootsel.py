@@ -104,7 +104,7 @@ def test_a_trial_that_raises_at_boot_resets_to_the_previous_slot_with_the_reason
     bootsel.boot(reset)          # the reset: the previous firmware runs
     assert not n and _ran().startswith("a "), _ran()
     rb = bootsel.state()["rolled_back"]
-    assert rb == {"slot": "b", "version": "2.0.0", "why": "raised at boot: RuntimeError: broken release",
+    assert rb == {"slot": "b", "version": "2.0.0", "why": "raised at boot: RuntimeError: broken release", "release": None,
                   "reported": False}, rb
 
 

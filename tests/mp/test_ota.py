@@ -472,3 +472,25 @@ async def _trial_deadline():
 
 def test_a_trial_not_healthy_by_its_deadline_gives_up_and_the_rollback_is_reported_once():
     asyncio.run(_trial_deadline())
+
+
+async def _short():
+    _running_slot()
+    app, w, r, resets = await _up()
+    man, parts = release(_files())
+    assert app.link.gate.handle(command("ota", offer("rel-12", man, parts), "c14")) == "in_progress"
+    assert await kit.wait_for(lambda: app.ota.entry is not None, 3000)
+    t = app.link.p.prefix + b"ota"
+    app.link._on_msg(t, chunk("rel-12", 0, 0, man))
+    app.link._on_msg(t, chunk("rel-12", 1, 0, parts[1][:1000]))
+    assert app.ota.f == 1 and app.ota.o == 1000
+    # The host moves on to the next file: what it has of this one is short.
+    app.link._on_msg(t, chunk("rel-12", 2, 0, parts[2]))
+    (ref,) = _ota_records(app, "refused")
+    assert ref["why"] == "bad_file" and ref["file"] == "kiosk/app.mpy" and "shorter" in ref["detail"], ref
+    assert app.ota.stage is None
+    await app.stop()
+
+
+def test_a_file_the_host_has_less_of_than_the_manifest_says_is_refused():
+    asyncio.run(_short())

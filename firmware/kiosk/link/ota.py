@@ -148,6 +148,7 @@ class Updater:
         self.retry = _RETRY_MS
         self.quiet = None       # ticks since when the kiosk has been idle
         self.trial = False
+        self.release = None     # the release on trial
         self.need = 0           # the trial's record the host must acknowledge
         self.deadline = 0
         self.chunks = self.dropped = 0
@@ -175,14 +176,16 @@ class Updater:
         rb = st.get("rolled_back")
         if rb and not rb.get("reported"):
             # The previous boot tried a firmware that did not prove itself.
-            self._event(OTA_ROLLED_BACK, {"version": rb.get("version"), "slot": rb.get("slot"),
-                                          "why": rb.get("why"), "running": self.fw})
+            self._event(OTA_ROLLED_BACK, {"release": rb.get("release"), "version": rb.get("version"),
+                                          "slot": rb.get("slot"), "why": rb.get("why"), "running": self.fw})
             bootsel.reported()
             files.remove(STAGE)
         if st.get("trying") and st.get("trial") == self.slot:
             self.trial = True
+            self.release = st.get("release")
             active = st.get("active")
-            self.need = self._event(OTA_TRIAL, {"version": self.fw, "from": bootsel.version(active) if active else None,
+            self.need = self._event(OTA_TRIAL, {"release": self.release, "version": self.fw,
+                                                "from": bootsel.version(active) if active else None,
                                                 "slot": self.slot, "deadline_s": st.get("trial_s") or bootsel.TRIAL_S})
             self.deadline = time.ticks_add(time.ticks_ms(), (st.get("trial_s") or bootsel.TRIAL_S) * 1000)
         stage = files.read_json(STAGE)
@@ -347,8 +350,13 @@ class Updater:
             self.dropped += 1
             return
         head = msg[_SIG_END + 1:nl].split(b" ")
-        if (len(head) != 3 or head[0] != st["release"].encode() or not head[1].isdigit()
-                or not head[2].isdigit() or int(head[1]) != self.f or int(head[2]) != self.o):
+        if len(head) != 3 or head[0] != st["release"].encode() or not head[1].isdigit() or not head[2].isdigit():
+            self.dropped += 1
+            return
+        f = int(head[1])
+        o = int(head[2])
+        after = f == self.f + 1 and o == 0      # the host has no more of this file
+        if not (f == self.f and o == self.o) and not after:
             self.dropped += 1      # not the one expected: the next request says where we are
             return
         mv = memoryview(msg)
@@ -360,6 +368,9 @@ class Updater:
         if diff or not data or self.o + len(data) > e[2]:
             self.dropped += 1
             return
+        if after:      # signed by the host, yet the file it moved on from is short
+            return self._fail("bad_file", file=self._rel(e[0]) if self.f else _NEW,
+                              detail="shorter than the manifest says")
         self.out.write(data)
         self.h.update(data)
         self.o += len(data)
@@ -566,7 +577,7 @@ class Updater:
             return
         self._event(OTA_SWITCHING, {"release": st["release"], "version": st["version"], "from": self.fw,
                                     "slot": st["slot"]})
-        bootsel.arm(st["slot"], st["trial_s"])
+        bootsel.arm(st["slot"], st["trial_s"], st["release"])
         files.remove(STAGE)
         self._restart("updating")
 
@@ -585,7 +596,7 @@ class Updater:
         if healthy and self.link.up and self.j.acked >= self.need:
             was = bootsel.confirm()
             self.trial = False
-            self._event(OTA_CONFIRMED, {"version": self.fw, "slot": self.slot,
+            self._event(OTA_CONFIRMED, {"release": self.release, "version": self.fw, "slot": self.slot,
                                         "from": bootsel.version(was) if was else None})
             return
         if time.ticks_diff(time.ticks_ms(), self.deadline) < 0:
@@ -596,7 +607,7 @@ class Updater:
             why = "link down: %s" % self.link.last_error
         else:
             why = "the host did not acknowledge the trial"
-        self._event(OTA_TRIAL_FAILED, {"version": self.fw, "why": why})
+        self._event(OTA_TRIAL_FAILED, {"release": self.release, "version": self.fw, "why": why})
         bootsel.fail(why)
         self._restart("trial_failed")
 

@@ -30,6 +30,7 @@ from .. import contract, protocol
 from .config import Keys, broker_settings
 from .metrics import Counter, Gauge, Histogram, Registry
 from .orders import Orders
+from .rollouts import Rollouts
 from .store import TERMINAL, Store
 
 log = logging.getLogger("kiosk_bridge")
@@ -133,6 +134,7 @@ class Bridge:
             from .webhooks import Webhooks
             self.webhooks = Webhooks(self.orders, webhook_url, webhook_secret or b"")
         self._expired_at = 0.0
+        self.rollouts = Rollouts(self)             # firmware updates (docs/ota.md)
         self._metrics()
 
     # -- metrics -------------------------------------------------------------
@@ -451,6 +453,8 @@ class Bridge:
         if not isinstance(cid, str) or not isinstance(state, str):
             self._reject("bad_reply")
             return
+        if self.rollouts.reply(kiosk, msg):
+            return
         info = msg.get("info") if isinstance(msg.get("info"), dict) else {}
         r = self.store.update_command(cid, state, info.get("reason"), info, "reply", kiosk)
         if r and r[1]:
@@ -481,6 +485,7 @@ class Bridge:
                 self._ask_for_gaps()
                 self.flush_commands()
                 self._expire_orders()
+                self.rollouts.tick()
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -586,7 +591,7 @@ class Bridge:
         if record:
             self._sent_at[cid] = time.monotonic()
             self._tell("command", kiosk)
-        return out
+        return out if record else {"command_id": cid}
 
     def _publish(self, kiosk: str, key: bytes, cid: str, op: str, args: dict[str, Any], iat: int, exp: int,
                  actor: str | None) -> int:

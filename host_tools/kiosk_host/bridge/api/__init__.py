@@ -7,11 +7,11 @@ kiosk or command, 409 a kiosk that cannot take the request now (offline),
 broker session. Temperatures go out in °C (the kiosks send hundredths).
 
 One module per concern, each with a `router(bridge)`: fleet, commands,
-events, temperature, alerts, operations (/metrics, /healthz, /api/bridge),
-session (logging in), users (users, tokens, sites, the access log), docs
-(/docs, /openapi.json) and dashboard (its pages; create_app mounts its
-static files). What they share (error answers, id and bin types, `known`,
-`summary`) is in common. A new concern is a new module here and its line in
+events, temperature, alerts, firmware (releases and rollouts), operations
+(/metrics, /healthz, /api/bridge), session (logging in), users (users,
+tokens, sites, the access log), docs (/docs, /openapi.json) and dashboard
+(its pages; create_app mounts its static files). What they share (error
+answers, id and bin types, `known`, `summary`) is in common. A new concern is a new module here and its line in
 ROUTERS.
 
 Who may call each route is declared on the route (auth.allow, auth.public)
@@ -29,8 +29,8 @@ from ... import __version__
 from ..orders import OrderError
 from ..people import People
 from ..service import Bridge, BridgeError
-from . import (alerts, auth, commands, dashboard, docs, events, fleet, operations, orders, screen, session,
-               temperature, users)
+from . import (alerts, auth, commands, dashboard, docs, events, firmware, fleet, operations, orders, screen,
+               session, temperature, users)
 from .common import ERRORS
 
 # Pydantic's error types for a body that could not be read as JSON at all.
@@ -38,7 +38,7 @@ UNREADABLE = ("json_invalid",)
 
 # In this order in the app, the OpenAPI document and the /docs page.
 ROUTERS = (fleet.router, commands.router, orders.router, screen.router, temperature.router, events.router,
-           alerts.router, session.router, users.router, operations.router, docs.router)
+           alerts.router, firmware.router, session.router, users.router, operations.router, docs.router)
 
 
 def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "Kiosk bridge",

@@ -59,6 +59,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "service": (TECHNICIAN,),                # service sessions, restock, retrieve, home, jog, selftest, unlock,
                                              # verify_bin; pairing a kiosk's screen
     "manage": (ADMIN,),                      # users, tokens, sites, kiosks' sites
+    "firmware": (ADMIN,),                    # firmware releases and rollouts (docs/ota.md)
     "audit": (ADMIN, PHARMACIST),            # the access log
     "simulate": PEOPLE_AT_KIOSKS,            # the demo's simulated world (/api/sim)
     "acknowledge_alert": PEOPLE_AT_KIOSKS,   # take an alert on (stops its escalation)
