@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from bridge_support import BridgeProc, http, journal_records, scan_label, wait_until
+from emu_support import kioskctl
 from kiosk_host import paths
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
@@ -266,3 +267,38 @@ def test_a_corrupted_release_is_refused_before_any_switch(rig):
     st = json.loads((flash / "fw" / "boot.json").read_text())
     assert not st["trial"] and not (flash / "fw" / ("a" if st["active"] == "b" else "b") / "manifest.txt").exists()
     assert rig.bridge.kiosk(kid)["online"] and rig.bridge.kiosk(kid)["fw"] == before
+
+
+def test_kioskctl_shows_the_staged_release_and_a_halt_reaches_a_kiosk_that_was_away(rig):
+    kid = rig.fleet.ids[2]
+    pty = rig.fleet.pty(kid)
+    broken = next(r for r in rig.bridge.get("/api/releases") if r["version"] == "0.3.0")["release_id"]
+    # A technician's service session: the kiosk is not idle, so it stages the release and waits.
+    rig.bridge.wait_command(rig.run(kid, "/service", {"session": "tech-ota-2"}), "succeeded")
+    rid = rig.rollout(broken, [kid], canary=0)
+    wait_until(lambda: rig.state(rid)["kiosks"][kid] == "staged", 60, f"{kid} staged")
+    r = kioskctl(pty, "--stay", "status", "--json")
+    assert r.returncode == 0, r.stderr
+    fw = json.loads(r.stdout)["firmware"]
+    assert fw["layout"] == "slots" and fw["running_version"] == "0.2.1" and fw["running"] == fw["active"], fw
+    assert fw["staged"]["version"] == "0.3.0" and fw["staged"]["state"] == "staged", fw
+    assert fw["slots"][fw["staged"]["slot"]] == "0.3.0" and fw["slots"][fw["running"]] == "0.2.1", fw
+    r = kioskctl(pty, "--stay", "status")
+    assert r.returncode == 0 and "0.3.0 (staged, release " + broken in r.stdout, r.stdout
+    assert "running" in r.stdout and "0.2.1 (slot " in r.stdout, r.stdout
+    # The kiosk sits at the REPL, offline, when the rollout is halted.
+    wait_until(lambda: not rig.bridge.kiosk(kid)["online"], 20, f"{kid} offline")
+    status, ro = rig.bridge.request("POST", f"/api/rollouts/{rid}/halt", who="admin")
+    assert status == 200 and ro["state"] == "halted" and ro["kiosks"][kid] == "pending", ro
+    assert ro["detail"][kid]["reason"] == "halted: dropping the release", ro
+    # It comes back (its service door held open: not idle); the halt reaches
+    # it before it could switch, and it drops the release.
+    rig.fleet.door(kid, "service", "force")
+    assert kioskctl(pty, "reboot").returncode == 0
+    wait_until(lambda: any(r["ev"] == "aborted" and r.get("release") == broken for r in rig.ota_records(kid)), 60,
+               f"{kid} dropped the release")
+    wait_until(lambda: rig.state(rid)["detail"][kid]["reason"] == "halted", 20, "the halt settled")
+    rig.fleet.door(kid, "service", "close")
+    time.sleep(7)     # longer than the quiet time before a switch
+    assert not [r for r in rig.ota_records(kid) if r["ev"] == "switching" and r.get("release") == broken]
+    assert rig.bridge.kiosk(kid)["fw"] == "0.2.1" and rig.state(rid)["kiosks"][kid] == "pending"

@@ -71,6 +71,25 @@ def render_status(st: dict[str, Any]) -> str:
         ["boot", st.get("boot")], ["reset cause", st.get("reset_cause")],
         ["controller", st.get("controller")],
     ])]
+    fw = st.get("firmware") or {}
+    if fw.get("layout") == "slots":
+        slots = fw.get("slots") or {}
+        staged = fw.get("staged") or {}
+        trial = fw.get("trial") or {}
+        rb = fw.get("rolled_back") or {}
+        out.append(_table([
+            ["running", f"{fw.get('running_version')} (slot {fw.get('running')})"],
+            ["active slot", fw.get("active")],
+            *[[f"slot {n}", v or "empty"] for n, v in sorted(slots.items())],
+            ["staged", f"{staged.get('version')} ({staged.get('state')}, release {staged.get('release')}, "
+                       f"slot {staged.get('slot')})" if staged else None],
+            ["on trial", f"{trial.get('version')} (slot {trial.get('slot')}, "
+                         f"{'started' if trial.get('started') else 'at the next boot'})" if trial else None],
+            ["last rollback", f"{rb.get('version')}: {rb.get('why')}" if rb else None],
+        ], ["firmware", ""]))
+    elif fw.get("layout") == "flat":
+        out.append(_table([["running", f"{fw.get('running_version')} (flat layout: no slots; "
+                                       "kioskctl deploy moves it into slot a)"]], ["firmware", ""]))
     s = st.get("state")
     if s:
         op = s.get("op")

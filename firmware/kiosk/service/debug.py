@@ -204,6 +204,11 @@ def status(sample=True):
         st["reset_cause"] = None
     jst = _read_json("journal/boot")
     st["boot"] = jst
+    try:   # the firmware slots: running, active, staged, on trial, rolled back (docs/ota.md)
+        from kiosk.link import ota
+        st["firmware"] = ota.describe()
+    except Exception as e:
+        st["firmware"] = {"error": str(e)}
     if a is None:
         st["alarms"] = []
         st["link"] = {"broker": (cfg.get("broker") or {}).get("host")}

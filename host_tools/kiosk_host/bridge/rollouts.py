@@ -65,7 +65,7 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS rollout_kiosks (
         rollout TEXT NOT NULL, kiosk TEXT NOT NULL, pos INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT,
         cid TEXT, offered DOUBLE PRECISION, updated DOUBLE PRECISION, done BIGINT NOT NULL DEFAULT 0,
-        fw_before TEXT, PRIMARY KEY (rollout, kiosk))""",
+        fw_before TEXT, dropping INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (rollout, kiosk))""",
     "CREATE INDEX IF NOT EXISTS rollout_kiosks_cid ON rollout_kiosks (cid)",
     "CREATE INDEX IF NOT EXISTS rollout_kiosks_kiosk ON rollout_kiosks (kiosk)",
 ]
@@ -98,21 +98,22 @@ class Rollouts:
                trial_s: int = TRIAL_S) -> dict[str, Any]:
         rel = self.releases.get(release_id)
         if rel is None:
-            raise RolloutError(422, f"no release {release_id!r} (upload it first: POST /api/releases)")
+            raise RolloutError(404, f"no release {release_id!r} (upload it first: POST /api/releases)")
         known = set(self.bridge.keys.ids())
         if kiosks == "all":
             ids = sorted(known)
         else:
             ids = list(kiosks)
-            unknown = [k for k in ids if k not in known]
-            if unknown:
-                raise RolloutError(422, f"unknown kiosks: {', '.join(unknown[:10])}")
             if len(set(ids)) != len(ids):
                 raise RolloutError(422, "a kiosk is named twice")
+            unknown = [k for k in ids if k not in known]
+            if unknown:
+                raise RolloutError(404, f"unknown kiosks: {', '.join(unknown[:10])}")
         if not ids:
-            raise RolloutError(422, "no kiosks to update")
-        if not 0 <= canary <= len(ids):
-            raise RolloutError(422, f"canary must be between 0 and the number of kiosks ({len(ids)})")
+            raise RolloutError(409, "no kiosks to update: none has a key yet")
+        if canary < 0:
+            raise RolloutError(422, "canary must be 0 or more")
+        canary = min(canary, len(ids))
         rid = "ro-" + uuid.uuid4().hex[:12]
         now = time.time()
         s = self.store
@@ -164,25 +165,41 @@ class Rollouts:
         return self.get(rid)
 
     def _halt(self, rid: str, reason: str, by: str | None) -> None:
-        """No one else is offered it; kiosks still receiving or staged drop it."""
+        """No one else is offered it; kiosks still receiving or staged are
+        told to drop it, until they say they did (tick), so a kiosk that
+        was offline does not switch to it later on its own."""
         s = self.store
         with s._tx():
             moved = s._exec("UPDATE rollouts SET state = ?, reason = ?, halted_by = ?, updated = ? "
                             "WHERE id = ? AND state = ?", (HALTED, reason, by, time.time(), rid, RUNNING)).rowcount
+            if moved:
+                s._exec("UPDATE rollout_kiosks SET state = ?, reason = ?, dropping = 1, offered = NULL, updated = ? "
+                        "WHERE rollout = ? AND state IN (?, ?)",
+                        (PENDING, "halted: dropping the release", time.time(), rid, TRANSFERRING, STAGED))
+        if moved:
+            log.warning("rollout %s halted: %s", rid, reason)
+            self._drop(rid)
+
+    def _drop(self, rid: str) -> None:
+        """Tell the kiosks of a halted rollout that still hold its release to
+        drop it; again every 30 s until one says it did."""
+        s = self.store
+        now = time.time()
+        with s.lock:
             rel = s._one("SELECT release FROM rollouts WHERE id = ?", (rid,))[0]
-            drop = [k for (k,) in s._all("SELECT kiosk FROM rollout_kiosks WHERE rollout = ? AND state IN (?, ?)",
-                                         (rid, TRANSFERRING, STAGED))]
-            if moved and drop:
-                s._exec(f"UPDATE rollout_kiosks SET state = ?, reason = ?, updated = ? WHERE rollout = ? "
-                        f"AND kiosk IN ({','.join('?' * len(drop))})", (PENDING, "halted", time.time(), rid, *drop))
-        if not moved:
-            return
-        log.warning("rollout %s halted: %s", rid, reason)
-        for k in drop:
+            rows = s._all("SELECT kiosk, offered FROM rollout_kiosks WHERE rollout = ? AND dropping = 1", (rid,))
+        for k, sent in rows:
+            kiosk = self.store.kiosk(k)
+            if kiosk is None or not kiosk["online"] or (sent is not None and now - sent < OFFER_RETRY_S):
+                continue
             try:
-                self.bridge.send(k, "ota_abort", {"release": rel}, record=False)
-            except Exception as e:   # offline or no broker: it drops the release at its next offer
+                cid = self.bridge.send(k, "ota_abort", {"release": rel}, record=False)["command_id"]
+            except Exception as e:   # no broker just now: the next tick tries again
                 log.warning("%s: could not tell it to drop %s: %s", k, rel, e)
+                continue
+            with s._tx():
+                s._exec("UPDATE rollout_kiosks SET cid = ?, offered = ? WHERE rollout = ? AND kiosk = ?",
+                        (cid, now, rid, k))
             self.bridge._tell("rollout", k)
 
     # -- the bridge's own work (housekeeping thread, every second) ----------------------
@@ -191,6 +208,9 @@ class Rollouts:
         with s.lock:
             running = s._all("SELECT id, release, canary, trial_s FROM rollouts WHERE state = ? ORDER BY created",
                              (RUNNING,))
+            dropping = s._all("SELECT DISTINCT rollout FROM rollout_kiosks WHERE dropping = 1")
+        for (rid,) in dropping:
+            self._drop(rid)
         for rid, release, canary, trial_s in running:
             with s.lock:
                 rows = s._all("SELECT kiosk, state, reason, offered, updated FROM rollout_kiosks WHERE rollout = ? "
@@ -253,6 +273,11 @@ class Rollouts:
         rid, release, st, ro_state = row
         info = msg.get("info") if isinstance(msg.get("info"), dict) else {}
         now = time.time()
+        if ro_state == HALTED and msg.get("state") == "succeeded" and "step" not in info:
+            with s._tx():   # the answer to ota_abort: the kiosk holds nothing of it now
+                s._exec("UPDATE rollout_kiosks SET dropping = 0, reason = ? WHERE rollout = ? AND kiosk = ? "
+                        "AND dropping = 1", ("halted", rid, kiosk))
+            return True
         if msg.get("state") == "rejected" and info.get("reason") in RETRY_LATER:
             with s._tx():   # about now, not the release: offer again soon
                 s._exec("UPDATE rollout_kiosks SET offered = ?, updated = ? WHERE rollout = ? AND kiosk = ?",
@@ -305,9 +330,19 @@ class Rollouts:
             row = s._one("SELECT rollout, state FROM rollout_kiosks WHERE kiosk = ? AND cid = ?", (kiosk, ev["id"]))
         else:
             return
-        if row is None or new is None:
+        if row is None:
             return
         rid, cur = row
+        if k == contract.K_OTA and ev.get("ev") == "aborted":
+            # Dropped as the halt asked: the kiosk holds nothing of it.
+            s._exec("UPDATE rollout_kiosks SET dropping = 0, state = ?, reason = ?, updated = ? "
+                    "WHERE rollout = ? AND kiosk = ? AND dropping = 1 AND state IN (?, ?, ?)",
+                    (PENDING, "halted", time.time(), rid, kiosk, PENDING, TRANSFERRING, STAGED))
+        elif k == contract.K_OTA and ev.get("ev") == "switching":
+            # It switched before the halt reached it: nothing left to drop.
+            s._exec("UPDATE rollout_kiosks SET dropping = 0 WHERE rollout = ? AND kiosk = ?", (rid, kiosk))
+        if new is None:
+            return
         if cur in (ROLLED_BACK, FAILED) or (new not in (ROLLED_BACK, FAILED)
                                             and KIOSK_STATES.index(new) <= KIOSK_STATES.index(cur)):
             return         # only forward; a failure is final

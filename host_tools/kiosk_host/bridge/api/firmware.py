@@ -5,7 +5,7 @@ rollouts), a site-scoped user sees only its sites' kiosks in them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,9 +32,11 @@ class Release(BaseModel):
 class NewRollout(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     release_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    kiosks: Union[Literal["all"], list[str]] = Field(
-        description='the kiosks to update, in order, or "all" (every kiosk with a key, by id)')
-    canary: int = Field(0, ge=0, le=10000, description="the first N go first; the rest only once those confirmed")
+    kiosks: Union[Literal["all"], Annotated[list[Annotated[str, KioskId]], Field(min_length=1, max_length=10000)]] = \
+        Field(description='the kiosks to update, in order, or "all" (every kiosk with a key, by id)',
+              json_schema_extra={"uniqueItems": True})
+    canary: int = Field(0, ge=0, le=10000, description="the first N go first, the rest only once those are "
+                                                        "confirmed; 0 (or all of them): every kiosk at once")
     trial_s: int = Field(TRIAL_S, ge=30, le=3600, description="how long the new firmware has to prove itself")
 
 
@@ -77,7 +79,7 @@ def router(bridge: Bridge) -> APIRouter:
     @router.post("/api/releases", status_code=201, response_model=Release,
                  summary="Upload a firmware release: the build tree as a .tar.gz",
                  openapi_extra={"requestBody": {"required": True, "content": {
-                     "application/gzip": {"schema": {"type": "string", "format": "binary"}}}}},
+                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
                  responses={413: {"description": f"more than {MAX_UPLOAD} bytes"}})
     async def upload(request: Request, actor: Actor = allow("firmware")) -> dict[str, Any]:
         """`python -m kiosk_host.build --out DIR [--version V]`, then
