@@ -8,6 +8,7 @@ themselves. See docs/ota.md."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -19,10 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from bridge_support import BridgeProc, http, journal_records, scan_label, wait_until
 from emu_support import kioskctl
 from kiosk_host import paths
+from kiosk_host.bridge.people import People
+from kiosk_host.bridge.store import Store
 from kiosk_host.emulator.fleet import Fleet
 from link_support import Mosquitto
 
@@ -111,6 +115,35 @@ class Rig:
         self.bridge.wait_command(r["command_id"], "succeeded")
         wait_until(lambda: self.bridge.kiosk(kid)["status"]["stock"].get(str(bin_no)) == order, 20,
                    f"{order} in bin {bin_no} at the bridge")
+
+
+@contextlib.contextmanager
+def dashboard(rig: Rig, role: str):
+    """The dashboard's fleet page in headless Chromium, logged in as a
+    person of that role."""
+    name, password = f"ota.{role}", f"a password for {role}s"
+    people = People(Store(rig.bridge.db))
+    try:
+        if people.user(name) is None:
+            people.add_user(name, role, password=password)
+    finally:
+        people.store.close()
+    exe = shutil.which("chromium")
+    assert exe, "Debian's chromium is needed (apt-get install chromium; .ci/run installs it)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, args=["--no-sandbox"])
+        page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        try:
+            page.goto(rig.bridge.url + "/login")
+            page.fill("#login-name", name)
+            page.fill("#login-password", password)
+            page.click("#login-submit")
+            expect(page.locator("#who")).to_have_text(f"{name} ({role})")
+            yield page
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +310,21 @@ def test_kioskctl_shows_the_staged_release_and_a_halt_reaches_a_kiosk_that_was_a
     rig.bridge.wait_command(rig.run(kid, "/service", {"session": "tech-ota-2"}), "succeeded")
     rid = rig.rollout(broken, [kid], canary=0)
     wait_until(lambda: rig.state(rid)["kiosks"][kid] == "staged", 60, f"{kid} staged")
+    # The dashboard: each kiosk's firmware, the running rollout with the
+    # kiosk staged, and the one that halted earlier with its reason.
+    with dashboard(rig, "viewer") as page:
+        expect.set_options(timeout=20_000)
+        for k, v in zip(rig.fleet.ids, ("0.2.0", "0.2.0", "0.2.1")):
+            expect(page.locator(f'#fleet-table tr[data-kiosk="{k}"] [data-field="fw"]')).to_have_text(v)
+        card = page.locator(f'#rollouts article[data-rollout="{rid}"]')
+        expect(card).to_have_attribute("data-state", "running")
+        expect(card).to_contain_text("Firmware 0.3.0")
+        expect(card.locator(f'li[data-kiosk="{kid}"]')).to_have_attribute("data-state", "staged")
+        halted = page.locator('#rollouts article[data-state="halted"]').filter(has_text="rolled back")
+        expect(halted.first.locator('[data-field="reason"]')).to_contain_text("raised at boot")
+        expect(halted.first.locator(f'li[data-kiosk="{rig.fleet.ids[1]}"]')).to_have_attribute("data-state",
+                                                                                             "rolled_back")
+        assert not page.errors, page.errors
     r = kioskctl(pty, "--stay", "status", "--json")
     assert r.returncode == 0, r.stderr
     fw = json.loads(r.stdout)["firmware"]

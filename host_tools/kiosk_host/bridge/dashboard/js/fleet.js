@@ -6,10 +6,11 @@ import { api } from "./api.js";
 import { h, setAttr, setText } from "./dom.js";
 import { SEVERITY_TEXT, doorText, fmtTime, lastKnownText, pickupText, readingClass, readingText, stateText } from "./format.js";
 import { POLL_MS, poller, problem } from "./live.js";
+import { rolloutsPanel } from "./rollouts.js";
 
 const FLEET_COLUMNS = [
   ["id", "Kiosk"], ["severity", "Severity"], ["state", "State"], ["problems", "Needs attention"],
-  ["doors", "Doors and bolts"], ["temps", "Temperature (latest)"], ["pickup", "Last pickup"],
+  ["doors", "Doors and bolts"], ["temps", "Temperature (latest)"], ["pickup", "Last pickup"], ["fw", "Firmware"],
 ];
 
 export function fleetView() {
@@ -18,6 +19,7 @@ export function fleetView() {
   const tbody = h("tbody");
   const note = h("p", { id: "fleet-note", class: "muted", text: "Loading the fleet…" });
   const updated = h("p", { id: "fleet-updated", class: "muted small", "aria-live": "off" });
+  const rollouts = rolloutsPanel();
   main.replaceChildren(
     h("h1", { text: "Fleet" }),
     note,
@@ -27,6 +29,7 @@ export function fleetView() {
         h("thead", {}, h("tr", {}, FLEET_COLUMNS.map(([, label]) => h("th", { scope: "col", text: label })))),
         tbody)),
     updated,
+    rollouts.el,
   );
   const rows = new Map();
 
@@ -73,6 +76,7 @@ export function fleetView() {
     list(r.cells.temps.firstChild, sensors.length ? sensors.map((n) => [`${n}: ${readingText(k.readings[n])}`,
       readingClass(k.readings[n])]) : [["no reading", "muted"]]);
     setText(r.cells.pickup, pickupText(k.last_pickup));
+    setText(r.cells.fw, k.fw ?? "—");
   }
 
   return poller(async () => {
@@ -107,5 +111,11 @@ export function fleetView() {
     setText(note, list_.length ? `${list_.length} kiosk${list_.length === 1 ? "" : "s"}: ${parts.length ? parts.join(", ") : "all OK"}.`
       : "No kiosks yet: the bridge knows a kiosk once its key is in the keys folder.");
     setText(updated, `Updated ${fmtTime(Date.now() / 1000)}`);
+    try {
+      await rollouts.refresh();
+      problem("rollouts", null);
+    } catch (e) {
+      problem("rollouts", e);
+    }
   }, POLL_MS);
 }

@@ -142,6 +142,23 @@ const KINDS = {
     return b.passed ? "Self-test passed" : `Self-test failed: ${bad.join("; ") || "see the record"}`;
   },
   clock: (b) => `Clock set to the host's time (moved ${b.step_s ?? "?"} s)`,
+  ota: (b) => {
+    const v = `Firmware ${b.version ?? b.release ?? "?"}`;
+    switch (b.ev) {
+      case "staging": return `${v} offered: receiving it (running ${b.from ?? "?"})`;
+      case "resumed": return `${v}: receiving it again after a restart`;
+      case "refused": return `${v} refused: ${words(b.why)}${b.file ? ` (${b.file})` : ""}${b.detail ? `: ${b.detail}` : ""}`;
+      case "current": return `${v} offered: already running it`;
+      case "staged": return `${v} received and checked (${b.files ?? "?"} files): switching when the kiosk is idle`;
+      case "switching": return `Restarting into ${v.toLowerCase()} on trial (from ${b.from ?? "?"})`;
+      case "trial": return `${v} on trial: ${b.deadline_s ?? "?"} s to prove itself`;
+      case "confirmed": return `${v} confirmed (was ${b.from ?? "?"})`;
+      case "trial_failed": return `${v} not healthy in time: ${b.why}`;
+      case "rolled_back": return `${v} rolled back (${b.why}); running ${b.running ?? "?"}`;
+      case "aborted": return `${v} dropped (${words(b.why)})`;
+      default: return `${v}: ${words(b.ev)}`;
+    }
+  },
   journal_overflow: (b) => `Records ${b.lost_from}–${b.lost_to} lost before the host acknowledged them (journal full)`,
 };
 
