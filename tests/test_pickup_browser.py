@@ -50,13 +50,18 @@ def test_the_patients_screen_through_a_pickup_and_the_pharmacists_queue_through_
     assert status == 201
     code = got["code"]
 
-    # The technician pairs the tablet at the kiosk: it opens the one-time link.
-    status, pairing = site.call("POST", f"/api/kiosks/{KID}/screen-pairing")
-    assert status == 201
+    # The technician pairs the tablet at the kiosk from the dashboard: it opens the one-time link.
+    login(page, site, "technician", f"/kiosk/{KID}")
+    page.click('[data-testid="screen-pair"]')
+    link = page.locator('[data-testid="screen-pair-link"]')
+    expect(link).to_be_visible()
+    pair_url = link.get_attribute("href")
+    assert pair_url.startswith(f"{site.base}/screen/{KID}#pair="), pair_url
+    page.click('[data-testid="logout"]')
     screen = page.context.browser.new_context(viewport={"width": 1024, "height": 768}).new_page()
     errors = []
     screen.on("pageerror", lambda e: errors.append(str(e)))
-    screen.goto(site.base + pairing["pair_url"])
+    screen.goto(pair_url)
     body = screen.locator("body")
     expect(body).to_have_attribute("data-state", "ready")
     assert "#pair=" not in screen.url, "the link is dropped from the address bar"
@@ -68,7 +73,7 @@ def test_the_patients_screen_through_a_pickup_and_the_pharmacists_queue_through_
     assert float(screen.evaluate("parseFloat(getComputedStyle(document.getElementById('title')).fontSize)")) >= 40
     # The link was good once: a second tablet with it stays unpaired.
     other = page.context.browser.new_context().new_page()
-    other.goto(site.base + pairing["pair_url"])
+    other.goto(pair_url)
     expect(other.locator("body")).to_have_attribute("data-state", "unpaired")
     other.context.close()
 

@@ -10,6 +10,7 @@ import {
   stateText, words,
 } from "./format.js";
 import { POLL_MS, brokerUp, poller, problem, problems } from "./live.js";
+import { screenPairing } from "./screenpair.js";
 import { servicePanel } from "./service.js";
 import { may } from "./session.js";
 import { setupSim } from "./sim.js";
@@ -103,6 +104,7 @@ export function kioskView(id) {
         h("h2", { id: "pickup-h", text: "Request pickup" }),
         el.pickupForm, el.pickupWhy, el.pickupStatus) : null,
       may("service") ? el.service : null,
+      may("service") ? screenPairing(id) : null,
       el.sim,
       h("section", { id: "temperature", class: "card wide", "aria-labelledby": "temp-h" },
         h("h2", { id: "temp-h" }, "Temperature ", h("label", { class: "sr-only", for: "temp-hours", text: "Period" }), el.hours),
