@@ -10,7 +10,7 @@ TEST_JOBS ?= 4
 PYTEST := $(VPY) -m pytest -q -rs -n $(TEST_JOBS) --dist loadscope
 FIRMWARE_OUT := build/firmware
 
-.PHONY: all venv mpylibs build test demo bench torture hostile clean distclean
+.PHONY: all venv mpylibs build test screenshots demo bench torture hostile clean distclean
 
 all: build
 
@@ -40,6 +40,11 @@ build: $(STAMP) mpylibs
 # KIOSK_FIRMWARE_DIR=firmware runs them against the sources instead.
 test: $(TEST_STAMP) mpylibs build
 	$(PYTEST) tests
+
+# The dashboard's screenshots in docs/img (docs/dashboard.md), from the
+# browser test; an ordinary `make test` keeps its copies in build/img.
+screenshots: $(TEST_STAMP) mpylibs build
+	KIOSK_SCREENSHOTS=docs $(PYTEST) tests/test_dashboard_ops.py
 
 demo: $(STAMP) mpylibs build
 	$(VENV)/bin/kiosk-bridge demo $(DEMO_ARGS)

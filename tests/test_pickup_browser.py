@@ -134,3 +134,52 @@ def test_the_patients_screen_through_a_pickup_and_the_pharmacists_queue_through_
     expect(page.locator('#waiting-table tr[data-reason="call"]')).to_contain_text(KID)
     assert errors == [] and page.errors == [], (errors, page.errors)
     screen.context.close()      # its long poll ends before the bridge does
+
+
+def test_a_technician_stocks_and_takes_back_an_order_from_the_dashboard_alone(site: Site, page: Page):
+    """The kiosk page's Service panel lists the orders the pharmacy system
+    sent to this kiosk and those past their deadline still in a bin; one
+    click stocks one (the bridge picks the bin) or takes one back."""
+    from test_dashboard_ops import door_by_sim, settled
+
+    expect.set_options(timeout=30_000)
+    settled(site)
+    assert site.call("POST", "/api/orders", new_order("rx-950", KID), who="pharmacy_system")[0] == 201
+    login(page, site, "technician", f"/kiosk/{KID}")
+    svc = page.locator("#svc-status")
+    stock_row = page.locator('#svc-to-stock tr[data-order="rx-950"]')
+    expect(stock_row).to_contain_text("Amoxicillin 500 mg capsule ×21")
+    page.click('[data-testid="svc-start"]')
+    expect(page.locator("#svc-session")).to_have_attribute("data-open", "true")
+
+    stock_row.locator('[data-testid="svc-stock-order"]').click()
+    expect(svc).to_have_attribute("data-step", "scanning_label")
+    page.fill("#sim-scan-text", "rx-950")
+    page.click('[data-testid="sim-scan"]')
+    expect(svc).to_have_attribute("data-step", "waiting_open")
+    b = site.get(f"/api/commands/{svc.get_attribute('data-command')}")["args"]["bin"]
+    expect(svc).to_have_text(f"Restock of rx-950 into bin {b}: Service door unlocked: open it, place the package for "
+                             f"rx-950 in bin {b}, close it.")
+    door_by_sim(page, "service")
+    expect(svc).to_have_attribute("data-state", "succeeded")
+    expect(stock_row).to_have_count(0)
+    wait_until(lambda: site.get("/api/orders/rx-950")["state"] == "stocked", 15, "stocked")
+
+    # Its deadline passes: it is listed to take back, with its bin.
+    yesterday = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))
+    assert site.call("PATCH", "/api/orders/rx-950", {"pickup_by": yesterday}, who="pharmacy_system")[0] == 200
+    take_row = page.locator('#svc-to-take tr[data-order="rx-950"]')
+    expect(take_row).to_contain_text(f"bin {b}, expired")
+    take_row.locator('[data-testid="svc-take-order"]').click()
+    expect(svc).to_have_attribute("data-step", "waiting_open")
+    expect(svc).to_have_text(f"Retrieval of rx-950 from bin {b}: Service door unlocked: open it, take the package for "
+                             f"rx-950 out of bin {b}, close it.")
+    door_by_sim(page, "service")
+    expect(svc).to_have_attribute("data-state", "succeeded")
+    expect(take_row).to_have_count(0)
+    o = wait_until(lambda: (lambda o: o if o["state"] == "returned" else None)(site.get("/api/orders/rx-950")), 15,
+                   "returned")
+    assert o["returned"]["by"] == site.passwords["technician"][0] and o["bin"] is None
+    page.click('[data-testid="svc-end"]')
+    expect(page.locator("#svc-session")).to_have_attribute("data-open", "false")
+    assert page.errors == [], page.errors

@@ -1,10 +1,13 @@
 // The technician's Service panel on a kiosk's page: open and end a service
-// session, restock a bin, verify a bin, run the self-test, home, jog and
-// unlock a door, each followed live with the door prompt of its step
-// (track.js) and, when refused, what happened and what to do next.
+// session, the kiosk's orders to stock and to take back (each one click),
+// restock by hand, verify a bin, run the self-test, home, jog and unlock a
+// door, each followed live with the door prompt of its step (track.js)
+// and, when refused, what happened and what to do next.
 
-import { kioskPath } from "./api.js";
-import { h, setAttr, setText } from "./dom.js";
+import { api, kioskPath } from "./api.js";
+import { h, setAttr, setText, syncRows } from "./dom.js";
+import { words } from "./format.js";
+import { POLL_MS, poller, problem } from "./live.js";
 import { track } from "./track.js";
 
 export function servicePanel(id, box, { getKiosk, onChange }) {
@@ -16,11 +19,15 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
   function run(label, method, path, body, op, args) {
     if (running) running.stop();
     buttons.forEach((b) => { b.disabled = true; });
-    running = track(out, label, method, `${kioskPath(id)}${path}`, body, op, args, () => {
+    const mine = track(out, label, method, `${kioskPath(id)}${path}`, body, op, args, () => {
+      if (running !== mine) return;      // a later request took over the panel
+      running = null;
       buttons.forEach((b) => { b.disabled = false; });
       update();
+      ordersPoll.poke();
       onChange();
     });
+    running = mine;
     onChange();
   }
   const button = (text, testid, onclick, cls) => {
@@ -41,17 +48,73 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
   const start = button("Start service session", "svc-start", () => run("Service session", "POST", "/service", {}, "service_start", {}));
   const end = button("End service session", "svc-end", () => run("End of the service session", "DELETE", "/service", undefined, "service_end", {}), "plain");
 
-  // Restock.
+  // The kiosk's orders: sent by the pharmacy system and not in a bin yet
+  // (the bridge picks the bin), and expired or cancelled ones still in a
+  // bin (the pharmacy's queue lists them as "back to stock").
+  const stockRow = (o) => {
+    const args = { order: o.order_id };
+    run(`Restock of ${o.order_id}`, "POST", "/restocks", { order_id: o.order_id }, "restock", args);
+  };
+  const takeRow = (o) => {
+    const args = { order: o.order_id, bin: o.bin };
+    run(`Retrieval of ${o.order_id} from bin ${o.bin}`, "POST", "/retrievals", { order_id: o.order_id }, "retrieve", args);
+  };
+  const toStock = h("tbody");
+  const toTake = h("tbody");
+  const notes = { stock: h("p", { class: "muted small" }), take: h("p", { class: "muted small" }) };
+  const ordersTable = (id, caption, columns, tbody) => h("table", { id, class: "grid", "data-testid": id },
+    h("caption", { class: "sr-only", text: caption }),
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: c })))), tbody);
+  let orders = new Map();
+  const showOrders = (tbody, list, cls, create, update) => {
+    syncRows(tbody, list.map((o) => o.order_id), (key) => {
+      const b = h("button", { type: "button", "data-testid": cls, class: "plain",
+        onclick: () => create(orders.get(key)) });
+      buttons.push(b);
+      b.disabled = !!running;
+      return h("tr", { "data-order": key, "data-testid": `${cls}-row` }, h("th", { scope: "row", text: key }),
+        h("td"), h("td", {}, b));
+    }, (tr, key) => update(tr, orders.get(key)));
+  };
+  const ordersPoll = poller(async () => {
+    let received, expired, cancelled;
+    try {
+      const q = (state) => api("GET", `/api/orders?kiosk=${encodeURIComponent(id)}&state=${state}`);
+      [received, expired, cancelled] = await Promise.all([q("received"), q("expired"), q("cancelled")]);
+      problem("svc-orders", null);
+    } catch (e) {
+      problem("svc-orders", e);
+      return;
+    }
+    const back = [...expired, ...cancelled].filter((o) => o.return_to_stock && o.bin);
+    orders = new Map([...received, ...back].map((o) => [o.order_id, o]));
+    showOrders(toStock, received, "svc-stock-order", stockRow, (tr, o) => {
+      setText(tr.children[1], (o.items || []).map((i) => `${i.name} ×${i.qty}`).join(", ") || "—");
+      setText(tr.children[2].firstChild, "Stock it");
+    });
+    showOrders(toTake, back, "svc-take-order", takeRow, (tr, o) => {
+      setText(tr.children[1], `bin ${o.bin}, ${words(o.state)}`);
+      setText(tr.children[2].firstChild, "Take it back");
+    });
+    setText(notes.stock, received.length ? "The bridge picks a free bin; scan the package's label when asked."
+      : "No order is waiting to be stocked here.");
+    setText(notes.take, back.length ? "Take these out of their bins and back to the pharmacy's stock."
+      : "Nothing to take back.");
+  }, POLL_MS * 2);
+
+  // Restock by hand: any order (one the pharmacy system never sent needs a bin).
   const rOrder = h("input", { id: "svc-order", name: "order_id", required: true, maxlength: 64, autocomplete: "off", "data-testid": "svc-order" });
-  const rBin = number("bin", { required: true, min: 1 });
+  const rBin = number("bin", { min: 1, placeholder: "any free one" });
   const restock = h("form", { id: "svc-restock", class: "stack-form", "data-testid": "svc-restock" },
     h("label", { for: "svc-order", text: "Order id" }), rOrder,
-    h("label", { for: "svc-bin", text: "Bin" }), rBin,
+    h("label", { for: "svc-bin", text: "Bin (empty: the bridge picks a free one)" }), rBin,
     submit("Restock", "svc-restock-submit"));
   restock.addEventListener("submit", (e) => {
     e.preventDefault();
-    const args = { order: rOrder.value.trim(), bin: Number(rBin.value) };
-    run(`Restock of ${args.order} into bin ${args.bin}`, "POST", "/restocks", { order_id: args.order, bin: args.bin }, "restock", args);
+    const args = { order: rOrder.value.trim() };
+    const body = { order_id: args.order };
+    if (rBin.value !== "") body.bin = args.bin = Number(rBin.value);
+    run(`Restock of ${args.order}${args.bin ? ` into bin ${args.bin}` : ""}`, "POST", "/restocks", body, "restock", args);
   });
 
   // Verify a bin.
@@ -90,7 +153,11 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
     h("h2", { id: "svc-h", text: "Service" }),
     h("p", { class: "muted small", text: "For the technician at the kiosk: restocking, verifying bins, tests and motion need an open service session; pickups wait while one is open." }),
     session, h("div", { class: "inline-form" }, start, end),
-    h("h3", { text: "Restock a bin" }), restock,
+    h("h3", { text: "Orders to stock" }), notes.stock,
+    ordersTable("svc-to-stock", "Orders waiting to be stocked in this kiosk", ["Order", "Items", ""], toStock),
+    h("h3", { text: "Orders to take back" }), notes.take,
+    ordersTable("svc-to-take", "Expired or cancelled orders still in their bins", ["Order", "Where", ""], toTake),
+    h("h3", { text: "Restock by hand" }), restock,
     h("h3", { text: "Verify a bin" }), verify,
     h("h3", { text: "Tests and motion" }), tools,
     out);
@@ -105,5 +172,5 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
     start.hidden = open;
     end.hidden = !open;
   }
-  return { update, stop() { if (running) running.stop(); } };
+  return { update, stop() { if (running) running.stop(); ordersPoll.stop(); } };
 }

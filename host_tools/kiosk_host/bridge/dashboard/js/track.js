@@ -83,6 +83,11 @@ export function track(out, label, method, path, body, op, args, done) {
       return;
     }
     if (stopped) return;
+    // A bin the bridge chose (a restock of a known order) is known now.
+    if (args && args.bin === undefined && r.bin !== undefined) {
+      args.bin = r.bin;
+      label = `${label} into bin ${r.bin}`;
+    }
     setAttr(out, "data-command", r.command_id);
     show(r.state || "queued", `${label}: queued`);
     watch = watchCommand(r.command_id, (c) => {
