@@ -96,6 +96,8 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
       setText(tr.children[1], `bin ${o.bin}, ${words(o.state)}`);
       setText(tr.children[2].firstChild, "Take it back");
     });
+    toStock.parentElement.hidden = !received.length;
+    toTake.parentElement.hidden = !back.length;
     setText(notes.stock, received.length ? "The bridge picks a free bin; scan the package's label when asked."
       : "No order is waiting to be stocked here.");
     setText(notes.take, back.length ? "Take these out of their bins and back to the pharmacy's stock."
@@ -107,7 +109,7 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
   const rBin = number("bin", { min: 1, placeholder: "any free one" });
   const restock = h("form", { id: "svc-restock", class: "stack-form", "data-testid": "svc-restock" },
     h("label", { for: "svc-order", text: "Order id" }), rOrder,
-    h("label", { for: "svc-bin", text: "Bin (empty: the bridge picks a free one)" }), rBin,
+    h("label", { for: "svc-bin", text: "Bin" }), rBin,
     submit("Restock", "svc-restock-submit"));
   restock.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -157,7 +159,9 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
     ordersTable("svc-to-stock", "Orders waiting to be stocked in this kiosk", ["Order", "Items", ""], toStock),
     h("h3", { text: "Orders to take back" }), notes.take,
     ordersTable("svc-to-take", "Expired or cancelled orders still in their bins", ["Order", "Where", ""], toTake),
-    h("h3", { text: "Restock by hand" }), restock,
+    h("h3", { text: "Restock by hand" }),
+    h("p", { class: "muted small", text: "Leave the bin empty and the bridge picks a free one; an order the pharmacy system never sent needs one." }),
+    restock,
     h("h3", { text: "Verify a bin" }), verify,
     h("h3", { text: "Tests and motion" }), tools,
     out);
