@@ -1,7 +1,8 @@
 """The dashboard: its static files under /static and its pages. Every page
 is the same index.html; the page's script reads the path and shows the
 fleet (/), the alerts (/alerts), one kiosk (/kiosk/{id}), the pharmacist's
-queue (/pharmacy) or the login (/login). The pages hold no data (it all
+queue (/pharmacy), people and sites (/people), the access log
+(/access-log), one's own account (/account) or the login (/login). The pages hold no data (it all
 comes from the API, which checks who asks), so they are open to anyone.
 The kiosk's own screen (/screen/{id}) is a page of its own: api/screen.py."""
 
@@ -44,6 +45,18 @@ def router(bridge: Bridge) -> APIRouter:
 
     @router.get("/pharmacy")
     def pharmacy_page():
+        return FileResponse(DASHBOARD / "index.html")
+
+    @router.get("/people")
+    def people_page():
+        return FileResponse(DASHBOARD / "index.html")
+
+    @router.get("/access-log")
+    def access_log_page():
+        return FileResponse(DASHBOARD / "index.html")
+
+    @router.get("/account")
+    def account_page():
         return FileResponse(DASHBOARD / "index.html")
 
     return router

@@ -52,6 +52,10 @@ export function loginView(navigate) {
       button.disabled = false;
     }
   });
+  if (new URLSearchParams(location.search).get("changed") === "1") {
+    setAttr(status, "data-state", "changed");
+    setText(status, "Your password was changed and every session of yours ended: log in with the new one.");
+  }
   name.focus();
   return { stop() {} };
 }

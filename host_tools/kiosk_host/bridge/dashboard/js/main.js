@@ -1,12 +1,14 @@
 // The bridge's dashboard: the fleet at /, one kiosk at /kiosk/{id}, the
-// alerts at /alerts, the pharmacist's queue at /pharmacy, the login at
-// /login. Plain JavaScript, no build step, no third-party code.
+// alerts at /alerts, the pharmacist's queue at /pharmacy, people and sites
+// at /people, the access log at /access-log, one's own account at
+// /account, the login at /login. Plain JavaScript, no build step, no third-party code.
 // Everything it shows comes from the bridge's JSON API (see /docs), as the
 // logged-in user; in `kiosk-bridge demo` the emulator's /api/sim routes add
 // a "Simulate" panel.
 //
 // Loaded as an ES module; the page's other modules are in this folder.
 
+import { accountView } from "./account.js";
 import { alertsView } from "./alerts.js";
 import { api } from "./api.js";
 import { h } from "./dom.js";
@@ -15,6 +17,7 @@ import { zoneText } from "./format.js";
 import { kioskView } from "./kiosk.js";
 import { problem, problems, watchBridge } from "./live.js";
 import { loginView } from "./login.js";
+import { accessLogView, peopleView } from "./people.js";
 import { pharmacyView } from "./pharmacy.js";
 import { loadSession, may, session, setSession } from "./session.js";
 
@@ -25,6 +28,9 @@ const PAGES = [
   [/^\/kiosk\/([^/]+)\/?$/, (id) => kioskView(decodeURIComponent(id))],
   [/^\/alerts\/?$/, () => alertsView()],
   [/^\/pharmacy\/?$/, () => pharmacyView()],
+  [/^\/people\/?$/, () => peopleView()],
+  [/^\/access-log\/?$/, () => accessLogView()],
+  [/^\/account\/?$/, () => accountView()],
 ];
 
 let view = null;
@@ -47,7 +53,12 @@ function showUser() {
   box.replaceChildren(
     may("order_read") ? h("a", { href: "/pharmacy", "data-route": true, id: "queue-link", "data-testid": "queue-link",
       text: "Pharmacy queue" }) : "",
-    h("span", { id: "who", "data-testid": "who", "data-role": s.role, text: `${s.name} (${s.role.replace(/_/g, " ")})` }),
+    may("manage") ? h("a", { href: "/people", "data-route": true, id: "people-link", "data-testid": "people-link",
+      text: "People" }) : "",
+    may("audit") ? h("a", { href: "/access-log", "data-route": true, id: "access-link", "data-testid": "access-link",
+      text: "Access log" }) : "",
+    h("a", { href: "/account", "data-route": true, id: "who", "data-testid": "who", "data-role": s.role,
+      title: "Your account: change your password", text: `${s.name} (${s.role.replace(/_/g, " ")})` }),
     out);
 }
 
