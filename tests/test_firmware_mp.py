@@ -45,6 +45,8 @@ def mp_test_cases(mp_dir: Path = paths.TESTS_MP_DIR) -> dict[str, list[str]]:
 # the board validator, the MQTT codec, climate arithmetic) or talks to
 # buses the personalities do not change (the sensor drivers): unix only.
 BOARD_PORTS = ("esp32", "rp2")
+# Modules about a board's own hardware: under the board personalities only.
+BOARD_ONLY = {"test_motion": ("rp2",)}
 PORT_MODULES = {"test_boot_failsafe", "test_climate_clock", "test_conn", "test_controller", "test_gate",
                 "test_journal", "test_lock", "test_ops", "test_outbox", "test_stepper",
                 "test_supervisor"}
@@ -81,6 +83,7 @@ def _suite(module: str, funcs: list[str], port: str) -> type:
 
 for _module, _funcs in mp_test_cases().items():
     if _funcs:
-        for _port in ("unix",) + (BOARD_PORTS if PORT_MODULES is None or _module in PORT_MODULES else ()):
+        ports = ("unix",) + (BOARD_PORTS if _module in PORT_MODULES else ())
+        for _port in BOARD_ONLY.get(_module, ports):
             _cls = _suite(_module, _funcs, _port)
             globals()[_cls.__name__] = _cls

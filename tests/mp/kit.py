@@ -14,9 +14,12 @@ KEY_HEX = "5a" * 32
 
 def on_port(b):
     """The emulator's board under a board personality is its wiring on that
-    port: the firmware is told the port's mcu."""
+    port: the firmware is told the port's mcu, and times its steps with the
+    port's hardware (PIO on the RP2)."""
     if b["board"] == "emulator" and PORT != "unix":
         b["mcu"] = PORT
+        if PORT == "rp2":
+            b["step_timing"] = "pio"
     return b
 
 

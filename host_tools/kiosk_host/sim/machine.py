@@ -51,6 +51,8 @@ class Pin:
         if v is None:
             if self._mode == self.OUT:
                 return w.outputs.get(self._id, 0)
+            for tick in _hardware:   # what peripherals did up to now shows on the pins
+                tick()
             return w.read(self._id, self._pull)
         if self._mode == self.OUT:
             w.write(self._id, 1 if v else 0)
@@ -113,13 +115,28 @@ def _dispatcher(handler, hard):
 
 _lock = _thread.allocate_lock()
 _armed = []          # Timer objects with a deadline
+_hardware = []       # tick() of peripherals that run on their own (rp2 PIO and DMA, esp32 RMT)
 _thread_started = [False]
-_TICK_MS = 2
+_TICK_MS = 1
+
+
+def add_hardware(tick):
+    """Run tick() every service round: a peripheral that works while the
+    CPU stalls."""
+    if tick not in _hardware:
+        _hardware.append(tick)
+    _ensure_thread()
 
 
 def _service():
     while True:
         time.sleep_ms(_TICK_MS)
+        for tick in _hardware:
+            try:
+                tick()
+            except Exception as e:
+                import sys
+                sys.print_exception(e)
         now = time.ticks_ms()
         due = None
         with _lock:

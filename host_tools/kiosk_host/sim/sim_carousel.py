@@ -4,9 +4,11 @@
 # firmware's step counting, homing and missed-step checks meet a real
 # counterpart. Faults make the mechanics lie the way hardware does.
 import time
+from array import array
 from simworld import SimPin
 
 _WAKE_US = 1000   # A4988/DRV8825: 1 ms from enable to the first step
+_MOVES_KEPT = 8   # moves whose timing state() reports, newest last
 
 
 class Carousel:
@@ -54,6 +56,18 @@ class Carousel:
         self._diag = SimPin(world, cfg["diag_pin"]) if "diag_pin" in cfg else None
         self._fwd = self._dir.get()
         self.enabled = self._en.get()
+        # Each move's step timing: the gaps between its steps as they
+        # happened (µs), judged against what the ramp planned (state()).
+        self._gaps = array("i", bytes(4 * (self.total // 2 + 8)))
+        self._n_gaps = 0
+        self._last_step_us = 0
+        self._run_fwd = None
+        self._runs = 0
+        self._move_from = 0
+        self._pending = None       # the last move, not judged yet
+        self.move_log = []
+        self.max_speed = cfg["max_speed"]
+        self.accel = cfg["accel"]
         self._step.watch(self._on_step)
         self._dir.watch(self._on_dir)
         self._en.watch(self._on_enable)
@@ -67,23 +81,40 @@ class Carousel:
     def _on_enable(self, active):
         self.enabled = active
         if active:
+            self._judge()                   # the previous move, if nobody asked yet
             self._enabled_us = time.ticks_us()
             self._first_step = True
             self._moved = False
             self._violated = False
+            self._n_gaps = 0
+            self._runs = 0
+            self._run_fwd = None
+            self._move_from = self.position
         else:
             self._set_diag(False)
+            if self._runs:
+                self._pending = (self._move_from, self.position, self._runs, self._n_gaps, self._gaps[:self._n_gaps])
+                self._runs = 0
 
     def _on_step(self, active):
+        now = self.world.now_us()
         if not active:
-            if self.slow_driver and time.ticks_diff(time.ticks_us(), self._rise_us) < 2:
+            if self.slow_driver and time.ticks_diff(now, self._rise_us) < 2:
                 self.short_pulses += 1
             return
-        self._rise_us = time.ticks_us()
+        self._rise_us = now
         self.steps += 1
         if not self.enabled:
             self.steps_while_disabled += 1
             return
+        if self._run_fwd != self._fwd:
+            self._run_fwd = self._fwd
+            self._runs += 1
+            self._n_gaps = 0
+        elif self._n_gaps < len(self._gaps):
+            self._gaps[self._n_gaps] = time.ticks_diff(now, self._last_step_us)
+            self._n_gaps += 1
+        self._last_step_us = now
         if self._first_step:
             self._first_step = False
             if self.slow_driver and time.ticks_diff(self._rise_us, self._enabled_us) < _WAKE_US:
@@ -164,7 +195,42 @@ class Carousel:
             self._set_diag(False)
         self._update()
 
+    def _judge(self):
+        """Turn the last move's gaps into its entry in move_log: the largest
+        gap between two steps over the gap the ramp planned there (the
+        firmware's own Ramp, for a move of that many steps at the board's
+        max_speed and accel). A homing run (several ramps, both ways) is
+        logged without a ratio."""
+        p = self._pending
+        if p is None:
+            return
+        self._pending = None
+        frm, to, runs, n, gaps = p
+        entry = {"from": frm, "to": to, "steps": n + 1, "kind": "move" if runs == 1 else "home",
+                 "worst_step_gap_ratio": None, "worst_at": None}
+        if runs == 1 and n > 0:
+            from kiosk.hw.ramp import Ramp
+            r = Ramp()
+            r.reset(n + 1, self.max_speed, self.accel, 0)
+            r.next_interval()                   # the wait before the first step: no gap
+            worst = 0.0
+            at = 0
+            for i in range(n):
+                planned = r.next_interval()
+                if planned <= 0:
+                    break
+                ratio = gaps[i] / planned
+                if ratio > worst:
+                    worst, at = ratio, i + 1
+            entry["worst_step_gap_ratio"] = round(worst, 3)
+            entry["worst_at"] = at
+        self.move_log.append(entry)
+        if len(self.move_log) > _MOVES_KEPT:
+            self.move_log.pop(0)
+
     def state(self):
+        self._judge()
+        last = self.move_log[-1] if self.move_log else None
         return {
             "position": self.position,
             "bin": self.position / self.spb,
@@ -179,4 +245,6 @@ class Carousel:
             "early_steps": self.early_steps,
             "short_pulses": self.short_pulses,
             "faults": [k for k in self.FAULTS if self.faults[k]],
+            "worst_step_gap_ratio": last["worst_step_gap_ratio"] if last else None,
+            "move_log": list(self.move_log),
         }

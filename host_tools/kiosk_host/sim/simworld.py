@@ -96,6 +96,7 @@ class World:
         self.reset_cause = self._load_reset_cause()
         self.network_up = True  # Wi-Fi and the route to the broker (sim socket, network)
         self.network_drops = 0  # each drop breaks the sockets open at the time
+        self.edge_us = None     # set by simulated hardware: when its pin edge happened
         self.route = "ok"       # "refused" (resets) or "blackhole" (silence) beyond the Wi-Fi
         self.rtt_ms = 0         # round trip added to every connection
         if board:
@@ -131,6 +132,13 @@ class World:
 
     def watch(self, num, cb):
         self.watchers.setdefault(num, []).append(cb)
+
+    def now_us(self):
+        """When the output change being handled happened: the simulated
+        hardware's time when a peripheral (PIO, RMT) drives the pin, else
+        now. Microseconds; compare with ticks_diff only."""
+        t = self.edge_us
+        return time.ticks_us() if t is None else t
 
     def set_irq(self, num, pin, handler, trigger):
         self.irqs[num] = (pin, handler, trigger)

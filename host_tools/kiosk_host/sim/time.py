@@ -28,3 +28,15 @@ if _port.CLOCK_START is not None:
     def mktime(tup):
         t = _t.mktime(tup)
         return t - _OFFSET_2000 if _port.EPOCH_2000 else t
+
+
+# A hard IRQ raised by simulated hardware at the instant of an edge reads
+# that instant from ticks_us() (sim/rp2.py sets it while the handler runs):
+# on the chip the handler starts within microseconds of the edge, while the
+# simulated hardware may catch up with real time a little late.
+irq_ticks = [None]
+
+if _port.NAME == "rp2":
+    def ticks_us():
+        v = irq_ticks[0]
+        return _t.ticks_us() if v is None else v
