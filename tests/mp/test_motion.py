@@ -52,4 +52,5 @@ async def _far_move(name):
 def test_a_far_move_keeps_its_pace_while_the_flash_is_written():
     board = "pico2w" if kit.PORT == "rp2" else "esp32s3"
     ratio, move = asyncio.run(_far_move(board))
+    print("worst_step_gap_ratio", ratio)
     assert ratio <= 1.5, move

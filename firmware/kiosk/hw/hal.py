@@ -40,12 +40,21 @@ class In:
         return self._pin.value() ^ self._inv
 
     def on_change(self, handler):
-        """Call handler() on every edge, from the pin interrupt. The handler
-        must not allocate (it may run in a hard IRQ)."""
+        """Call handler() on every edge, from a hard pin interrupt where the
+        port has them (rp2: within microseconds of the edge, so a step count
+        read there is the edge's); the ESP32 port has none and schedules it
+        (it then runs at the VM's next check: `hard` says which). The
+        handler must not allocate."""
         if handler is None:
             self._pin.irq(None)
-        else:
-            self._pin.irq(lambda p: handler(), Pin.IRQ_RISING | Pin.IRQ_FALLING)
+            return
+        cb = lambda p: handler()
+        try:
+            self._pin.irq(cb, Pin.IRQ_RISING | Pin.IRQ_FALLING, hard=True)
+            self.hard = True
+        except TypeError:       # ports/esp32: Pin.irq(handler, trigger, wake), no `hard`
+            self._pin.irq(cb, Pin.IRQ_RISING | Pin.IRQ_FALLING)
+            self.hard = False
 
 
 _esp32_timers = [0]

@@ -111,5 +111,10 @@ class Ramp:
         self.i = i + 1
         return (c + _HALF) >> _FRAC
 
+    def cut(self, n):
+        """The move ended after n steps, as planned (a backend that stops
+        without a ramp below the start/stop speed: the home search)."""
+        self.total = self.i = n
+
     def remaining(self):
         return self.total - self.i

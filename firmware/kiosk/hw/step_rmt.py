@@ -48,6 +48,11 @@ class RmtSteps:
         the count stays exact. Only sets a flag: IRQ-safe."""
         self._abort = True
 
+    def stop(self, ramp):
+        """End the run early as a success (the home search found the
+        switch): decelerate from the next chunk on. IRQ-safe."""
+        ramp.stop()
+
     def _fill(self, ramp):
         """Plan up to _CHUNK steps into the buffer: (steps, duration us)."""
         buf = self._buf

@@ -32,6 +32,11 @@ class SoftSteps:
         """Stop before the next step. Only sets a flag: IRQ-safe."""
         self._abort = True
 
+    def stop(self, ramp):
+        """End the run early as a success (the home search found the
+        switch): decelerate from here. IRQ-safe."""
+        ramp.stop()
+
     async def run(self, forward, ramp):
         """Emit every step `ramp` plans (or until abort()); return the count."""
         self._abort = False

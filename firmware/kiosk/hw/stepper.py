@@ -90,7 +90,7 @@ class Carousel:
             self._edge_on[n] = 1 if on else 0
         self._n_edges = n + 1
         if on and self._seek:
-            self._ramp.stop()
+            self._backend.stop(self._ramp)
 
     def _on_diag(self):
         if self._moving and self._diag.active():

@@ -18,6 +18,7 @@
 import utime as time
 import _thread
 import simworld
+import time as port_time   # the port's time module (sim/time.py): irq_ticks
 
 _MASK = 0xFFFFFFFF
 
@@ -112,27 +113,23 @@ _machines = []
 _channels = []
 
 
-class _Held:
-    """The hardware's lock, re-entrant for the thread that holds it (a hard
-    IRQ raised by a step may call back into the hardware)."""
-
-    def __enter__(self):
-        me = _thread.get_ident()
-        if _owner[0] == me:
-            self.mine = False
-            return
-        _lock.acquire()
-        _owner[0] = me
-        self.mine = True
-
-    def __exit__(self, *a):
-        if self.mine:
-            _owner[0] = None
-            _lock.release()
+def _grab():
+    """Take the hardware's lock, unless this thread holds it already (a hard
+    IRQ raised by a step may call back into the hardware). Returns whether
+    it took it: pass that to _drop(). No allocation, so the firmware's heap
+    figures see nothing of the simulated hardware."""
+    me = _thread.get_ident()
+    if _owner[0] == me:
+        return False
+    _lock.acquire()
+    _owner[0] = me
+    return True
 
 
-def _held():
-    return _Held()
+def _drop(took):
+    if took:
+        _owner[0] = None
+        _lock.release()
 
 
 _clock = [time.ticks_us(), 0]     # last raw ticks_us, microseconds since import
@@ -147,6 +144,16 @@ def _now():
     return _clock[1]
 
 
+def _api_now():
+    """Now as the firmware's call sees it: inside a hard IRQ raised at an
+    edge, the edge's time (the chip would be there within microseconds)."""
+    t = _now()
+    v = port_time.irq_ticks[0]
+    if v is not None:
+        t -= time.ticks_diff(_clock[0], v)
+    return t
+
+
 def ticks_at(t_us):
     """The VM's ticks_us value for hardware time t_us (in the past)."""
     return time.ticks_add(_clock[0], t_us - _clock[1])
@@ -157,10 +164,13 @@ def tick():
     thread calls this every millisecond)."""
     if not _machines:
         return
-    with _held():
+    took = _grab()
+    try:
         now = _now()
         for sm in _machines:
             sm._advance(now)
+    finally:
+        _drop(took)
 
 
 class StateMachine:
@@ -170,13 +180,16 @@ class StateMachine:
         self._freq = freq
         self._ns = 1000000000 // freq      # nanoseconds per cycle
         self._on = False
-        self._fifo = []
+        self._fifo = [0] * 8                # a ring: _head, _n words
+        self._head = 0
+        self._n = 0
         self._depth = 4
         self._pin = None
         self._t_ns = 0                      # the machine's own clock, ns on the ticks_us scale
         self._waiting = False               # stalled at a pull with the FIFO empty
         self.stalled_ns = 0                 # time spent waiting for words while active
         self._dma = None
+        self._inside = False
         if prog is not None:
             self.init(prog, freq=freq, set_base=set_base, **kw)
         if self not in _machines:
@@ -185,7 +198,8 @@ class StateMachine:
         machine.add_hardware(tick)
 
     def init(self, prog, freq=None, set_base=None, **kw):
-        with _held():
+        took = _grab()
+        try:
             self._prog = prog
             if freq:
                 self._freq = freq
@@ -194,12 +208,14 @@ class StateMachine:
             if set_base is not None:
                 self._pin = getattr(set_base, "_id", set_base)
             self._reset()
+        finally:
+            _drop(took)
 
     def _reset(self):
         self._pc = self._prog.wrap_target if self._prog else 0
         self._x = self._y = self._osr = self._isr = 0
         self._osr_n = 32
-        self._fifo = []
+        self._head = self._n = 0
         self._waiting = False
 
     # -- the program ------------------------------------------------------------
@@ -208,7 +224,6 @@ class StateMachine:
         reads that time from ticks_us(), as it would within microseconds of
         the edge on the chip (time.py)."""
         if self._pin is not None:
-            import time as port_time
             w = simworld.world()
             t = ticks_at(self._t_ns // 1000)
             w.edge_us = t
@@ -224,21 +239,27 @@ class StateMachine:
         up as soon as there is room (at the machine's time: the channel runs
         all along)."""
         d = self._dma
-        while d is not None and d._on and d._left > 0 and len(self._fifo) < self._depth:
-            self._fifo.append(d._next())
+        while d is not None and d._on and d._left > 0 and self._n < self._depth:
+            self._push(d._next())
             if self._waiting:
                 self._arrived(self._t_ns // 1000)
 
     def _advance(self, now_us):
         """Run the program up to now: each instruction at its cycle, a pull
         from an empty FIFO waiting until a word comes."""
-        if not self._on or self._prog is None:
-            return
-        end = now_us * 1000
+        if not self._on or self._prog is None or self._inside:
+            return                  # (a call from an IRQ this machine's own step raised)
+        self._inside = True
+        try:
+            self._run_to(now_us * 1000)
+        finally:
+            self._inside = False
+
+    def _run_to(self, end):
         ins = self._prog.instrs
         labels = self._prog.labels
         budget = 100000
-        while budget > 0 and self._t_ns <= end:
+        while budget > 0 and self._t_ns <= end and self._on:
             budget -= 1
             self._feed()
             i = ins[self._pc]
@@ -246,7 +267,7 @@ class StateMachine:
             nxt = self._pc + 1
             cycles = 1 + i.delay
             if op == "pull":
-                if not self._fifo:
+                if not self._n:
                     if i.a != "noblock":
                         if not self._waiting:
                             self._waiting = True
@@ -254,7 +275,7 @@ class StateMachine:
                         return          # the word's arrival sets the clock on
                     self._osr = self._x
                 else:
-                    self._osr = self._fifo.pop(0)
+                    self._osr = self._pop()
                 self._osr_n = 0
             elif op == "out":
                 n = i.b
@@ -301,6 +322,16 @@ class StateMachine:
                 nxt = self._prog.wrap_target
             self._pc = nxt
 
+    def _push(self, w):
+        self._fifo[(self._head + self._n) & 7] = w
+        self._n += 1
+
+    def _pop(self):
+        w = self._fifo[self._head]
+        self._head = (self._head + 1) & 7
+        self._n -= 1
+        return w
+
     def _arrived(self, now_us):
         """A word came at now: a machine waiting at its pull goes on from then."""
         if self._waiting:
@@ -340,8 +371,9 @@ class StateMachine:
 
     # -- the API ----------------------------------------------------------------
     def active(self, v=None):
-        with _held():
-            now = _now()
+        took = _grab()
+        try:
+            now = _api_now()
             self._advance(now)
             if v is None:
                 return 1 if self._on else 0
@@ -353,44 +385,58 @@ class StateMachine:
             elif not v:
                 self._on = False
             return None
+        finally:
+            _drop(took)
 
     def restart(self):
-        with _held():
-            self._advance(_now())
+        took = _grab()
+        try:
+            self._advance(_api_now())
             self._reset()
+        finally:
+            _drop(took)
 
     def put(self, value, shift=0):
         """A word from the CPU; waits (as the port's put() does) while the
         FIFO is full."""
         while True:
-            with _held():
-                now = _now()
+            took = _grab()
+            try:
+                now = _api_now()
                 self._advance(now)
-                if len(self._fifo) < self._depth or not self._on:
-                    self._fifo.append((value << shift) & _MASK)
+                if self._n < self._depth or not self._on:
+                    self._push((value << shift) & _MASK)
                     self._arrived(now)
                     self._advance(now)
                     return
+            finally:
+                _drop(took)
             time.sleep_us(20)
 
     def tx_fifo(self):
-        with _held():
-            self._advance(_now())
-            return len(self._fifo)
+        took = _grab()
+        try:
+            self._advance(_api_now())
+            return self._n
+        finally:
+            _drop(took)
 
     def rx_fifo(self):
         return 0
 
     def exec(self, instr):
-        with _held():
-            if instr.replace(" ", "") == "pull(noblock)":
-                if self._fifo:
-                    self._fifo.pop(0)
-            elif instr.replace(" ", "") == "set(pins,0)":
-                self._t_ns = _now() * 1000
+        took = _grab()
+        try:
+            if instr == "pull(noblock)":
+                if self._n:
+                    self._pop()
+            elif instr == "set(pins, 0)":
+                self._t_ns = _api_now() * 1000
                 self._level(0)
             else:
                 raise ValueError("exec %r is not simulated" % instr)
+        finally:
+            _drop(took)
 
     def irq(self, handler=None, trigger=0, hard=False):
         pass
@@ -411,7 +457,8 @@ class DMA:
         return dict(kw)
 
     def config(self, read=None, write=None, count=None, ctrl=None, trigger=False):
-        with _held():
+        took = _grab()
+        try:
             if read is not None:
                 self._src = read
                 self._pos = 0
@@ -426,10 +473,12 @@ class DMA:
                 self._left = count
             if trigger:
                 self._start()
+        finally:
+            _drop(took)
 
     def _start(self):
         sm = self._sm
-        now = _now()
+        now = _api_now()
         if sm is not None:
             sm._advance(now)
         self._on = True
@@ -447,9 +496,10 @@ class DMA:
         return v
 
     def active(self, v=None):
-        with _held():
+        took = _grab()
+        try:
             if self._sm is not None:
-                self._sm._advance(_now())
+                self._sm._advance(_api_now())
             if v is None:
                 return 1 if self._on else 0
             if v and not self._on and self._left > 0:
@@ -457,13 +507,18 @@ class DMA:
             elif not v:
                 self._on = False
             return None
+        finally:
+            _drop(took)
 
     @property
     def count(self):
-        with _held():
+        took = _grab()
+        try:
             if self._sm is not None:
-                self._sm._advance(_now())
+                self._sm._advance(_api_now())
             return self._left
+        finally:
+            _drop(took)
 
     def close(self):
         self._on = False

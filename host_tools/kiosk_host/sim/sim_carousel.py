@@ -57,17 +57,24 @@ class Carousel:
         self._fwd = self._dir.get()
         self.enabled = self._en.get()
         # Each move's step timing: the gaps between its steps as they
-        # happened (µs), judged against what the ramp planned (state()).
-        self._gaps = array("i", bytes(4 * (self.total // 2 + 8)))
+        # happened (us, up to 65.5 ms), judged against what the ramp planned
+        # by a thread of the simulated bench, not the firmware's: two
+        # buffers, one filling while the other is judged, and a fixed ring
+        # of results, so the firmware's heap sees nothing of it.
+        n = self.total // 2 + 8
+        self._bufs = (array("H", bytes(2 * n)), array("H", bytes(2 * n)))
+        self._buf = 0
         self._n_gaps = 0
         self._last_step_us = 0
         self._run_fwd = None
         self._runs = 0
         self._move_from = 0
-        self._pending = None       # the last move, not judged yet
-        self.move_log = []
+        self._judging = None        # (buffer index, from, to, runs, gaps) handed to the judge
+        self._log = [[0, 0, 0, 0, -1, 0] for _ in range(_MOVES_KEPT)]  # from, to, steps, runs, ratio*1000, at
+        self._logged = 0
         self.max_speed = cfg["max_speed"]
         self.accel = cfg["accel"]
+        self._judge_ramp = None
         self._step.watch(self._on_step)
         self._dir.watch(self._on_dir)
         self._en.watch(self._on_enable)
@@ -81,7 +88,6 @@ class Carousel:
     def _on_enable(self, active):
         self.enabled = active
         if active:
-            self._judge()                   # the previous move, if nobody asked yet
             self._enabled_us = time.ticks_us()
             self._first_step = True
             self._moved = False
@@ -93,8 +99,7 @@ class Carousel:
         else:
             self._set_diag(False)
             if self._runs:
-                self._pending = (self._move_from, self.position, self._runs, self._n_gaps, self._gaps[:self._n_gaps])
-                self._runs = 0
+                self._hand_over()
 
     def _on_step(self, active):
         now = self.world.now_us()
@@ -111,9 +116,12 @@ class Carousel:
             self._run_fwd = self._fwd
             self._runs += 1
             self._n_gaps = 0
-        elif self._n_gaps < len(self._gaps):
-            self._gaps[self._n_gaps] = time.ticks_diff(now, self._last_step_us)
-            self._n_gaps += 1
+        else:
+            g = self._bufs[self._buf]
+            if self._n_gaps < len(g):
+                d = time.ticks_diff(now, self._last_step_us)
+                g[self._n_gaps] = d if d < 65535 else 65535
+                self._n_gaps += 1
         self._last_step_us = now
         if self._first_step:
             self._first_step = False
@@ -195,42 +203,79 @@ class Carousel:
             self._set_diag(False)
         self._update()
 
-    def _judge(self):
-        """Turn the last move's gaps into its entry in move_log: the largest
-        gap between two steps over the gap the ramp planned there (the
-        firmware's own Ramp, for a move of that many steps at the board's
-        max_speed and accel). A homing run (several ramps, both ways) is
-        logged without a ratio."""
-        p = self._pending
-        if p is None:
-            return
-        self._pending = None
-        frm, to, runs, n, gaps = p
-        entry = {"from": frm, "to": to, "steps": n + 1, "kind": "move" if runs == 1 else "home",
-                 "worst_step_gap_ratio": None, "worst_at": None}
-        if runs == 1 and n > 0:
-            from kiosk.hw.ramp import Ramp
-            r = Ramp()
+    def _hand_over(self):
+        """A move ended: its gaps go to the judge, the other buffer fills next."""
+        slot = self._log[self._logged % _MOVES_KEPT]
+        slot[0] = self._move_from
+        slot[1] = self.position
+        slot[2] = self._n_gaps + 1
+        slot[3] = self._runs
+        slot[4] = -1                 # not judged (yet)
+        slot[5] = 0
+        self._logged += 1
+        self._runs = 0
+        if self._judging is None and slot[3] == 1:
+            self._judging = (self._buf, slot, self._n_gaps)
+            self._buf = 1 - self._buf
+            if self._judge_ramp is None:
+                import _thread
+                from kiosk.hw.ramp import Ramp
+                self._judge_ramp = Ramp()
+                _thread.start_new_thread(self._judge_loop, ())
+
+    def _judge_loop(self):
+        """The largest gap between two steps of a move over the gap the ramp
+        planned there (the firmware's own Ramp, for a move of that many
+        steps at the board's max_speed and accel), in thousandths."""
+        while True:
+            j = self._judging
+            if j is None:
+                time.sleep_ms(20)
+                continue
+            buf, slot, n = j
+            gaps = self._bufs[buf]
+            r = self._judge_ramp
             r.reset(n + 1, self.max_speed, self.accel, 0)
-            r.next_interval()                   # the wait before the first step: no gap
-            worst = 0.0
+            r.next_interval()               # the wait before the first step: no gap
+            worst = 0
             at = 0
             for i in range(n):
                 planned = r.next_interval()
                 if planned <= 0:
                     break
-                ratio = gaps[i] / planned
-                if ratio > worst:
-                    worst, at = ratio, i + 1
-            entry["worst_step_gap_ratio"] = round(worst, 3)
-            entry["worst_at"] = at
-        self.move_log.append(entry)
-        if len(self.move_log) > _MOVES_KEPT:
-            self.move_log.pop(0)
+                q = gaps[i] * 1000 // planned
+                if q > worst:
+                    worst = q
+                    at = i + 1
+            slot[5] = at
+            slot[4] = worst
+            self._judging = None
+
+    def move_log(self):
+        """The last moves, oldest first: from, to, steps, kind ("move" or
+        "home": a homing run is several ramps at several speeds and is not
+        judged), worst_step_gap_ratio (None until judged or for a homing
+        run), worst_at (the step)."""
+        for _ in range(50):             # a move just ended is judged within a few ms
+            if self._judging is None:
+                break
+            time.sleep_ms(10)
+        out = []
+        k = max(0, self._logged - _MOVES_KEPT)
+        while k < self._logged:
+            s = self._log[k % _MOVES_KEPT]
+            out.append({"from": s[0], "to": s[1], "steps": s[2], "kind": "move" if s[3] == 1 else "home",
+                        "worst_step_gap_ratio": s[4] / 1000 if s[4] >= 0 else None,
+                        "worst_at": s[5] if s[4] >= 0 else None})
+            k += 1
+        return out
 
     def state(self):
-        self._judge()
-        last = self.move_log[-1] if self.move_log else None
+        log = self.move_log()
+        last = None
+        for m in log:
+            if m["kind"] == "move":
+                last = m
         return {
             "position": self.position,
             "bin": self.position / self.spb,
@@ -246,5 +291,5 @@ class Carousel:
             "short_pulses": self.short_pulses,
             "faults": [k for k in self.FAULTS if self.faults[k]],
             "worst_step_gap_ratio": last["worst_step_gap_ratio"] if last else None,
-            "move_log": list(self.move_log),
+            "move_log": log,
         }
