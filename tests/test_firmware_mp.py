@@ -46,7 +46,7 @@ def mp_test_cases(mp_dir: Path = paths.TESTS_MP_DIR) -> dict[str, list[str]]:
 # buses the personalities do not change (the sensor drivers): unix only.
 BOARD_PORTS = ("esp32", "rp2")
 # Modules about a board's own hardware: under the board personalities only.
-BOARD_ONLY = {"test_motion": ("rp2",)}
+BOARD_ONLY = {"test_motion": BOARD_PORTS}
 PORT_MODULES = {"test_boot_failsafe", "test_climate_clock", "test_conn", "test_controller", "test_gate",
                 "test_journal", "test_lock", "test_ops", "test_outbox", "test_stepper",
                 "test_supervisor"}

@@ -15,11 +15,10 @@ KEY_HEX = "5a" * 32
 def on_port(b):
     """The emulator's board under a board personality is its wiring on that
     port: the firmware is told the port's mcu, and times its steps with the
-    port's hardware (PIO on the RP2)."""
+    port's hardware (PIO on the RP2, RMT on the ESP32)."""
     if b["board"] == "emulator" and PORT != "unix":
         b["mcu"] = PORT
-        if PORT == "rp2":
-            b["step_timing"] = "pio"
+        b["step_timing"] = "pio" if PORT == "rp2" else "rmt"
     return b
 
 

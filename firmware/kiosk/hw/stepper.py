@@ -67,6 +67,7 @@ class Carousel:
         self._edge_at = array("i", bytes(4 * _MAX_EDGES))
         self._edge_on = bytearray(_MAX_EDGES)
         self._n_edges = 0
+        self._level = False       # the home switch as the last edge left it
         self._seek = False
         self._stalled = False
         self._abort_req = False
@@ -83,8 +84,12 @@ class Carousel:
 
     # -- interrupt handlers: no allocation ---------------------------------
     def _on_home(self):
+        # The switch's level after this edge: the opposite of the last. Read
+        # from the pin it would be right only from a hard IRQ; a scheduled
+        # one (ESP32) runs late, when the carousel may be past the switch.
+        on = not self._level
+        self._level = on
         n = self._n_edges
-        on = self._home.active()
         if n < _MAX_EDGES:
             self._edge_at[n] = self._backend.steps_done
             self._edge_on[n] = 1 if on else 0
@@ -264,6 +269,7 @@ class Carousel:
         n = delta if fwd else -delta
         base = self.position
         was_on = self._home.active()
+        self._level = was_on
         self._n_edges = 0
         self._ramp.reset(n, speed, self._accel, start_speed)
         done = await self._run(fwd)
