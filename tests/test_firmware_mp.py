@@ -48,7 +48,7 @@ BOARD_PORTS = ("esp32", "rp2")
 # Modules about a board's own hardware: under the board personalities only.
 BOARD_ONLY = {"test_motion": BOARD_PORTS}
 PORT_MODULES = {"test_boot_failsafe", "test_climate_clock", "test_conn", "test_controller", "test_gate",
-                "test_journal", "test_lock", "test_ops", "test_outbox", "test_stepper",
+                "test_journal", "test_lock", "test_ops", "test_outbox", "test_quiet", "test_stepper",
                 "test_supervisor"}
 
 
