@@ -64,6 +64,7 @@ class Controller:
         self.listeners = []                 # called with (seq) after each journaled event
         self.reply = None                   # reply(op_id, state, info) for the host link
         self._wake = asyncio.Event()
+        self._calm = asyncio.Event()       # set when a motion ends (quiet())
         self._sampling = asyncio.Lock()
         self._motion = None
         self._runner_task = None
@@ -432,22 +433,49 @@ class Controller:
         if not self.doors_secure():
             raise Refused("door_not_secure", "the carousel never moves while a door is open or unlocked")
         self.event(K_MOTOR, {"ev": "start", "what": what})
+        self._quiet(True)
         self._motion = asyncio.create_task(coro)
         try:
             await self._motion
         except asyncio.CancelledError:
             self._motion = None
+            self._quiet(False)
             if not self.doors_secure():
                 self.event(K_MOTOR, {"ev": "stopped", "why": "door_not_secure"})
                 raise OpFailed("door_not_secure")
             raise
         except Exception as e:
             self._motion = None
+            self._quiet(False)
             code = getattr(e, "code", "motor_fault")
             self._fault(code, what)
             raise OpFailed(code)
         self._motion = None
+        self._quiet(False)
         self.event(K_MOTOR, {"ev": "done", "what": what})
+
+    def _quiet(self, on):
+        """The motion quiet window. A move is timed by hardware (PIO/DMA,
+        RMT) or by this CPU (software stepping), but on every board the CPU
+        must not stall at the wrong moment: a flash write stops it with
+        interrupts off for up to tens of ms, a 1-Wire read blocks the loop,
+        a GC pass takes a few ms. So the heap is collected before the move,
+        and the ack pointer's save, sensor rounds (the sampler waits for
+        quiet()) and climate saves wait until it ends; then what waited is
+        done. Records of events that happen during a move are still
+        journaled at once: the journal comes first."""
+        self.journal.quiet = on
+        if on:
+            gc.collect()
+        else:
+            self.journal.flush()
+            self._calm.set()
+
+    async def quiet(self):
+        """Wait until no carousel moves."""
+        while self._motion is not None:
+            self._calm.clear()
+            await self._calm.wait()
 
     async def home_all(self):
         for c in self.carousels:
@@ -459,9 +487,11 @@ class Controller:
     # -- background tasks -----------------------------------------------------
     async def sample(self):
         """One round of sensor readings; the sampler and the self-test share
-        the bus, one round at a time."""
+        the bus, one round at a time. The bus transactions, which block the
+        loop, wait for the quiet window (a conversion runs on its own)."""
+        await self.quiet()
         async with self._sampling:
-            events = await self.sensors.sample()
+            events = await self.sensors.sample(self.quiet)
         for ev in events:
             self.event(K_SENSOR, {"sensor": ev[1], "ev": ev[0], "code": ev[2]})
         return events

@@ -78,6 +78,7 @@ class Journal:
         self._ack_every = ack_every
         self._clock = clock or time.time
         self._osync = getattr(os, "sync", None)
+        self.quiet = False  # a carousel moves: the ack pointer waits (flush() saves it)
         self._f = None
         self._torn = 0
         self._ser = []  # segment serial numbers, oldest first
@@ -249,8 +250,8 @@ class Journal:
         if seq > self._acked:
             self._acked = seq
             self._ack_n += 1
-            if (self._ack_n >= self._ack_every
-                    or time.ticks_diff(time.ticks_ms(), self._ack_t) >= self._ack_ms):
+            if not self.quiet and (self._ack_n >= self._ack_every
+                                   or time.ticks_diff(time.ticks_ms(), self._ack_t) >= self._ack_ms):
                 self._save_ack()
         return self._acked
 

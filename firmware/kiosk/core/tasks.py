@@ -56,6 +56,7 @@ async def sampler(ctl, task):
                 ctl.event(K_TEMP, ev)
                 changed = True
         if changed or time.ticks_diff(time.ticks_ms(), saved) > _SAVE_EVERY_MS:
+            await ctl.quiet()           # a flash write: never during a move
             ctl.climate.save()
             saved = time.ticks_ms()
         left = period - time.ticks_diff(time.ticks_ms(), t0)

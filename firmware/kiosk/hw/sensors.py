@@ -91,10 +91,12 @@ class Sensors:
         self._add(_Slot(name, kind, cls(i2c, addr)))
 
     # -- sampling -------------------------------------------------------------
-    async def sample(self):
+    async def sample(self, before_read=None):
         """Start every conversion, sleep for the longest, read them all.
         Returns the events, or () when nothing changed. One caller at a
-        time: a second start would restart the conversions."""
+        time: a second start would restart the conversions. before_read, a
+        coroutine function, is awaited before the reads (which block the
+        loop): the controller's motion quiet window."""
         if self._busy:
             raise RuntimeError("sensor sample already running")
         self._busy = True
@@ -115,6 +117,8 @@ class Sensors:
                     wait = max(wait, s.dev.measure_ms)
             if wait:
                 await asyncio.sleep_ms(wait)
+            if before_read:
+                await before_read()
             ev = None
             for s in self._slots:
                 try:
