@@ -23,11 +23,11 @@ async def _dying_sampler():
     real = ctl.sensors.sample
     rounds = [0]
 
-    async def flaky():
+    async def flaky(*args):
         rounds[0] += 1
         if rounds[0] == 2:
             raise MemoryError("memory allocation failed, allocating 2048 bytes")
-        return await real()
+        return await real(*args)
 
     ctl.sensors.sample = flaky
     ctl.start()

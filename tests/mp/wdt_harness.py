@@ -24,7 +24,7 @@ async def main():
     app, w = kit.boot(_board(), policies={"sample_period_s": 1})
     print("BOOT", app.journal.boot, kit.journal_kinds(app.journal, "boot")[-1]["cause"])
     if mode == "hung_sampler":
-        async def never():
+        async def never(*args):
             await asyncio.Event().wait()
         app.ctl.sensors.sample = never
     app.start()
