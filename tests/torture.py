@@ -57,7 +57,7 @@ class Problem(AssertionError):
 
 
 class Rig:
-    def __init__(self, root: Path, kiosks: int, keepalive_s: int = 2):
+    def __init__(self, root: Path, kiosks: int, keepalive_s: int = 2, board: str = "emulator"):
         self.root = Path(root)
         self.broker = Mosquitto(self.root / "mq").start()
         self.url = f"mqtt://127.0.0.1:{self.broker.port}"
@@ -69,7 +69,7 @@ class Rig:
         self.bridge = BridgeProc(self.root / "bridge", self.url, self.root / "keys", ttl=30,
                                  extra=self.pharmacy.args(self.root)).start()
         self.fleet = Fleet(self.url, kiosks, self.root / "kiosks", self.root / "keys", policies=POLICIES,
-                           keepalive_s=keepalive_s).start()
+                           keepalive_s=keepalive_s, board=board).start()
         self.counts: Counter = Counter()
         self.lock = threading.Lock()
         for kid in self.fleet.ids:

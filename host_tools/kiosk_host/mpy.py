@@ -70,11 +70,11 @@ def port_of(port: str | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def sim_overhead(port: str | None = None) -> int:
-    """Bytes the simulated world (machine, models, the emulator board, the
-    port's personality) and asyncio take in the VM before any firmware
+def sim_overhead(port: str | None = None, board: str = "emulator") -> int:
+    """Bytes the simulated world (machine, the models of the board's parts,
+    the port's personality) and asyncio take in the VM before any firmware
     module is imported."""
-    board = str(paths.BOARDS_DIR / "emulator.json")
+    board = str(paths.BOARDS_DIR / f"{board}.json")
     tree = paths.FIRMWARE_BUILD_DIR if paths.FIRMWARE_BUILD_DIR.is_dir() else paths.FIRMWARE_DIR
     proc = subprocess.run(
         mp_command(["-c", _PROBE % board], 1024 * 1024),
@@ -128,10 +128,17 @@ def code_overhead(port: str | None = None) -> int:
         raise RuntimeError(f"cannot measure the firmware's code size:\n{proc.stdout}") from None
 
 
-def heap_size(port: str | None = None) -> int:
-    """-X heapsize for a VM holding the firmware, its code and the simulated world."""
+def heap_size(port: str | None = None, board: str = "emulator") -> int:
+    """-X heapsize for a VM holding the firmware, its code and the simulated
+    world of `board`."""
     port = port_of(port)
-    return board_heap() + sim_overhead(port) + code_overhead(port)
+    return board_heap() + sim_overhead(port, board) + code_overhead(port)
+
+
+def port_of_board(board: str) -> str:
+    """The personality a board file's mcu asks for (boards/<board>.json)."""
+    mcu = json.loads((paths.BOARDS_DIR / f"{board}.json").read_text(encoding="utf-8")).get("mcu")
+    return mcu if mcu in PORTS else "unix"
 
 
 def firmware_dir(chosen: str | os.PathLike[str] | None = None) -> Path:

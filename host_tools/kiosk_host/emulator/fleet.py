@@ -62,6 +62,7 @@ class Fleet:
         self.stopping = False
         self.started = False
         self.heap = 0
+        self.port = "unix"
         self.hub: Hub | None = None
         self._server: socket.socket | None = None
         self.control_port = 0
@@ -131,7 +132,8 @@ class Fleet:
     def start(self) -> "Fleet":
         if not (paths.FIRMWARE_BUILD_DIR / build.MANIFEST).exists() or not (paths.SIM_BUILD_DIR / f"{BOOT}.mpy").exists():
             raise EmulatorError("no firmware build: run `make build` first")
-        self.heap = mpy.heap_size() + HEAP_EXTRA
+        self.port = mpy.port_of_board(self.board)     # the personality the board's mcu asks for
+        self.heap = mpy.heap_size(self.port, self.board) + HEAP_EXTRA
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._server = socket.socket()
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -98,7 +98,7 @@ class Kiosk:
 
     # -- process ----------------------------------------------------------
     def _env(self, raw: bool) -> dict[str, str]:
-        env = mpy.mp_env(paths.FIRMWARE_BUILD_DIR)
+        env = mpy.mp_env(paths.FIRMWARE_BUILD_DIR, port=self.fleet.port)
         env["MICROPYPATH"] = os.pathsep.join(
             [str(paths.SIM_BUILD_DIR), str(self.flash), str(self.flash / "lib"), ".frozen"])
         env["KIOSK_SIM_CONTROL"] = f"127.0.0.1:{self.fleet.control_port}"
