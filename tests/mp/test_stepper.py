@@ -152,6 +152,23 @@ async def test_home_from_anywhere():
         _idle_ok(sim, car)
 
 
+async def test_home_when_the_switch_interrupt_runs_late():
+    # The CPU stalls (a flash erase, a long call in C) as the search
+    # crosses the switch: the interrupt runs only after the stall, when the
+    # carousel is well past the switch (the ESP32's scheduled IRQ, and any
+    # IRQ held off by a flash operation). Homing must find the switch again
+    # rather than approach it from the wrong side.
+    import port
+    w, sim, car = _rig(TOTAL - 20)
+    t = asyncio.create_task(car.home())
+    await asyncio.sleep_ms(3)
+    port.stall(100000)
+    await t
+    assert car.homed and car.position == 0 and sim.position == 0, (car.position, sim.state())
+    assert port.stats["stalls"] >= 1, port.stats
+    _idle_ok(sim, car)
+
+
 async def test_moves_land_exactly_the_short_way():
     w, sim, car = _rig(301)
     await car.home()

@@ -160,13 +160,28 @@ class Carousel:
                 done = await self._travel(limit, self._home_speed, 0, False)
             finally:
                 self._seek = False
+            on = self._home.active()
             s = self._first_rise()
             if s < 0:
-                if not self._home.active():
+                if not on:
                     self._fault(HOME_NOT_FOUND, "no home switch within %d steps" % limit)
                 s = done
-            # back to just before the edge, then approach it slowly
-            await self._travel(-(done - s + 1 + _BACKOFF + self._backend.lag), self._home_speed, 0, False)
+            if on:
+                # back to just before the edge, then approach it slowly
+                await self._travel(-(done - s + 1 + _BACKOFF + self._backend.lag), self._home_speed, 0, False)
+            else:
+                # Stopped past the switch: its interrupt ran later than
+                # `lag` allows (a scheduled IRQ behind a long call in C, or
+                # any IRQ held off by a flash operation), so the edge's step
+                # count is unknown. Search back for it, over at most the
+                # ground just covered.
+                self._seek = True
+                try:
+                    await self._travel(-done, self._home_speed, 0, False)
+                finally:
+                    self._seek = False
+                if self._first_rise() < 0 and not self._home.active():
+                    self._fault(HOME_NOT_FOUND, "home switch lost after the search")
             if self._home.active():
                 await self._off_switch()
             if not await self._step_until(True, 1, spb):
