@@ -263,3 +263,61 @@ def test_an_order_past_its_deadline_goes_back_to_stock(site):
     want = [h["event"] for h in b.get("/api/orders/rx-3001")["history"]]
     assert want == ["received", "stocking", "stocked", "pickup_by_changed", "expired", "retrieving", "returned"]
     wait_until(lambda: site.pharmacy.changes("rx-3001") == want, 60, "the webhooks delivered after the outage")
+
+
+def test_the_movements_report_holds_every_change_with_who_and_when_and_is_taken_as_csv(site):
+    """The pharmacy's record of every movement in and out of the kiosks:
+    the orders' histories over a period, as JSON and CSV, for admins and
+    pharmacists of the kiosks' sites only; each export is in the access log."""
+    import csv
+    import io
+
+    b = site.bridge
+    site.order("rx-4001", B)
+    today = dt.date.today().isoformat()
+    q = f"/api/reports/movements?since={YESTERDAY}&until={today}"
+    got = b.get(q, who="pharmacist")["movements"]
+    assert [m["at"] for m in got] == sorted(m["at"] for m in got), "oldest first"
+    # Each order that has come to rest (and the new one) appears with its whole history, nothing else.
+    quiet = [o for o in b.get("/api/orders", who="pharmacist")
+             if o["state"] in ("dispensed", "returned") or o["order_id"] == "rx-4001"]
+    assert any(o["state"] == "dispensed" for o in quiet) or len(quiet) == 1
+    for o in quiet:
+        want = [(h["at"], h["event"], h["actor"], h["state"]) for h in b.get(f"/api/orders/{o['order_id']}")["history"]]
+        mine = [(m["at"], m["event"], m["actor"], m["state"]) for m in got if m["order_id"] == o["order_id"]]
+        assert mine == want, o["order_id"]
+        assert all(m["kiosk"] == o["kiosk"] and m["patient_ref"] == o["patient_ref"]
+                   for m in got if m["order_id"] == o["order_id"])
+    # One kiosk; a period before anything happened; the CSV the same rows.
+    only_b = b.get(q + f"&kiosk={B}", who="admin")["movements"]
+    assert only_b and {m["kiosk"] for m in only_b} == {B}
+    long_ago = (dt.date.today() - dt.timedelta(days=30)).isoformat()
+    assert b.get(f"/api/reports/movements?since={long_ago}&until={long_ago}", who="admin")["movements"] == []
+    status, text = b.request("GET", q + "&format=csv", who="pharmacist")
+    assert status == 200
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(float(r["at"]), r["order_id"], r["event"], r["actor"]) for r in rows] == \
+        [(round(m["at"], 3), m["order_id"], m["event"], m["actor"]) for m in got]
+    assert all(r["at_iso"].endswith("Z") for r in rows)
+    # Bad periods are told why; other roles may not.
+    for bad, why in ((f"since={today}&until={YESTERDAY}", "until is before since"),
+                     (f"since=2026-13-01&until={today}", "since must be a date"),
+                     (f"since=2020-01-01&until={today}", "at most 400 days")):
+        status, r = b.request("GET", f"/api/reports/movements?{bad}", who="admin")
+        assert status == 400 and why in r["detail"], (bad, r)
+    for role in ("technician", "viewer", "pharmacy_system"):
+        assert b.request("GET", q, who=role)[0] == 403, role
+    # A pharmacist of one site sees that site's kiosks only, and not another's by name.
+    b.ok("POST", "/api/sites", {"name": "clinic-b"}, 201)
+    b.ok("PUT", f"/api/kiosks/{B}/site", {"site": "clinic-b"})
+    b.ok("POST", "/api/users", {"name": "pat.b", "role": "pharmacist", "sites": ["clinic-b"]}, 201)
+    token = b.ok("POST", "/api/users/pat.b/tokens", None, 201)["token"]
+    from bridge_support import http
+
+    status, r = http("GET", b.url + q, token=token)
+    assert status == 200 and r["movements"] and {m["kiosk"] for m in r["movements"]} == {B}
+    assert http("GET", b.url + q + f"&kiosk={A}", token=token)[0] == 403
+    # Each export is in the access log: who took which report.
+    log = b.get("/api/access-log?limit=50", who="admin")["entries"]
+    took = [e for e in log if e["path"] == "/api/reports/movements" and e["status"] == 200]
+    assert {e["actor"] for e in took} >= {"pat.b"} and any("as csv" in (e["detail"] or "") for e in took)

@@ -7,6 +7,7 @@ are real (the Site of test_dashboard_browser)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
@@ -132,8 +133,21 @@ def test_the_patients_screen_through_a_pickup_and_the_pharmacists_queue_through_
     screen.keyboard.press("Enter")
     expect(body).to_have_attribute("data-state", "calling")
     expect(page.locator('#waiting-table tr[data-reason="call"]')).to_contain_text(KID)
-    assert errors == [] and page.errors == [], (errors, page.errors)
+    assert errors == [], errors
     screen.context.close()      # its long poll ends before the bridge does
+
+    # The pharmacist's record of the order's movements, on the page and as CSV.
+    page.click('[data-testid="reports-link"]')
+    moved = page.locator('#report-table tr[data-order="rx-900"]')
+    expect(moved.and_(page.locator('[data-event="stocked"]'))).to_contain_text("label passed")
+    expect(moved.and_(page.locator('[data-event="released"]'))).to_contain_text("counselling accepted")
+    expect(moved.and_(page.locator('[data-event="dispensed"]'))).to_contain_text(
+        f"released by {site.passwords['pharmacist'][0]}")
+    with page.expect_download() as got:
+        page.click('[data-testid="report-csv"]')
+    text = Path(got.value.path()).read_text()
+    assert got.value.suggested_filename.startswith("movements-") and ",rx-900,dispensed," in text, text[:400]
+    assert page.errors == [], page.errors
 
 
 def test_a_technician_stocks_and_takes_back_an_order_from_the_dashboard_alone(site: Site, page: Page):

@@ -152,6 +152,29 @@ class Orders:
                     "SELECT n, at, actor, event, state, detail, delivered FROM order_history "
                     "WHERE order_id = ? ORDER BY n", (order_id,))]
 
+    def movements(self, kiosks: list[str] | None, since: float, until: float,
+                  limit: int = 10000) -> list[dict[str, Any]]:
+        """Every change of the orders at these kiosks (None: every kiosk)
+        from since to until, oldest first: what went into and out of each
+        kiosk, each release, cancellation and deadline, who and when. The
+        pharmacy's record of all movements (B&P 4427.4), from the
+        append-only history."""
+        if kiosks is not None and not kiosks:
+            return []
+        q = ("SELECT h.at, o.kiosk, h.order_id, h.n, h.event, h.state, h.actor, h.detail, o.patient_ref, o.items "
+             "FROM order_history h JOIN orders o ON o.id = h.order_id WHERE h.at >= ? AND h.at < ?")
+        p: list[Any] = [since, until]
+        if kiosks is not None:
+            q += f" AND o.kiosk IN ({', '.join('?' * len(kiosks))})"
+            p += kiosks
+        q += " ORDER BY h.at, h.order_id, h.n LIMIT ?"
+        p.append(limit)
+        with self.s.lock:
+            rows = self.s._all(q, p)
+        return [{"at": at, "kiosk": k, "order_id": oid, "n": n, "event": ev, "state": st, "actor": actor,
+                 "detail": _loads(d), "patient_ref": pref, "items": _loads(items)}
+                for at, k, oid, n, ev, st, actor, d, pref, items in rows]
+
     # -- the pharmacy system ------------------------------------------------------------
     def create(self, order_id: str, kiosk: str, patient_ref: str, items: list[dict[str, Any]],
                counselling_required: bool, pickup_by: str, actor: str) -> dict[str, Any]:

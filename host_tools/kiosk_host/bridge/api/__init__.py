@@ -29,7 +29,7 @@ from ... import __version__
 from ..orders import OrderError
 from ..people import People
 from ..service import Bridge, BridgeError
-from . import (alerts, auth, commands, dashboard, docs, events, firmware, fleet, operations, orders, screen,
+from . import (alerts, auth, commands, dashboard, docs, events, firmware, fleet, operations, orders, reports, screen,
                session, temperature, users)
 from .common import ERRORS
 
@@ -38,7 +38,8 @@ UNREADABLE = ("json_invalid",)
 
 # In this order in the app, the OpenAPI document and the /docs page.
 ROUTERS = (fleet.router, commands.router, orders.router, screen.router, temperature.router, events.router,
-           alerts.router, firmware.router, session.router, users.router, operations.router, docs.router)
+           alerts.router, firmware.router, session.router, users.router, operations.router, reports.router,
+           docs.router)
 
 
 def create_app(bridge: Bridge, extra_routers: list | None = None, title: str = "Kiosk bridge",

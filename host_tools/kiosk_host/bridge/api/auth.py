@@ -328,7 +328,9 @@ def install(app: FastAPI, web: Web) -> None:
             h.setdefault("Cache-Control", "no-store")
         if web.secure_cookies:
             h.setdefault("Strict-Transport-Security", "max-age=31536000")
-        if unsafe:
+        # Every change, and the reads a route marks as disclosures (a report
+        # of patients' orders taken away), go in the access log.
+        if unsafe or getattr(request.state, "disclosure", False):
             state = request.state
             actor = getattr(state, "actor", None)
             detail = refused or getattr(state, "detail", None)

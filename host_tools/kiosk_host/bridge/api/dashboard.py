@@ -2,7 +2,7 @@
 is the same index.html; the page's script reads the path and shows the
 fleet (/), the alerts (/alerts), one kiosk (/kiosk/{id}), the pharmacist's
 queue (/pharmacy), people and sites (/people), the access log
-(/access-log), one's own account (/account) or the login (/login). The pages hold no data (it all
+(/access-log), reports (/reports), one's own account (/account) or the login (/login). The pages hold no data (it all
 comes from the API, which checks who asks), so they are open to anyone.
 The kiosk's own screen (/screen/{id}) is a page of its own: api/screen.py."""
 
@@ -53,6 +53,10 @@ def router(bridge: Bridge) -> APIRouter:
 
     @router.get("/access-log")
     def access_log_page():
+        return FileResponse(DASHBOARD / "index.html")
+
+    @router.get("/reports")
+    def reports_page():
         return FileResponse(DASHBOARD / "index.html")
 
     @router.get("/account")

@@ -1,6 +1,6 @@
 // The bridge's dashboard: the fleet at /, one kiosk at /kiosk/{id}, the
 // alerts at /alerts, the pharmacist's queue at /pharmacy, people and sites
-// at /people, the access log at /access-log, one's own account at
+// at /people, the access log at /access-log, reports at /reports, one's own account at
 // /account, the login at /login. Plain JavaScript, no build step, no third-party code.
 // Everything it shows comes from the bridge's JSON API (see /docs), as the
 // logged-in user; in `kiosk-bridge demo` the emulator's /api/sim routes add
@@ -19,6 +19,7 @@ import { problem, problems, watchBridge } from "./live.js";
 import { loginView } from "./login.js";
 import { accessLogView, peopleView } from "./people.js";
 import { pharmacyView } from "./pharmacy.js";
+import { reportsView } from "./reports.js";
 import { loadSession, may, session, setSession } from "./session.js";
 
 // The pages besides the fleet: a path pattern and the view it shows, given
@@ -30,6 +31,7 @@ const PAGES = [
   [/^\/pharmacy\/?$/, () => pharmacyView()],
   [/^\/people\/?$/, () => peopleView()],
   [/^\/access-log\/?$/, () => accessLogView()],
+  [/^\/reports\/?$/, () => reportsView()],
   [/^\/account\/?$/, () => accountView()],
 ];
 
@@ -55,6 +57,8 @@ function showUser() {
       text: "Pharmacy queue" }) : "",
     may("manage") ? h("a", { href: "/people", "data-route": true, id: "people-link", "data-testid": "people-link",
       text: "People" }) : "",
+    may("audit") ? h("a", { href: "/reports", "data-route": true, id: "reports-link", "data-testid": "reports-link",
+      text: "Reports" }) : "",
     may("audit") ? h("a", { href: "/access-log", "data-route": true, id: "access-link", "data-testid": "access-link",
       text: "Access log" }) : "",
     h("a", { href: "/account", "data-route": true, id: "who", "data-testid": "who", "data-role": s.role,

@@ -1,0 +1,92 @@
+"""Reports for the pharmacy's records: every movement of the orders in and
+out of the kiosks over a period, with who and when, as JSON or as CSV to
+keep or send on. Admins and pharmacists (`audit`); a user limited to sites
+gets their sites' kiosks only."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from typing import Any, Literal, Optional
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from ..people import Actor
+from ..service import Bridge
+from .auth import allow, may_see, visible
+from .common import known
+
+MAX_ROWS = 10000
+CSV_COLUMNS = ("at", "at_iso", "kiosk", "order_id", "event", "state", "actor", "patient_ref", "items", "detail")
+
+
+def _local_day(day: str, name: str) -> float:
+    """The start of a YYYY-MM-DD day in the bridge's local time."""
+    try:
+        if len(day) != 10:
+            raise ValueError
+        return dt.datetime.combine(dt.date.fromisoformat(day), dt.time()).timestamp()
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a date, YYYY-MM-DD") from None
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for r in rows:
+        items = "; ".join(f"{i.get('name')} x{i.get('qty')} (NDC {i.get('ndc')})" for i in r["items"] or [])
+        w.writerow([f"{r['at']:.3f}", _iso(r["at"]), r["kiosk"], r["order_id"], r["event"], r["state"], r["actor"],
+                    r["patient_ref"], items, json.dumps(r["detail"], sort_keys=True, separators=(",", ":"))])
+    return out.getvalue()
+
+
+def router(bridge: Bridge) -> APIRouter:
+    router = APIRouter(tags=["reports"])
+
+    @router.get("/api/reports/movements",
+                summary="Every movement of the orders in and out of the kiosks over a period (JSON or CSV)",
+                responses={200: {"content": {"text/csv": {}}}})
+    def movements(request: Request,
+                  since: str = Query(..., description="first day, YYYY-MM-DD (the bridge's local time)"),
+                  until: str = Query(..., description="last day, YYYY-MM-DD, included"),
+                  kiosk: Optional[str] = Query(None, max_length=64, description="one kiosk (default: every kiosk "
+                                                                                "the user may see)"),
+                  format: Literal["json", "csv"] = Query("json"),
+                  actor: Actor = allow("audit")) -> Any:
+        start = _local_day(since, "since")
+        end = _local_day(until, "until") + 86400
+        if end <= start:
+            raise HTTPException(400, "until is before since")
+        if end - start > 400 * 86400:
+            raise HTTPException(400, "a report covers at most 400 days: ask for a shorter period")
+        if kiosk is not None:
+            known(bridge, kiosk)
+            visible(request, actor, kiosk)
+            kiosks: list[str] | None = [kiosk]
+        else:
+            kiosks = None if actor.fleet_wide else may_see(request, actor, [k["id"] for k in bridge.store.kiosks()])
+        rows = bridge.orders.movements(kiosks, start, end, MAX_ROWS + 1)
+        if len(rows) > MAX_ROWS:
+            raise HTTPException(413, f"more than {MAX_ROWS} movements in that period: ask for a shorter one "
+                                     "or one kiosk")
+        request.state.disclosure = True
+        request.state.detail = f"{len(rows)} movements {since}..{until}" + (f" at {kiosk}" if kiosk else "") \
+            + f" as {format}"
+        if format == "csv":
+            name = f"movements-{kiosk + '-' if kiosk else ''}{since}-{until}.csv"
+            return Response(_csv(rows), media_type="text/csv; charset=utf-8",
+                            headers={"content-disposition": f'attachment; filename="{name}"',
+                                     "cache-control": "no-store"})
+        for r in rows:
+            r["at_iso"] = _iso(r["at"])
+        return {"since": since, "until": until, "kiosk": kiosk, "movements": rows}
+
+    return router
