@@ -23,14 +23,19 @@ MAX_ROWS = 10000
 CSV_COLUMNS = ("at", "at_iso", "kiosk", "order_id", "event", "state", "actor", "patient_ref", "items", "detail")
 
 
-def _local_day(day: str, name: str) -> float:
-    """The start of a YYYY-MM-DD day in the bridge's local time."""
+DAY = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def _day(text: str, name: str) -> dt.date:
     try:
-        if len(day) != 10:
-            raise ValueError
-        return dt.datetime.combine(dt.date.fromisoformat(day), dt.time()).timestamp()
+        return dt.date.fromisoformat(text)
     except ValueError:
-        raise HTTPException(400, f"{name} must be a date, YYYY-MM-DD") from None
+        raise HTTPException(422, f"{name} is not a day of the calendar: {text}") from None
+
+
+def _local_midnight(day: dt.date) -> float:
+    """The start of a day in the bridge's local time."""
+    return dt.datetime.combine(day, dt.time()).timestamp()
 
 
 def _iso(t: float) -> str:
@@ -55,18 +60,22 @@ def router(bridge: Bridge) -> APIRouter:
                 summary="Every movement of the orders in and out of the kiosks over a period (JSON or CSV)",
                 responses={200: {"content": {"text/csv": {}}}})
     def movements(request: Request,
-                  since: str = Query(..., description="first day, YYYY-MM-DD (the bridge's local time)"),
-                  until: str = Query(..., description="last day, YYYY-MM-DD, included"),
+                  since: Optional[str] = Query(None, pattern=DAY, description="first day, YYYY-MM-DD (the "
+                                               "bridge's local time; default: 30 days before until)"),
+                  until: Optional[str] = Query(None, pattern=DAY, description="last day, YYYY-MM-DD, included "
+                                                                             "(default: today)"),
                   kiosk: Optional[str] = Query(None, max_length=64, description="one kiosk (default: every kiosk "
                                                                                 "the user may see)"),
                   format: Literal["json", "csv"] = Query("json"),
                   actor: Actor = allow("audit")) -> Any:
-        start = _local_day(since, "since")
-        end = _local_day(until, "until") + 86400
-        if end <= start:
-            raise HTTPException(400, "until is before since")
-        if end - start > 400 * 86400:
-            raise HTTPException(400, "a report covers at most 400 days: ask for a shorter period")
+        last = _day(until, "until") if until else dt.date.today()
+        first = _day(since, "since") if since else last - dt.timedelta(days=30)
+        since, until = first.isoformat(), last.isoformat()
+        if last < first:
+            raise HTTPException(422, "until is before since")
+        if (last - first).days >= 400:
+            raise HTTPException(422, "a report covers at most 400 days: ask for a shorter period")
+        start, end = _local_midnight(first), _local_midnight(last + dt.timedelta(days=1))
         if kiosk is not None:
             known(bridge, kiosk)
             visible(request, actor, kiosk)
