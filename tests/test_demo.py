@@ -230,6 +230,9 @@ def test_the_demo_prints_an_order_code_that_the_simulate_panel_scans_into_a_pick
         assert [h["actor"] for h in done["history"]][:4] == ["demo-system", "demo-technician", "demo-technician",
                                                             "demo-pharmacist"], done["history"]
         assert any(f"/screen/demo-001#pair=" in line for line in out), "the screen's pairing link is printed"
+        # The second order waits for the visitor to stock it from the Service panel.
+        second = _get(base + "/api/orders?kiosk=demo-001&state=received")
+        assert [o["order_id"] for o in second] == ["demo-rx-2"] and second[0]["counselling_required"]
     finally:
         proc.send_signal(signal.SIGINT)
         try:

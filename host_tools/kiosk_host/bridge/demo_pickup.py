@@ -3,7 +3,9 @@ arrives as from the pharmacy system, a technician stocks it (a service
 session, its label scanned, the service door opened and shut, all in the
 simulated world), a pharmacist releases it, and its pickup code is
 printed with a link that pairs the kiosk's screen. Scanning the code in the
-dashboard's Simulate panel then opens the pickup door for it."""
+dashboard's Simulate panel then opens the pickup door for it. A second
+order waits at the first kiosk for the demo's visitor to stock, release
+and hand over from the dashboard (the banner's next steps)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .service import Bridge, BridgeError, bin_count
 log = logging.getLogger("kiosk_bridge")
 
 ORDER = "demo-rx-1"
+TO_STOCK = "demo-rx-2"
 # Who does each step: the demo's own users (run.DEMO_USERS).
 SYSTEM, TECHNICIAN, PHARMACIST = "demo-system", "demo-technician", "demo-pharmacist"
 ITEMS = [{"ndc": "0093-4155-73", "name": "Amoxicillin 500 mg capsule", "qty": 21}]
@@ -75,6 +78,7 @@ def prepare(bridge: Bridge, fleet: Fleet, url: str, say: Callable[[str], None] =
         _run(bridge, kiosk, "service_end", {})
         orders.release(ORDER, "not_required", "demo", PHARMACIST)
         code = orders.issue_code(ORDER, SYSTEM)
+        orders.create(TO_STOCK, fleet.ids[0], "demo-patient-2", ITEMS, True, pickup_by, SYSTEM)
         from .screens import Screens
         secret, _ = Screens(bridge.store).pairing(kiosk, TECHNICIAN)
     except (Failed, OrderError, BridgeError, EmulatorError) as e:
@@ -86,4 +90,5 @@ def prepare(bridge: Bridge, fleet: Fleet, url: str, say: Callable[[str], None] =
     say(f"demo: the kiosk's screen: {url}screen/{kiosk}#pair={secret}")
     say(f"demo: scan the code in the Simulate panel of {url}kiosk/{kiosk}, then open and close the pickup door")
     say(f"demo: order {ORDER} waits in bin {bin_no} of {kiosk}, released; its pickup code is {code}")
+    say(f"demo: order {TO_STOCK} has come from the pharmacy system for {fleet.ids[0]}: for the technician to stock")
     return code
