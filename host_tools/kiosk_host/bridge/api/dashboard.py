@@ -24,43 +24,18 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=DASHBOARD)
 
 
+# The dashboard's pages: each is index.html, whose script shows the page
+# for the path (js/main.js).
+PAGES = ("/", "/alerts", "/login", "/kiosk/{kiosk_id}", "/pharmacy", "/people", "/access-log", "/reports",
+         "/account")
+
+
+def _page() -> FileResponse:
+    return FileResponse(DASHBOARD / "index.html")
+
+
 def router(bridge: Bridge) -> APIRouter:
     router = APIRouter(include_in_schema=False, dependencies=[public()])
-
-    @router.get("/")
-    def index():
-        return FileResponse(DASHBOARD / "index.html")
-
-    @router.get("/alerts")
-    def alerts_page():
-        return FileResponse(DASHBOARD / "index.html")
-
-    @router.get("/login")
-    def login_page():
-        return FileResponse(DASHBOARD / "index.html")
-
-    @router.get("/kiosk/{kiosk_id}")
-    def kiosk_page(kiosk_id: str):
-        return FileResponse(DASHBOARD / "index.html")
-
-    @router.get("/pharmacy")
-    def pharmacy_page():
-        return FileResponse(DASHBOARD / "index.html")
-
-    @router.get("/people")
-    def people_page():
-        return FileResponse(DASHBOARD / "index.html")
-
-    @router.get("/access-log")
-    def access_log_page():
-        return FileResponse(DASHBOARD / "index.html")
-
-    @router.get("/reports")
-    def reports_page():
-        return FileResponse(DASHBOARD / "index.html")
-
-    @router.get("/account")
-    def account_page():
-        return FileResponse(DASHBOARD / "index.html")
-
+    for path in PAGES:
+        router.add_api_route(path, _page, methods=["GET"])
     return router

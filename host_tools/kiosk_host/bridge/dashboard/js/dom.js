@@ -27,6 +27,16 @@ export function s(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** A table with a caption for screen readers, its column heads and tbody,
+ * in a box that scrolls sideways on a narrow screen. */
+export function gridTable(id, caption, columns, tbody) {
+  return h("div", { class: "scroll" },
+    h("table", { id, class: "grid", "data-testid": id },
+      h("caption", { class: "sr-only", text: caption }),
+      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: c })))),
+      tbody));
+}
+
 /** Change only what changed: no flicker, no lost selection. */
 export function setText(el, text) {
   text = String(text);

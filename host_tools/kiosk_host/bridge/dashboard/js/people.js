@@ -6,20 +6,12 @@
 // changed something, who, what, when, from where and how it ended.
 
 import { api } from "./api.js";
-import { h, setAttr, setText, syncRows } from "./dom.js";
+import { gridTable as grid, h, setAttr, setText, syncRows } from "./dom.js";
 import { fmtTime, words } from "./format.js";
 import { POLL_MS, poller, problem } from "./live.js";
 import { may, session } from "./session.js";
 
 const ROLES = ["admin", "pharmacist", "technician", "pharmacy_system", "viewer"];
-
-function grid(id, caption, columns, tbody) {
-  return h("div", { class: "scroll" },
-    h("table", { id, class: "grid", "data-testid": id },
-      h("caption", { class: "sr-only", text: caption }),
-      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: c })))),
-      tbody));
-}
 
 /** A page the user's role may not see: say so rather than fail. */
 function notYours(main, title, who) {

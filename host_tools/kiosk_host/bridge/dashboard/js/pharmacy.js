@@ -3,7 +3,7 @@
 // counselling's outcome) and orders past their deadline, all live.
 
 import { api } from "./api.js";
-import { h, setAttr, setText, syncRows } from "./dom.js";
+import { gridTable as table, h, setAttr, setText, syncRows } from "./dom.js";
 import { fmtTime, words } from "./format.js";
 import { POLL_MS, poller, problem } from "./live.js";
 import { may } from "./session.js";
@@ -23,14 +23,6 @@ function since(t) {
   if (typeof t !== "number") return "—";
   const m = Math.max(0, Math.round((Date.now() / 1000 - t) / 60));
   return m < 1 ? "just now" : m === 1 ? "1 minute" : m < 120 ? `${m} minutes` : fmtTime(t);
-}
-
-function table(id, caption, columns, tbody) {
-  return h("div", { class: "scroll" },
-    h("table", { id, class: "grid", "data-testid": id },
-      h("caption", { class: "sr-only", text: caption }),
-      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: c })))),
-      tbody));
 }
 
 export function pharmacyView() {

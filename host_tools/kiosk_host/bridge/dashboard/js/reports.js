@@ -4,7 +4,7 @@
 // keep with the pharmacy's records. The same as GET /api/reports/movements.
 
 import { api } from "./api.js";
-import { h, setAttr, setText } from "./dom.js";
+import { gridTable, h, setAttr, setText } from "./dom.js";
 import { fmtTime, words } from "./format.js";
 import { problem } from "./live.js";
 import { may } from "./session.js";
@@ -61,11 +61,8 @@ export function reportsView() {
       + "who and when: the pharmacy's record of all movements. Days are local." }),
     form, status,
     h("section", { class: "card wide" },
-      h("div", { class: "scroll" },
-        h("table", { id: "report-table", class: "grid", "data-testid": "report-table" },
-          h("caption", { class: "sr-only", text: "Movements of orders, oldest first" }),
-          h("thead", {}, h("tr", {}, ["When", "Kiosk", "Order", "What", "By", "Patient", "Details"].map((c) => h("th", { scope: "col", text: c })))),
-          rows))));
+      gridTable("report-table", "Movements of orders, oldest first",
+        ["When", "Kiosk", "Order", "What", "By", "Patient", "Details"], rows)));
 
   const query = () => {
     const q = new URLSearchParams({ since: since.value, until: until.value });

@@ -5,7 +5,7 @@
 // and, when refused, what happened and what to do next.
 
 import { api, kioskPath } from "./api.js";
-import { h, setAttr, setText, syncRows } from "./dom.js";
+import { gridTable, h, setAttr, setText, syncRows } from "./dom.js";
 import { words } from "./format.js";
 import { POLL_MS, poller, problem } from "./live.js";
 import { track } from "./track.js";
@@ -62,9 +62,6 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
   const toStock = h("tbody");
   const toTake = h("tbody");
   const notes = { stock: h("p", { class: "muted small" }), take: h("p", { class: "muted small" }) };
-  const ordersTable = (id, caption, columns, tbody) => h("table", { id, class: "grid", "data-testid": id },
-    h("caption", { class: "sr-only", text: caption }),
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", text: c })))), tbody);
   let orders = new Map();
   const showOrders = (tbody, list, cls, create, update) => {
     syncRows(tbody, list.map((o) => o.order_id), (key) => {
@@ -96,8 +93,8 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
       setText(tr.children[1], `bin ${o.bin}, ${words(o.state)}`);
       setText(tr.children[2].firstChild, "Take it back");
     });
-    toStock.parentElement.hidden = !received.length;
-    toTake.parentElement.hidden = !back.length;
+    toStock.closest(".scroll").hidden = !received.length;
+    toTake.closest(".scroll").hidden = !back.length;
     setText(notes.stock, received.length ? "The bridge picks a free bin; scan the package's label when asked."
       : "No order is waiting to be stocked here.");
     setText(notes.take, back.length ? "Take these out of their bins and back to the pharmacy's stock."
@@ -156,9 +153,9 @@ export function servicePanel(id, box, { getKiosk, onChange }) {
     h("p", { class: "muted small", text: "For the technician at the kiosk: restocking, verifying bins, tests and motion need an open service session; pickups wait while one is open." }),
     session, h("div", { class: "inline-form" }, start, end),
     h("h3", { text: "Orders to stock" }), notes.stock,
-    ordersTable("svc-to-stock", "Orders waiting to be stocked in this kiosk", ["Order", "Items", ""], toStock),
+    gridTable("svc-to-stock", "Orders waiting to be stocked in this kiosk", ["Order", "Items", ""], toStock),
     h("h3", { text: "Orders to take back" }), notes.take,
-    ordersTable("svc-to-take", "Expired or cancelled orders still in their bins", ["Order", "Where", ""], toTake),
+    gridTable("svc-to-take", "Expired or cancelled orders still in their bins", ["Order", "Where", ""], toTake),
     h("h3", { text: "Restock by hand" }),
     h("p", { class: "muted small", text: "Leave the bin empty and the bridge picks a free one; an order the pharmacy system never sent needs one." }),
     restock,
