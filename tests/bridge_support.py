@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +26,8 @@ from kiosk_host.bridge.people import ROLES, People  # noqa: E402
 from kiosk_host.bridge.store import Store  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
+TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
+SITE_POLICIES = {"door_open_timeout_s": 5, "telemetry_period_s": 2, "sample_period_s": 1}
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback: never through a proxy
 
 # The users the tests act as: one per role, every site.
@@ -302,5 +305,96 @@ def journal_records(flash: Path) -> dict[int, dict[str, Any]]:
 
 
 def signed_fields(rec: dict[str, Any]) -> dict[str, Any]:
-    """A stored event without what the wire adds (v, kiosk, sig, replayed)."""
-    return {k: v for k, v in rec.items() if k not in ("v", "kiosk", "sig", "replayed")}
+    """A stored event without what the wire adds (v, kiosk, sig, replayed, j)."""
+    return {k: v for k, v in rec.items() if k not in ("v", "kiosk", "sig", "replayed", "j")}
+
+
+class Site:
+    """A pharmacy's set-up on loopback: mosquitto, emulated kiosks (the real
+    firmware), `kiosk-bridge serve`, driven as the back end would."""
+
+    def __init__(self, root: Path, count: int = 3, policies: dict[str, Any] | None = None):
+        from kiosk_host.emulator.fleet import Fleet
+        from link_support import Mosquitto
+        self.root = root
+        self.broker = Mosquitto(root / "mq").start()
+        self.url = f"mqtt://127.0.0.1:{self.broker.port}"
+        self.fleet = Fleet(self.url, count, root / "kiosks", root / "keys", policies=policies or SITE_POLICIES,
+                           keepalive_s=2).start()
+        self.bridge = BridgeProc(root / "bridge", self.url, root / "keys").start()
+        for kid in self.fleet.ids:
+            wait_until(lambda: self.bridge.kiosk(kid)["online"], 30, f"{kid} online at the bridge")
+
+    def key(self, kid: str) -> bytes:
+        return bytes.fromhex((self.root / "keys" / f"{kid}.key").read_text().strip())
+
+    def hold_door(self, kid: str, door: str, seconds: float = 1.6) -> None:
+        self.fleet.door(kid, door, "open")
+        time.sleep(seconds)              # past the inputs' debounce
+        self.fleet.door(kid, door, "close")
+
+    def run(self, kid: str, path: str, body=None, expect: str | tuple = "succeeded", door: str | None = None,
+            bridge: BridgeProc | None = None, label: str | None = None) -> dict:
+        b = bridge or self.bridge
+        status, r = b.post(f"/api/kiosks/{kid}{path}", body)
+        assert status == 202, (status, r)
+        if label:
+            assert scan_label(b.command, lambda text: self.fleet.scan(kid, text), r["command_id"], label)
+        if door:
+            wait_until(lambda: self.fleet.world(kid)["world"]["locks"][door]["energized"], 20, f"{door} unlocked")
+            self.hold_door(kid, door)
+        c = b.wait_command(r["command_id"], TERMINAL, 40)
+        assert c["state"] in ((expect,) if isinstance(expect, str) else expect), c
+        return c
+
+    def restock(self, kid: str, order: str, bin_no: int) -> None:
+        """The order comes from the pharmacy system, is stocked in bin_no and
+        released by a pharmacist (so a pickup may hand it over)."""
+        self.bridge.ok("POST", "/api/orders", new_order(order, kid), 201)
+        self.run(kid, "/service", {"session": "tech-1"})
+        self.run(kid, "/restocks", {"order_id": order, "bin": bin_no}, door="service", label=order)
+        status, r = self.bridge.request("DELETE", f"/api/kiosks/{kid}/service")
+        assert status == 202, r
+        self.bridge.wait_command(r["command_id"], "succeeded")
+        # A reply can overtake the journal record it follows: wait for the stock.
+        wait_until(lambda: self.bridge.kiosk(kid)["status"]["stock"].get(str(bin_no)) == order, 20,
+                   f"{order} in bin {bin_no} at the bridge")
+        self.bridge.ok("POST", f"/api/orders/{quote(order, safe='')}/release", {"counselling": "not_required"})
+
+    def settled(self, kid: str, timeout: float = 20) -> dict[str, Any]:
+        """Wait until the kiosk's running boot has journaled both doors shut
+        (its inputs settle a debounce period after each boot: a door opened
+        before that is not yet a forced door)."""
+        def done():
+            k = self.bridge.kiosk(kid)
+            shut = {e["body"].get("door") for e in self.bridge.events(kid, "door")
+                    if e["boot"] == k["boot"] and e["body"].get("ev") == "door_closed"}
+            return k if k["online"] and shut >= {"pickup", "service"} else None
+        return wait_until(done, timeout, f"{kid}'s doors settled after boot")
+
+    def stored_matches_flash(self, kid: str, bridge: BridgeProc | None = None, gaps_ok: bool = False) -> int:
+        """Wait until the store holds the kiosk's whole journal, then compare:
+        same seqs (contiguous from 1), same fields, nothing extra. With
+        gaps_ok, seqs the kiosk reported lost (its custody gaps) may be
+        missing, and only those."""
+        b = bridge or self.bridge
+        flash = self.fleet.kiosk(kid).flash
+        wait_until(lambda: b.kiosk(kid)["events_stored_upto"] >= max(journal_records(flash)), 30,
+                   f"{kid}'s journal in the store")
+        recs = journal_records(flash)
+        k = b.kiosk(kid)
+        gaps = [(g["from"], g["to"]) for g in k["custody"]["gaps"] if g["journal"] == k["journal"]]
+        assert gaps_ok or not gaps, gaps
+        stored = {e["seq"]: e["body"] for e in b.events(kid)}
+        missing = [s for s in range(1, max(stored) + 1)
+                   if s not in stored and not any(a <= s <= z for a, z in gaps)]
+        assert not missing, f"the store has a gap at {missing[:10]}"
+        assert max(stored) == max(recs)
+        for s, rec in recs.items():
+            assert signed_fields(stored[s]) == rec, (s, stored[s], rec)
+        return len(stored)
+
+    def close(self) -> None:
+        self.bridge.stop()
+        self.fleet.stop()
+        self.broker.stop()

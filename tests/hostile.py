@@ -60,6 +60,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 
 from kiosk_host import protocol
+from kiosk_host.contract import COALESCED
 
 REASONS = ("oversized", "bad_json", "bad_version", "bad_signature", "bad_schema", "expired",
            "not_yet_valid", "bad_expiry", "replayed")
@@ -101,6 +102,7 @@ class Generator:
         self.bases: list[dict] = []
         self.far = 0
         self.n = 0
+        self.exps: list[int] = []   # expiries of the commands signed with the kiosk's key so far
 
     def now(self) -> int:
         return int(self._now())
@@ -119,6 +121,8 @@ class Generator:
         signature. Returns whether the signature is real."""
         try:
             protocol.sign(key or self.key, d)
+            if key in (None, self.key) and isinstance(d.get("exp"), int):
+                self.exps.append(d["exp"])
             return True
         except (protocol.Unsignable, UnicodeEncodeError):
             d.pop("sig", None)
@@ -235,9 +239,8 @@ class Generator:
 
     def replay(self) -> Case:
         payload, exp = self.rnd.choice(self.ran)
-        left = exp - self.now()
-        expect = {"replayed"} if left > 30 else {"replayed", "expired"}
-        return Case("replay", payload, frozenset(expect))
+        # A copy is "replayed" whatever its time says now (docs/protocol.md).
+        return Case("replay", payload, frozenset({"replayed"}))
 
     def expired(self) -> Case:
         iat, exp = self.past()
@@ -405,13 +408,50 @@ class Generator:
 
     def case(self) -> Case:
         cat = self.rnd.choice(CATEGORIES if self.ran else [c for c in CATEGORIES if c != "replay"])
-        return getattr(self, cat)()
+        before = len(self.exps)
+        c = getattr(self, cat)()
+        if "expired" in c.expect:
+            # The kiosk forgets the ids of expired commands into its replay
+            # floor: an expired command at or below an earlier one's expiry
+            # could be a copy of a forgotten one, and is refused "replayed".
+            now = self.now()
+            floor = max((e for e in self.exps[:before] if e < now), default=None)
+            try:
+                exp = json.loads(c.payload).get("exp")
+            except ValueError:
+                exp = None
+            if floor is not None and isinstance(exp, int) and exp <= floor:
+                c = Case(c.category, c.payload, c.expect | {"replayed"}, c.cid, c.note)
+        return c
 
 
 def is_cmd_refusal(e: dict) -> bool:
     """A refusal of something sent on cmd (not of an ack). A probe is never
     refused: one that is fails the run (and shifts the refusals)."""
     return e.get("k") == "refused" and "topic" not in e
+
+
+def refusals_in(e: dict) -> int:
+    """How many refusals one record stands for: a coalesced record (the
+    kiosk's refusal budget, docs/protocol.md) stands for `count`."""
+    return e.get("count", 1) if e.get("why") == COALESCED else 1
+
+
+def _assign(group: list, reasons: dict) -> list:
+    """The reason each case of a coalesced group was refused for: the
+    record gives only how many of each, in the cases' order. Cases with
+    the fewest acceptable reasons are matched first; what does not match
+    is None (wrong)."""
+    left = Counter(reasons)
+    out: list = [None] * len(group)
+    for k in sorted(range(len(group)), key=lambda k: len(group[k].expect)):
+        for r in sorted(group[k].expect):
+            if left[r] > 0:
+                left[r] -= 1
+                out[k] = r
+                break
+    rest = list(left.elements())
+    return [r if r is not None else (rest.pop() if rest else None) for r in out]
 
 
 # -- the host side ----------------------------------------------------------------------
@@ -433,6 +473,7 @@ class Observer:
         self.contig: int | None = None
         self.acked = 0
         self.mark: int | None = None   # count cmd refusals (not the probes') with a seq above this
+        self.jid: str | None = None    # the kiosk's journal id (acks name it)
         self.refused = 0
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"hostile-{uuid.uuid4().hex[:10]}",
                              protocol=mqtt.MQTTv311)
@@ -470,7 +511,7 @@ class Observer:
                         self.contig = d["s"] - 1
                     self.events[d["s"]] = d
                     if self.mark is not None and d["s"] > self.mark and is_cmd_refusal(d):
-                        self.refused += 1
+                        self.refused += refusals_in(d)
                 if self.contig is not None:
                     while self.contig + 1 in self.events:
                         self.contig += 1
@@ -478,6 +519,8 @@ class Observer:
                 self.replies.append(d)
             elif topic == "state":
                 self.states.append(d)
+                if d.get("online"):
+                    self.jid = (d.get("journal") or {}).get("id")
                 if d.get("online") and self.contig is None:
                     self.contig = d["journal"]["acked"]
                     while self.contig + 1 in self.events:
@@ -492,7 +535,7 @@ class Observer:
                 upto = self.contig
             if upto is not None and upto > self.acked:
                 self.acked = upto
-                msg = protocol.sign(self.key, {"v": 1, "upto": upto, "t": int(time.time())})
+                msg = protocol.sign(self.key, {"v": 1, "upto": upto, "j": self.jid, "t": int(time.time())})
                 self.c.publish(self.base + "ack", json.dumps(msg), qos=0)
 
     def send(self, payload: bytes) -> None:
@@ -647,7 +690,7 @@ def run(target, kiosk_id: str, key: bytes, n: int, seed: int, other_key: bytes |
             raise AssertionError(f"{kiosk_id}: the first probe failed: {rep.probe_failures}")
         with obs.cv:   # everything the kiosk journals from here on is part of the run
             obs.mark = start_s
-            obs.refused = sum(1 for s, e in obs.events.items() if s > start_s and is_cmd_refusal(e))
+            obs.refused = sum(refusals_in(e) for s, e in obs.events.items() if s > start_s and is_cmd_refusal(e))
 
         if fleet is not None:
             rep.world_checked = True
@@ -707,9 +750,9 @@ def run(target, kiosk_id: str, key: bytes, n: int, seed: int, other_key: bytes |
         for s in order:
             e = after_events[s]
             if is_cmd_refusal(e):
-                if ri < len(cases):
-                    last_cat = cases[ri].category
-                ri += 1
+                ri += refusals_in(e)
+                if ri - 1 < len(cases):
+                    last_cat = cases[ri - 1].category
             elif e.get("k") in ACTUATION_KINDS or (e.get("k") == "door" and e.get("ev") in ACTUATION_DOOR_EVENTS):
                 rep.actuations += 1
                 rep.categories[last_cat]["actuations"] += 1
@@ -718,20 +761,53 @@ def run(target, kiosk_id: str, key: bytes, n: int, seed: int, other_key: bytes |
                 rep.crashes += 1
                 rep.categories[last_cat]["crashes"] += 1
                 rep.crash_evidence.append(f"boot event {e}")
+        # One refusal per case, in order: a record of its own, or its place
+        # in a coalesced record's count.
+        # Coalesced records journaled one after the other (one per class of
+        # refusal) stand together for the refusals between their
+        # neighbours, in some order. A case with an id takes the reason its
+        # reply gave, when the counts have it; the others are matched.
         reply_by_id: dict[str, list[dict]] = {}
         for r in replies:
             reply_by_id.setdefault(r.get("id"), []).append(r)
+
+        def assign(group: list, pool: Counter) -> list:
+            left = Counter(pool)
+            known: list = [None] * len(group)
+            for k, case in enumerate(group):
+                rs = [r for r in reply_by_id.get(case.cid, []) if r.get("state") == "rejected"] if case.cid else []
+                why = rs[0].get("info", {}).get("reason") if rs else None
+                if why is not None and left[why] > 0:
+                    left[why] -= 1
+                    known[k] = why
+            rest = iter(_assign([c for k, c in enumerate(group) if known[k] is None], left))
+            return [w if w is not None else next(rest) for w in known]
+
+        per_case: list = []
+        pool: Counter = Counter()
+        pooled = 0
+        for e in refusals + [{}]:
+            if e.get("why") == COALESCED:
+                pool.update(e.get("reasons") or {})
+                pooled += refusals_in(e)
+                continue
+            if pooled:
+                group = cases[len(per_case):len(per_case) + pooled]
+                per_case += [{"why": r} for r in assign(group, pool)]
+                pool, pooled = Counter(), 0
+            if e:
+                per_case.append(e)
         for i, case in enumerate(cases):
             c = rep.categories[case.category]
             c["sent"] += 1
-            if i >= len(refusals):
+            if i >= len(per_case):
                 rep.wrong.append({"category": case.category, "expect": sorted(case.expect), "got": None,
                                   "note": case.note, "payload": case.payload[:120]})
                 continue
-            e = refusals[i]
+            e = per_case[i]
             why = e.get("why")
             rep.reasons[case.category][why] += 1
-            if why in case.expect and (case.cid is None or e.get("id") == case.cid):
+            if why in case.expect and (case.cid is None or "id" not in e and "s" not in e or e.get("id") == case.cid):
                 c["refused"] += 1
             else:
                 c["wrong"] += 1
@@ -742,8 +818,8 @@ def run(target, kiosk_id: str, key: bytes, n: int, seed: int, other_key: bytes |
                 rs = [r for r in reply_by_id.get(case.cid, []) if r.get("state") == "rejected"]
                 if not rs or rs[0].get("info", {}).get("reason") != why:
                     rep.missing_replies.append(case.cid)
-        if len(refusals) > len(cases):
-            rep.wrong.append({"category": "-", "expect": [], "got": f"{len(refusals) - len(cases)} extra refusals"})
+        if len(per_case) > len(cases):
+            rep.wrong.append({"category": "-", "expect": [], "got": f"{len(per_case) - len(cases)} extra refusals"})
 
         if fleet is not None:
             after = _world_counts(fleet, kiosk_id)

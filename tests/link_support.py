@@ -210,6 +210,7 @@ class Host:
         self.bad_sig: list[tuple[str, bytes]] = []
         self.contig: int | None = None
         self.acked_sent = 0
+        self.jid: str | None = None   # the kiosk's journal id, from its birth (acks name it)
         self.auto_ack = auto_ack
         self.ack_ms = ack_ms
         self.t_offset = 0
@@ -255,6 +256,8 @@ class Host:
                 self.replies.append(d)
             elif topic == "state":
                 self.states.append((d, bool(msg.retain)))
+                if d.get("online"):
+                    self.jid = (d.get("journal") or {}).get("id")
                 if d.get("online") and self.contig is None:
                     self.contig = d["journal"]["acked"]
                     while self.contig + 1 in self.events:
@@ -272,8 +275,8 @@ class Host:
             if upto is not None and upto > self.acked_sent:
                 self.ack(upto)
 
-    def ack(self, upto: int, t: int | None = None, key: bytes | None = None) -> None:
-        msg = protocol.sign(key or self.key, {"v": 1, "upto": upto,
+    def ack(self, upto: int, t: int | None = None, key: bytes | None = None, j: str | None = None) -> None:
+        msg = protocol.sign(key or self.key, {"v": 1, "upto": upto, "j": j or self.jid,
                                                "t": int(time.time()) + self.t_offset if t is None else t})
         self.acked_sent = max(self.acked_sent, upto)
         self.c.publish(self.base + "ack", json.dumps(msg), qos=0)

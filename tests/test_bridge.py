@@ -10,86 +10,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
-from urllib.parse import quote
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from bridge_support import USERS, BridgeProc, journal_records, new_order, scan_label, signed_fields, wait_until
+from bridge_support import TERMINAL, USERS, BridgeProc, Site, journal_records, wait_until
 from kiosk_host import protocol
-from kiosk_host.emulator.fleet import Fleet
-from link_support import Mosquitto
-
-POLICIES = {"door_open_timeout_s": 5, "telemetry_period_s": 2, "sample_period_s": 1}
-TERMINAL = ("succeeded", "failed", "timed_out", "rejected", "cancelled")
-
-
-class Site:
-    def __init__(self, root: Path):
-        self.root = root
-        self.broker = Mosquitto(root / "mq").start()
-        self.url = f"mqtt://127.0.0.1:{self.broker.port}"
-        self.fleet = Fleet(self.url, 3, root / "kiosks", root / "keys", policies=POLICIES, keepalive_s=2).start()
-        self.bridge = BridgeProc(root / "bridge", self.url, root / "keys").start()
-        for kid in self.fleet.ids:
-            wait_until(lambda: self.bridge.kiosk(kid)["online"], 30, f"{kid} online at the bridge")
-
-    def key(self, kid: str) -> bytes:
-        return bytes.fromhex((self.root / "keys" / f"{kid}.key").read_text().strip())
-
-    def hold_door(self, kid: str, door: str, seconds: float = 1.6) -> None:
-        self.fleet.door(kid, door, "open")
-        time.sleep(seconds)              # past the inputs' debounce
-        self.fleet.door(kid, door, "close")
-
-    def run(self, kid: str, path: str, body=None, expect: str | tuple = "succeeded", door: str | None = None,
-            bridge: BridgeProc | None = None, label: str | None = None) -> dict:
-        b = bridge or self.bridge
-        status, r = b.post(f"/api/kiosks/{kid}{path}", body)
-        assert status == 202, (status, r)
-        if label:
-            assert scan_label(b.command, lambda text: self.fleet.scan(kid, text), r["command_id"], label)
-        if door:
-            wait_until(lambda: self.fleet.world(kid)["world"]["locks"][door]["energized"], 20, f"{door} unlocked")
-            self.hold_door(kid, door)
-        c = b.wait_command(r["command_id"], TERMINAL, 40)
-        assert c["state"] in ((expect,) if isinstance(expect, str) else expect), c
-        return c
-
-    def restock(self, kid: str, order: str, bin_no: int) -> None:
-        """The order comes from the pharmacy system, is stocked in bin_no and
-        released by a pharmacist (so a pickup may hand it over)."""
-        self.bridge.ok("POST", "/api/orders", new_order(order, kid), 201)
-        self.run(kid, "/service", {"session": "tech-1"})
-        self.run(kid, "/restocks", {"order_id": order, "bin": bin_no}, door="service", label=order)
-        status, r = self.bridge.request("DELETE", f"/api/kiosks/{kid}/service")
-        assert status == 202, r
-        self.bridge.wait_command(r["command_id"], "succeeded")
-        # A reply can overtake the journal record it follows: wait for the stock.
-        wait_until(lambda: self.bridge.kiosk(kid)["status"]["stock"].get(str(bin_no)) == order, 20,
-                   f"{order} in bin {bin_no} at the bridge")
-        self.bridge.ok("POST", f"/api/orders/{quote(order, safe='')}/release", {"counselling": "not_required"})
-
-    def stored_matches_flash(self, kid: str, bridge: BridgeProc | None = None) -> int:
-        """Wait until the store holds the kiosk's whole journal, then compare:
-        same seqs (contiguous from 1), same fields, nothing extra."""
-        b = bridge or self.bridge
-        flash = self.fleet.kiosk(kid).flash
-        wait_until(lambda: b.kiosk(kid)["events_stored_upto"] >= max(journal_records(flash)), 30,
-                   f"{kid}'s journal in the store")
-        recs = journal_records(flash)
-        stored = {e["seq"]: e["body"] for e in b.events(kid)}
-        assert sorted(stored) == list(range(1, max(stored) + 1)), "the store has a gap or a stranger"
-        assert max(stored) == max(recs)
-        for s, rec in recs.items():
-            assert signed_fields(stored[s]) == rec, (s, stored[s], rec)
-        return len(stored)
-
-    def close(self) -> None:
-        self.bridge.stop()
-        self.fleet.stop()
-        self.broker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -93,13 +93,14 @@ def test_events_fold_into_status_and_commands_in_seq_order(url):
 
 
 def test_births_and_deaths_count_only_for_the_current_boot(url):
+    # Kiosks older than connection nonces: deaths by boot.
     st = Store(url)
     birth2 = {"online": True, "boot": 2, "fw": "0.1.0", "board": "emulator", "journal": {"last": 7, "acked": 7},
               "snap": {"doors": {"pickup": {"door": "closed", "bolt": "engaged"}}, "faults": []}}
-    assert st.set_state("k1", birth2) is True
-    assert st.set_state("k1", {"online": False, "boot": 1, "why": "lost"}) is True     # an old will
-    assert st.set_state("k1", dict(birth2, boot=1)) is True and st.kiosk("k1")["boot"] == 2
-    assert st.set_state("k1", {"online": False, "boot": 2, "why": "stopped"}) is False
+    assert st.set_state("k1", birth2)[0] is True
+    assert st.set_state("k1", {"online": False, "boot": 1, "why": "lost"})[0] is True     # an old will
+    assert st.set_state("k1", dict(birth2, boot=1))[0] is True and st.kiosk("k1")["boot"] == 2
+    assert st.set_state("k1", {"online": False, "boot": 2, "why": "stopped"})[0] is False
     k = st.kiosk("k1")
     assert not k["online"] and k["why"] == "stopped"
     assert k["status"]["doors"]["pickup"] == {"door": "closed", "bolt": "engaged", "energized": None, "alarms": []}
@@ -219,3 +220,114 @@ def test_people_users_tokens_sessions_sites_and_the_access_log_on_both_stores(ur
     again = Store(url)
     assert again.command("c1")["actor"] == "pat"
     again.close()
+
+
+def _birth(boot, conn, conns, jid, last, acked, lost=()):
+    return {"online": True, "boot": boot, "conn": conn, "conns": conns, "fw": "0.2.0", "board": "emulator",
+            "journal": {"id": jid, "last": last, "acked": acked, "lost": [list(r) for r in lost]},
+            "snap": {"doors": {"pickup": {"door": "closed", "bolt": "engaged"}}, "faults": []}}
+
+
+def test_a_will_counts_only_for_its_own_connection(url):
+    # Finding 6: a replayed genuine will (signed, of an earlier connection of
+    # the same boot) marked a running kiosk offline.
+    st = Store(url)
+    assert st.set_state("k1", _birth(3, "aaaa", 1, "j1", 5, 5))[0]
+    old_will = {"online": False, "boot": 3, "conn": "aaaa", "conns": 1, "why": "lost"}
+    assert st.set_state("k1", old_will)[0] is False          # that connection did end
+    assert st.set_state("k1", _birth(3, "bbbb", 2, "j1", 6, 6))[0]
+    assert st.set_state("k1", old_will)[0] is True and st.kiosk("k1")["online"]   # replayed later: ignored
+    assert st.set_state("k1", _birth(3, "aaaa", 1, "j1", 5, 5))[0] is True       # the old birth too
+    assert st.kiosk("k1")["birth"]["conn"] == "bbbb"
+    assert st.set_state("k1", dict(old_will, conn="bbbb", conns=2))[0] is False   # its own will counts
+
+
+def test_a_new_journal_never_collides_with_the_old_one(url):
+    # Finding 3: a board re-provisioned with the old id and key starts again
+    # at seq 1; the store dropped its records as duplicates of the old ones.
+    st = Store(url)
+    st.set_state("k1", _birth(9, "n1", 1, "old-journal", 40, 40))
+    assert st.add_events("k1", [ev(s) for s in range(1, 41)], journal="old-journal")[1] == 40
+    assert st.set_state("k1", _birth(1, "n2", 1, "new-journal", 1, 0))[0]     # boot 1 again: a new board
+    new, acked, _ = st.add_events("k1", [ev(1, "boot"), ev(2, door="pickup", ev="door_forced"), ev(3)],
+                                  journal="new-journal")
+    assert (new, acked) == (3, 3)
+    assert st.current("k1") == ("new-journal", 3)
+    assert st.seqs("k1") == [1, 2, 3] and st.seqs("k1", "old-journal") == list(range(1, 41))
+    assert st.events("k1", 1, 10)[0]["body"]["ev"] == "door_forced"
+    assert "forced" in st.kiosk("k1")["status"]["doors"]["pickup"]["alarms"]
+    # The old board's birth, replayed, does not take the kiosk back.
+    assert st.set_state("k1", _birth(9, "n1", 1, "old-journal", 40, 40))[0]
+    assert st.current("k1") == ("new-journal", 3)
+    assert [(j["journal"], j["retired"]) for j in st.journals("k1")] == [("old-journal", True), ("new-journal", False)]
+
+
+def test_lost_ranges_from_births_and_replies_become_custody_gaps(url):
+    # Finding 2: a hole the kiosk no longer holds stopped the prefix for good.
+    st = Store(url)
+    st.set_state("k1", _birth(1, "n", 1, "j", 0, 0))
+    assert st.add_events("k1", [ev(1, "boot"), ev(2, "boot"), ev(6, "boot"),
+                                ev(10, door="service", ev="door_forced")], journal="j")[1] == 2
+    assert "service" not in st.kiosk("k1")["status"]["doors"]
+    # The kiosk's next birth says 3..5 are gone (rotated before anyone got them).
+    _, done = st.set_state("k1", _birth(1, "n", 2, "j", 2, 2, lost=[(3, 5)]))
+    assert st.current("k1") == ("j", 6)
+    # A resend reply says 7..9 are unreadable on its flash.
+    acked, _ = st.mark_lost("k1", "j", [(7, 9)])
+    assert acked == 10
+    assert "forced" in st.kiosk("k1")["status"]["doors"]["service"]["alarms"]
+    gaps = [(g["from"], g["to"], g["why"]) for g in st.gaps("k1")]
+    assert gaps == [(3, 5, "reported"), (7, 9, "reported")]
+    assert st.kiosk("k1")["gaps"][0]["journal"] == "j"
+
+
+def test_a_legacy_journal_is_claimed_by_its_first_birth_with_an_id(url):
+    # A kiosk updated to firmware with journal ids keeps its seqs: the store's
+    # records of it (journal "") become that journal's, nothing is sent twice.
+    st = Store(url)
+    st.set_state("k1", {"online": True, "boot": 4, "journal": {"last": 20, "acked": 20}, "snap": {}})
+    assert st.add_events("k1", [ev(s) for s in range(1, 21)])[1] == 20
+    st.set_state("k1", _birth(5, "n", 1, "jid", 21, 20))
+    assert st.current("k1") == ("jid", 20)
+    assert st.add_events("k1", [ev(21)], journal="jid")[1] == 21
+    assert st.seqs("k1") == list(range(1, 22)) and st.seqs("k1", "") == []
+
+
+def test_a_store_made_by_the_previous_schema_is_migrated(url):
+    # The schema before journal ids: events and lost keyed by (kiosk, seq).
+    import sqlite3
+    if url.startswith("sqlite"):
+        db = sqlite3.connect(url[len("sqlite:///"):])
+        run = db.execute
+    else:
+        import psycopg
+        db = psycopg.connect(url, autocommit=True)
+        run = db.execute
+    for stmt in (
+            """CREATE TABLE kiosks (id TEXT PRIMARY KEY, online INTEGER NOT NULL DEFAULT 0, boot INTEGER, fw TEXT,
+               board TEXT, birth TEXT, tele TEXT, why TEXT, seen DOUBLE PRECISION, acked BIGINT NOT NULL DEFAULT 0,
+               journal_last BIGINT NOT NULL DEFAULT 0, status TEXT)""",
+            """CREATE TABLE events (kiosk TEXT NOT NULL, seq BIGINT NOT NULL, boot INTEGER, t BIGINT, kind TEXT,
+               body TEXT NOT NULL, stored DOUBLE PRECISION NOT NULL, PRIMARY KEY (kiosk, seq))""",
+            "CREATE INDEX events_kind ON events (kiosk, kind, seq)",
+            "CREATE TABLE lost (kiosk TEXT NOT NULL, first BIGINT NOT NULL, last BIGINT NOT NULL, PRIMARY KEY (kiosk, first))",
+            "INSERT INTO kiosks (id, online, boot, acked, journal_last) VALUES ('k1', 1, 2, 12, 12)",
+            "INSERT INTO lost (kiosk, first, last) VALUES ('k1', 3, 9)"):
+        run(stmt)
+    for s in (1, 2, 10, 11, 12):
+        run("INSERT INTO events (kiosk, seq, boot, t, kind, body, stored) VALUES ('k1', %d, 2, 1, 'door', "
+            "'{\"s\": %d, \"k\": \"door\"}', 1.0)" % (s, s))
+    if hasattr(db, "commit"):
+        db.commit()
+    db.close()
+    st = Store(url)
+    assert st.current("k1") == ("", 12) and st.seqs("k1") == [1, 2, 10, 11, 12]
+    assert [(g["from"], g["to"]) for g in st.gaps("k1")] == [(3, 9)]
+    assert st.add_events("k1", [ev(13)])[1] == 13               # the legacy journal goes on
+    assert st.events("k1", 10, 10, "door")[0]["seq"] == 11
+    st.close()
+    again = Store(url)                                          # opening it again changes nothing
+    assert again.current("k1") == ("", 13) and again.count_events("k1") == 6
+    # ... and the kiosk's first birth with an id carries it over.
+    again.set_state("k1", _birth(3, "n", 1, "jid", 13, 13))
+    assert again.current("k1") == ("jid", 13) and again.seqs("k1") == [1, 2, 10, 11, 12, 13]

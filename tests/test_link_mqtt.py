@@ -242,7 +242,7 @@ def test_host_gap_request_resends_the_range(broker, started):
     h.wait(lambda: h.contig == 31, 10, "31 events")
     n_log = len(h.evt_log)
     cid = h.command("resend", {"from": 5, "to": 9})
-    assert h.reply_state(cid, "succeeded")["info"] == {"from": 5, "to": 9}
+    assert h.reply_state(cid, "succeeded")["info"] == {"from": 5, "to": 9, "j": h.jid, "lost": []}
     h.wait(lambda: len(h.evt_log) >= n_log + 5, 5, "resent range")
     again = h.evt_log[n_log:n_log + 5]
     assert [e["s"] for e in again] == [5, 6, 7, 8, 9] and all(e["replayed"] for e in again)

@@ -470,7 +470,7 @@ def test_the_firmware_works_under_the_locked_broker(fleet, clients, tmp_path):
         evts = bridge.wait(lambda: signed("kiosk/kiosk-a/evt"), "an event")
         upto = max(e["s"] for e in evts)
         bridge.publish("kiosk/kiosk-a/ack", json.dumps(
-            protocol.sign(KEY, {"v": 1, "upto": upto, "t": int(time.time())})))
+            protocol.sign(KEY, {"v": 1, "upto": upto, "j": birth["journal"]["id"], "t": int(time.time())})))
         now = int(time.time())
         cmd = protocol.sign(KEY, {"v": 1, "id": mark("c"), "op": "pickup", "iat": now, "exp": now + 60,
                                   "args": {"order": "rx-1", "bin": 1}})

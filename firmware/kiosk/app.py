@@ -32,7 +32,10 @@ class App:
             self.locks[c["name"]] = lock.from_board(b, c, held_open_ms=held)
         self.carousels = [stepper.from_board(b, c) for c in b["carousels"]]
         from kiosk import clock
-        self.journal = journal.Journal(clock=clock.now)   # host-corrected time
+        pol = self.cfg.policies
+        self.journal = journal.Journal(segment_bytes=pol["journal_segment_bytes"],
+                                       max_segments=max(2, pol["journal_segments"]),
+                                       clock=clock.now)   # host-corrected time
         self.journal.append(K_BOOT, {"cause": hal.reset_cause(), "fw": VERSION, "board": b["board"]})
         # Close what a reset cut short (once: the journal is checked first),
         # and only then forget it on flash.

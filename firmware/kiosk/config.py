@@ -27,6 +27,8 @@ DEFAULT_POLICIES = {
     "restock_label_check": True,    # a restock's package label must be scanned and match
     "label_scan_timeout_s": 120,    # the technician has this long to scan it
     "button_repeat_s": 10,          # a button's presses are journaled at most this often
+    "journal_segment_bytes": 8192,  # the journal's flash budget: segments of this size ...
+    "journal_segments": 8,          # ... this many of them (at least 2)
 }
 
 _TOP = {
@@ -46,6 +48,7 @@ _POLICIES = {
     "command_max_age_s": ("pos", 0), "telemetry_period_s": ("pos", 0),
     "scan_answer_s": ("pos", 0), "scan_lockout_after": ("pos", 0), "scan_lockout_s": ("pos", 0),
     "restock_label_check": ("bool", 0), "label_scan_timeout_s": ("pos", 0), "button_repeat_s": ("pos", 0),
+    "journal_segment_bytes": ("pos", 0), "journal_segments": ("pos", 0),
 }
 
 

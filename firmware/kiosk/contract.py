@@ -115,9 +115,23 @@ K_RETRIEVE = "retrieve"        # an order was taken back out of its bin (return 
 K_SCAN = "scan"                # the code scanner: a code (its short hash), an answer, a lockout, a label
 K_BUTTON = "button"            # a button at the kiosk was pressed (call a pharmacist)
 K_OTA = "ota"                  # a firmware update's step (OTA_EVENTS)
+K_JOURNAL_LOST = "journal_lost"  # unacknowledged records found unreadable (bad CRC)
+K_STORAGE = "storage"          # the flash filled up, or has room again
 KINDS = (K_BOOT, K_OP, K_REFUSED, K_PICKUP, K_RESTOCK, K_STOCK, K_DOOR, K_MOTOR, K_FAULT,
          K_SENSOR, K_TEMP, K_SERVICE, K_SELFTEST, K_CLOCK, K_JOURNAL_OVERFLOW,
-         K_RETRIEVE, K_SCAN, K_BUTTON, K_OTA)
+         K_RETRIEVE, K_SCAN, K_BUTTON, K_OTA, K_JOURNAL_LOST, K_STORAGE)
+
+# Refusals that say nothing about the command whose id they carry: the
+# message was not authenticated (anyone can put any id in it), or it is a
+# copy of a command already seen (or an old ack of another journal). A host
+# never lets one of these change a command's outcome; the kiosk journals
+# them within a budget, so no flood of them can push unacknowledged records
+# off the flash.
+COPY_REFUSALS = ("oversized", "bad_json", "bad_version", "bad_signature", "replayed",
+                 "duplicate", "memory_lost", "wrong_journal")
+# A refusal record that stands for many: {"why": COALESCED, "count": n,
+# "reasons": {why: n}, "since": t}.
+COALESCED = "coalesced"
 
 
 # Floats have no canonical form across MicroPython and CPython (they print

@@ -69,3 +69,8 @@ K_RETRIEVE: str = _c.K_RETRIEVE
 K_SCAN: str = _c.K_SCAN
 K_BUTTON: str = _c.K_BUTTON
 K_OTA: str = _c.K_OTA
+K_JOURNAL_LOST: str = _c.K_JOURNAL_LOST
+K_STORAGE: str = _c.K_STORAGE
+# Refusals that never change a command's outcome (see the firmware's contract).
+COPY_REFUSALS: tuple[str, ...] = _c.COPY_REFUSALS
+COALESCED: str = _c.COALESCED

@@ -17,15 +17,16 @@ class Rig:
         self.by = []
         self.replies = []
         self.now = NOW
+        self.synced = True
         self.local_calls = []
         self.gate = self._gate(path, max_seen)
 
     def _gate(self, path="seen.json", max_seen=32):
         return Gate(KEY, 300, self.j.append, self.submit, self.reply,
-                    {"resend": self.local}, path, lambda: self.now, max_seen)
+                    {"resend": self.local}, path, lambda: self.now, max_seen, lambda: self.synced)
 
-    def restart(self):
-        self.gate = self._gate()
+    def restart(self, max_seen=32):
+        self.gate = self._gate(max_seen=max_seen)
 
     def submit(self, cid, op, args, by):
         self.submitted.append((cid, op, args))
@@ -143,7 +144,7 @@ def test_valid_signature_on_malformed_command():
 
 def test_freshness_refusals():
     r = Rig()
-    refused(r, cmd(cid="f1", iat=NOW - 100, exp=NOW - 1), "expired", "f1")
+    refused(r, cmd(cid="f1", iat=NOW - 100, exp=NOW - 2), "expired", "f1")
     refused(r, cmd(cid="f2", iat=NOW + 31, exp=NOW + 60), "not_yet_valid", "f2")
     refused(r, cmd(cid="f3", iat=NOW, exp=NOW + 301), "bad_expiry", "f3")
     refused(r, cmd(cid="f4", iat=NOW - 10, exp=NOW - 1), "expired", "f4")
@@ -187,7 +188,7 @@ def test_far_future_commands_do_not_lock_out_later_ones():
     r = Rig(max_seen=4)
     for i in range(6):
         refused(r, cmd(cid="ff%d" % i, iat=NOW + 86400, exp=NOW + 86460 + i), "not_yet_valid", "ff%d" % i)
-    assert r.gate._floor <= NOW + 30 + 300, r.gate._floor
+    assert r.gate._floor <= NOW, r.gate._floor
     assert r.gate.handle(cmd(cid="fresh", iat=NOW + 400, exp=NOW + 460)) == "not_yet_valid"
     r.now = NOW + 400
     assert r.gate.handle(cmd(cid="fresh2", iat=NOW + 400, exp=NOW + 460)) == "queued"
@@ -220,3 +221,89 @@ def test_nothing_raises_out_of_the_gate():
     r.gate._submit = r.submit
     assert r.gate.handle(b"nonsense") == "bad_json"
     assert r.gate.handle(cmd(cid="e2")) == "queued"
+
+
+def test_a_copy_of_a_command_is_replayed_whatever_its_time_says():
+    # A copy of a running command must never be refused for a reason the
+    # host could read as the command's own outcome (expired, say).
+    r = Rig()
+    assert r.gate.handle(cmd(cid="run", exp=NOW + 60)) == "queued"
+    r.now = NOW + 100                     # past its exp: the copy is expired too
+    refused(r, cmd(cid="run", exp=NOW + 60), "replayed", "run")
+    assert r.gate.handle(cmd(cid="next", iat=NOW + 100, exp=NOW + 160)) == "queued"   # forgets "run"
+    assert not r.gate.seen("run")
+    refused(r, cmd(cid="run", exp=NOW + 60), "replayed", "run")
+    # Unauthenticated copies are refused before any of that, by their signature.
+    d = json.loads(cmd(cid="next", iat=NOW + 100, exp=NOW + 160))
+    d["sig"] = "0" * 64
+    refused(r, json.dumps(d).encode(), "bad_signature", "next")
+    assert [c[0] for c in r.submitted] == ["run", "next"]
+
+
+def test_an_unreadable_replay_memory_fails_closed():
+    # seen.json torn or damaged (the flash, or someone with the board): a
+    # captured command must not run again after the reboot.
+    r = Rig()
+    assert r.gate.handle(cmd(cid="cap", exp=NOW + 250)) == "queued"
+    for damaged in (b'{"floor": 0, "ids": {"cap": 18', b"\xff" * 40, b'{"floor": "x", "ids": []}'):
+        with open("seen.json", "wb") as f:
+            f.write(damaged)
+        r.synced = False
+        r.restart()
+        assert r.gate.lost
+        fault = r.last()
+        assert fault["k"] == "fault" and fault["code"] == "replay_memory_lost", fault
+        # Until the clock has the host's time, nothing passes.
+        refused(r, cmd(cid="cap", exp=NOW + 250), "memory_lost", "cap")
+        refused(r, cmd(cid="new1", exp=NOW + 60), "memory_lost", "new1")
+        # Then nothing a command valid before the loss could carry passes.
+        r.synced = True
+        refused(r, cmd(cid="cap", exp=NOW + 250), "memory_lost", "cap")
+        refused(r, cmd(cid="new2", iat=NOW + 20, exp=NOW + 320), "memory_lost", "new2")
+        assert not r.gate.lost
+    r.restart()       # the floor is on flash now: still closed for those
+    refused(r, cmd(cid="cap", exp=NOW + 250), "replayed", "cap")
+    r.now = NOW + 331
+    assert r.gate.handle(cmd(cid="later", iat=NOW + 331, exp=NOW + 391)) == "queued"
+    assert [c[0] for c in r.submitted] == ["cap", "later"]
+    # An absent file is a new board's empty memory, not a loss.
+    import os
+    os.remove("seen.json")
+    r.restart()
+    assert not r.gate.lost
+
+
+def test_commands_issued_for_later_never_raise_the_floor():
+    # A stolen key (or a host whose clock ran ahead) signs more commands
+    # for later than the memory holds, far ahead or just past the 30 s a
+    # command may be early: commands issued now still pass, and no command
+    # accepted now is forgotten to make room.
+    r = Rig(max_seen=6)
+    for i in range(3):
+        assert r.gate.handle(cmd(cid="ok%d" % i, exp=NOW + 60 + i)) == "queued"
+    for i in range(40):
+        far = i % 2 == 0
+        iat = NOW + 86400 + i if far else NOW + 31 + i
+        refused(r, cmd(cid="ff%d" % i, iat=iat, exp=iat + 299), "not_yet_valid", "ff%d" % i)
+    assert r.gate._floor <= NOW, r.gate._floor
+    for i in range(3):
+        refused(r, cmd(cid="ok%d" % i, exp=NOW + 60 + i), "replayed", "ok%d" % i)
+    assert r.gate.handle(cmd(cid="legit", exp=NOW + 60)) == "queued"
+    r.restart(max_seen=6)
+    assert r.gate.handle(cmd(cid="legit2", exp=NOW + 60)) == "queued"
+    refused(r, cmd(cid="ok1", exp=NOW + 61), "replayed", "ok1")
+    # Full of commands issued now: one issued for later is not kept (and
+    # pushes nothing out); the ones issued now stay refused.
+    for i in range(3):
+        assert r.gate.handle(cmd(cid="n%d" % i, exp=NOW + 70 + i)) == "queued"
+    refused(r, cmd(cid="x", iat=NOW + 100, exp=NOW + 200), "not_yet_valid", "x")
+    for cid in ("ok0", "ok2", "legit", "legit2", "n0"):
+        assert r.gate.seen(cid) or r.gate._floor >= NOW + 60, cid
+
+
+def test_a_replay_memory_the_flash_cannot_keep_refuses_the_command():
+    r = Rig(path="no_such_dir/seen.json")
+    refused(r, cmd(cid="s1"), "storage_full", "s1")
+    assert r.submitted == []
+    # Still remembered in RAM: a copy is a replay.
+    refused(r, cmd(cid="s1"), "replayed", "s1")

@@ -406,3 +406,109 @@ def test_append_2000_records_does_not_leak():
     assert after - before < 512, (before, after)
     assert j.last_seq == 2100 and len(_segs()) <= 3
     assert "journal_overflow" not in _kinds(j)
+
+
+# -- identity and loss accounting ----------------------------------------------
+
+def _hdr_id(name):
+    return _read(name).split(b"\n")[0].split()[3].decode()
+
+
+def test_a_journal_has_an_id_that_a_wipe_changes():
+    j = Journal()
+    jid = j.id
+    assert len(jid) == 16 and int(jid, 16) >= 0
+    j.append("boot")
+    j.close()
+    assert _hdr_id(_segs()[0]) == jid
+    with open(D + "/id") as f:
+        assert f.read().strip() == jid
+    assert Journal().id == jid                     # reopened: the same journal
+    # The segments gone but the ack pointer kept: seqs go on, same journal.
+    j = Journal()
+    j.append("door")
+    j.ack(j.last_seq)
+    j.close()
+    for n in _segs():
+        os.remove(D + "/" + n)
+    j = Journal()
+    assert j.id == jid and j.append("door") > 1
+    j.close()
+    # Wiped (a new board, or the folder deleted): seqs start at 1 again
+    # under a new id, even if an id file was left behind.
+    _wipe()
+    with open(D + "/id", "w") as f:
+        f.write(jid + "\n")
+    j = Journal()
+    assert j.append("boot") == 1 and j.id != jid
+    j.close()
+    # A journal from before ids (headers without one) gets one and keeps it.
+    _wipe()
+    _write("00000001.log", b"#KJ1 1 1\n")
+    line = b'{"s":1,"b":1,"t":1,"k":"boot"}'
+    with open(D + "/00000001.log", "ab") as f:
+        f.write(b"%s\t%08x\n" % (line, binascii.crc32(line)))
+    j = Journal()
+    assert j.last_seq == 1 and len(j.id) == 16
+    legacy = j.id
+    j.append("door")
+    j.close()
+    assert Journal().id == legacy
+
+
+def test_lost_ranges_outlive_the_overflow_record_and_go_when_acknowledged():
+    # The host away for longer than the budget: unacknowledged records
+    # rotate away, and so, later, does the overflow record that said so. The
+    # lost range stays (on flash, in info() for every birth) until the host
+    # acknowledges past it.
+    j = Journal(segment_bytes=120, max_segments=3)
+    for i in range(60):
+        j.append("door", {"i": i})
+    lost = j.lost()
+    assert lost and lost[0][0] == 1, lost
+    overflows = [json.loads(x) for _, x in j.iter_lines() if json.loads(x)["k"] == "journal_overflow"]
+    assert not [r for r in overflows if r["lost_from"] == 1], "the first overflow record rotated away too"
+    assert all(s > lost[-1][1] for s in _seqs(j)), "everything before the oldest kept is counted lost"
+    info = j.info()
+    assert info["id"] == j.id and info["lost"] == lost and info["first"] == j.first_seq()
+    j.close()
+    j = Journal(segment_bytes=120, max_segments=3)   # a power cut later: still known
+    assert j.lost() == lost
+    j.ack(lost[0][1] - 3)
+    j.flush()
+    assert j.lost()[0][0] == lost[0][1] - 2
+    j.ack(j.last_seq)
+    j.flush()
+    assert j.lost() == []
+    j.close()
+    assert Journal(segment_bytes=120, max_segments=3).lost() == []
+
+
+def test_an_unreadable_record_is_recorded_lost_once():
+    j = Journal(segment_bytes=400, max_segments=8)
+    for i in range(20):
+        j.append("door", {"i": i})
+    j.ack(3)
+    j.close()
+    # Flip a byte inside record 7 (in an older segment): its CRC fails.
+    for n in _segs():
+        data = _read(n)
+        at = data.find(b'{"s":7,')
+        if at >= 0:
+            _write(n, data[:at + 20] + bytes([data[at + 20] ^ 1]) + data[at + 21:])
+            break
+    else:
+        raise AssertionError("record 7 not found")
+    j = Journal(segment_bytes=400, max_segments=8)
+    got = [s for s, _ in j.read_from(4, 100)]
+    assert 7 not in got and got[:3] == [4, 5, 6] and got[3] == 8
+    assert j.lost() == [[7, 7]]
+    rec = json.loads(j.read_from(j.last_seq, 1)[0][1])
+    assert (rec["k"], rec["lost_from"], rec["lost_to"], rec["why"]) == ("journal_lost", 7, 7, "unreadable")
+    n = len(_kinds(j))
+    j.read_from(4, 100)                              # read again: no second record
+    assert len(_kinds(j)) == n
+    # A bad record the host already has is no loss.
+    j.ack(j.last_seq)
+    j.close()
+    assert Journal(segment_bytes=400, max_segments=8).lost() == []

@@ -123,12 +123,13 @@ def test_payloads_are_signed_and_float_free():
     assert auth.verify(KEY, ev)
     assert ev["value_centi"] == 425 and "value" not in ev and ev["rh"] == [5050, None]
     assert ev["replayed"] is True and ev["v"] == 1 and ev["kiosk"] == "k1" and ev["s"] == 7
-    b = json.loads(p.birth(3, {"sensors": {"a": {"value": -0.5, "bad": float("nan")}}}, 40, 38))
-    assert auth.verify(KEY, b) and b["online"] and b["boot"] == 3
+    b = json.loads(p.birth(3, ("n0nce", 2), {"sensors": {"a": {"value": -0.5, "bad": float("nan")}}},
+                           {"last": 40, "acked": 38}, ["storage_full"]))
+    assert auth.verify(KEY, b) and b["online"] and b["boot"] == 3 and (b["conn"], b["conns"]) == ("n0nce", 2)
     assert b["snap"]["sensors"]["a"] == {"value_centi": -50, "bad_centi": None}
-    assert b["journal"] == {"last": 40, "acked": 38}
-    d = json.loads(p.death(3))
-    assert auth.verify(KEY, d) and d["online"] is False and d["fw"] == "1.2.3"
+    assert b["journal"] == {"last": 40, "acked": 38} and b["alarms"] == ["storage_full"]
+    d = json.loads(p.death(3, ("n0nce", 2)))
+    assert auth.verify(KEY, d) and d["online"] is False and d["fw"] == "1.2.3" and (d["conn"], d["conns"]) == ("n0nce", 2)
     r = json.loads(p.reply("c1", "rejected", {"reason": "expired"}))
     assert auth.verify(KEY, r) and r["id"] == "c1" and r["info"] == {"reason": "expired"}
     t = json.loads(p.tele(3, {"s1": (4.256, 45.0), "s2": (None, None)}, 1000, {"rssi": -60}))
@@ -149,9 +150,13 @@ def test_payloads_are_signed_and_float_free():
 
 
 def test_host_ack_checks():
-    p = Proto("k1", KEY)
-    good = auth.sign(KEY, {"v": 1, "upto": 5, "t": 1800000000})
+    p = Proto("k1", KEY, journal_id="0123456789abcdef")
+    good = auth.sign(KEY, {"v": 1, "upto": 5, "t": 1800000000, "j": "0123456789abcdef"})
     assert p.check_ack(json.dumps(good).encode()) == (5, 1800000000)
+    # An ack for another journal (or one that names none) acknowledges nothing here.
+    other = auth.sign(KEY, {"v": 1, "upto": 5, "t": 1800000000, "j": "fedcba9876543210"})
+    assert p.check_ack(json.dumps(other).encode()) == "wrong_journal"
+    assert p.check_ack(json.dumps(auth.sign(KEY, {"v": 1, "upto": 5, "t": 1})).encode()) == "wrong_journal"
     assert p.check_ack(b"{") == "bad_json"
     assert p.check_ack(b"[]") == "bad_version"
     forged = auth.sign(b"not the key not the key", {"v": 1, "upto": 5, "t": 1})

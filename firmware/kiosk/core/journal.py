@@ -15,9 +15,10 @@ import time
 import binascii
 from kiosk import files
 from micropython import const
-from kiosk.contract import K_JOURNAL_OVERFLOW
+from kiosk.contract import K_JOURNAL_OVERFLOW, K_JOURNAL_LOST
 
-_HDR = b"#KJ1 "  # segment header: "#KJ1 <first seq> <boot>\n"
+_HDR = b"#KJ1 "  # segment header: "#KJ1 <first seq> <boot> <journal id>\n"
+_LOST_MAX = const(16)  # lost ranges kept; beyond, the closest two are merged
 _MIN_LINE = const(30)  # shortest possible record line
 _TAIL = const(10)  # "\t" + 8 hex digits + "\n"
 _MAX_LINE = const(512)  # longest record line: bounds RAM when reading
@@ -56,14 +57,23 @@ def _seq(line):
 
 
 def _header(line):
-    """(first seq, boot) from a complete segment header line, else None."""
+    """(first seq, boot, journal id or None) from a complete segment header
+    line, else None. Headers written before journal ids have no id."""
     if line[:5] != _HDR or line[-1:] != b"\n":
         return None
     try:
-        a, b = line[5:-1].split()
-        return int(a), int(b)
+        f = line[5:-1].split()
+        if len(f) == 2:
+            return int(f[0]), int(f[1]), None
+        if len(f) == 3 and len(f[2]) == 16 and int(f[2], 16) >= 0:
+            return int(f[0]), int(f[1]), f[2].decode()
     except ValueError:
-        return None
+        pass
+    return None
+
+
+def _new_id():
+    return binascii.hexlify(os.urandom(8)).decode()
 
 
 class Journal:
@@ -96,9 +106,11 @@ class Journal:
 
     def _scan(self, path, full):
         """Read a segment: (first seq, boot in header, last valid line, ends
-        with a complete line). Stops at the first seq unless full."""
+        with a complete line, journal id in header). Stops at the first seq
+        unless full."""
         first = None
         hboot = 0
+        jid = None
         last = None
         clean = True
         with open(path, "rb") as f:
@@ -113,12 +125,12 @@ class Journal:
                     if first is None:
                         first = s
                 elif first is None and _header(line):
-                    first, hboot = _header(line)
+                    first, hboot, jid = _header(line)
                 elif full:
                     self._torn += 1
                 if first is not None and not full:
                     break
-        return first, hboot, last, clean
+        return first, hboot, last, clean, jid
 
     def _open(self):
         d = self._dir
@@ -136,8 +148,9 @@ class Journal:
                 self._first.append(first)
         last = boot = 0
         clean = True
+        jid = None
         if self._ser:
-            _, boot, line, clean = self._scan(self._seg(self._ser[-1]), True)
+            _, boot, line, clean, jid = self._scan(self._seg(self._ser[-1]), True)
             last = self._first[-1] - 1
             if line:
                 last = _seq(line)
@@ -149,6 +162,31 @@ class Journal:
         # Never reuse a seq, not even one below what the host acknowledged.
         self._last = max(last, acked)
         self._acked = self._saved = acked
+        # The journal's identity: its seqs are unique under it, for ever. A
+        # journal that starts again from seq 1 (wiped, a new board) gets a
+        # new one, so a host never takes its records for the old ones.
+        if self._last == 0:
+            jid = None
+        elif jid is None:
+            try:
+                with open(d + "/id") as f:
+                    jid = f.read(17).strip()
+                int(jid, 16)
+                if len(jid) != 16:
+                    jid = None
+            except (OSError, ValueError):
+                jid = None
+        self.id = jid or _new_id()
+        if jid is None:
+            files.replace(d + "/id", self.id + "\n")
+        self._lost = []
+        if jid is None:
+            files.remove(d + "/lost")  # a new seq space: nothing of it lost yet
+        else:
+            for r in files.read_json(d + "/lost", []):
+                if isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and isinstance(r[1], int):
+                    self._lost.append(r)
+            self._prune_lost()
         self._ack_n = 0
         self._ack_t = time.ticks_add(time.ticks_ms(), -self._ack_ms)
         self._boot = max(files.read_counter(d + "/boot"), boot) + 1
@@ -170,7 +208,7 @@ class Journal:
             self._f.close()
             self._f = None
         f = open(self._seg(ser), "wb")
-        hdr = b"#KJ1 %d %d\n" % (self._last + 1, self._boot)
+        hdr = b"#KJ1 %d %d %s\n" % (self._last + 1, self._boot, self.id)
         f.write(hdr)
         f.flush()
         if self._osync:
@@ -194,6 +232,7 @@ class Journal:
                     lo = a
                 hi = b
         if lo:
+            self._add_lost(lo, hi)
             self._write(K_JOURNAL_OVERFLOW, {"lost_from": lo, "lost_to": hi})
         for i in range(drop):
             try:
@@ -260,6 +299,75 @@ class Journal:
         self._saved = self._acked
         self._ack_n = 0
         self._ack_t = time.ticks_ms()
+        if self._prune_lost():
+            self._save_lost()
+
+    # -- loss accounting ---------------------------------------------------
+    # Records the host never acknowledged and that can no longer be sent
+    # (rotated away, unreadable on flash) are kept as lost ranges, from
+    # acked + 1 on, until the host acknowledges past them: on flash in
+    # journal/lost, in every birth, and as a record when found. So a loss
+    # is never silent, even when the record that reported it is itself gone.
+
+    def _prune_lost(self):
+        """Drop what the host acknowledged; True if anything changed."""
+        a = self._acked
+        keep = []
+        for r in self._lost:
+            if r[1] > a:
+                keep.append([max(r[0], a + 1), r[1]])
+        changed = keep != self._lost
+        self._lost = keep
+        return changed
+
+    def _save_lost(self):
+        try:
+            files.write_json(self._dir + "/lost", self._lost)
+        except OSError:  # a full flash: the birth still carries them
+            pass
+
+    def _add_lost(self, a, b):
+        """Record a..b as lost (clipped to what the host has not
+        acknowledged); False if nothing in it was news."""
+        a = max(a, self._acked + 1)
+        if a > b:
+            return False
+        lost = self._lost
+        for r in lost:
+            if r[0] <= a and b <= r[1]:
+                return False
+        lost.append([a, b])
+        lost.sort()
+        merged = [lost[0]]
+        for r in lost[1:]:
+            m = merged[-1]
+            if r[0] <= m[1] + 1:
+                m[1] = max(m[1], r[1])
+            else:
+                merged.append(r)
+        while len(merged) > _LOST_MAX:  # never forget one: over-report instead
+            gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
+            i = gaps.index(min(gaps))
+            merged[i][1] = merged.pop(i + 1)[1]
+        self._lost = merged
+        self._save_lost()
+        return True
+
+    def _found(self, a, b):
+        """Records a..b should be on flash and are not (a bad CRC, a
+        segment gone): recorded as lost, once."""
+        if self._add_lost(a, b):
+            self.append(K_JOURNAL_LOST, {"lost_from": max(a, self._acked + 1), "lost_to": b,
+                                         "why": "unreadable"})
+
+    def lost(self):
+        """[[from, to], ...]: the unacknowledged records that are gone."""
+        return [list(r) for r in self._lost]
+
+    def info(self):
+        """What a birth tells the host about this journal."""
+        return {"id": self.id, "last": self._last, "acked": self._acked,
+                "first": self.first_seq(), "lost": self.lost()}
 
     def flush(self):
         """Persist the ack pointer now (call before a planned reset and from
@@ -331,15 +439,26 @@ class Journal:
         if limit <= 0 or seq > self._last:
             return out
         g = self._records(seq)
+        expect = seq
+        gaps = []
         try:
             for rec in g:
                 if last is not None and rec[0] > last:
                     break
+                if rec[0] > expect:
+                    gaps.append((expect, rec[0] - 1))
+                expect = rec[0] + 1
                 out.append(rec)
                 if len(out) >= limit:
                     break
+            else:  # read to the end: is anything missing at the tail?
+                end = self._last if last is None else min(last, self._last)
+                if expect <= end:
+                    gaps.append((expect, end))
         finally:
             g.close()
+        for a, b in gaps:
+            self._found(a, b)
         return out
 
     def iter_lines(self, seq_from=None):
@@ -356,4 +475,4 @@ class Journal:
                 pass
         return {"segments": len(self._ser), "bytes": total, "first_seq": self.first_seq(),
                 "last_seq": self._last, "acked": self._acked, "pending": self.pending(),
-                "boot": self._boot, "torn_skipped": self._torn}
+                "boot": self._boot, "torn_skipped": self._torn, "id": self.id, "lost": self.lost()}

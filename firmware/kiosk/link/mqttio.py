@@ -173,6 +173,7 @@ class Wire:
         self._net = _Net(self.sock)
         self.skip = 0  # bytes of an oversized packet still to discard
         self.arg = None
+        self.retained = False  # the PUBLISH being handled came from the broker's retained store
 
     def set_callback(self, cb):
         self.c.set_callback(cb)
@@ -237,6 +238,7 @@ class Wire:
         p = ms.rp
         kind = typ & 0xF0
         if kind == 0x30:
+            self.retained = typ & 1 == 1
             if total > len(ms.rx):
                 return self._oversized(typ, total, hl)
             if ms.rn - p < total or ms.room() < 4:

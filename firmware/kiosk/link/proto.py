@@ -12,11 +12,12 @@ from kiosk.contract import VERSION, MAX_PAYLOAD, centi, signable
 
 
 class Proto:
-    def __init__(self, kiosk_id, key, fw="", board=""):
+    def __init__(self, kiosk_id, key, fw="", board="", journal_id=None):
         self.id = kiosk_id
         self.key = key
         self.fw = fw
         self.board = board
+        self.jid = journal_id  # the journal's id: in every event, required in acks
         b = "kiosk/%s/" % kiosk_id
         self.t_state = (b + "state").encode()
         self.t_evt = (b + "evt").encode()
@@ -58,21 +59,27 @@ class Proto:
             for k in extra:
                 if k not in d:
                     d[k] = extra[k]
+        if self.jid:
+            d["j"] = self.jid
         return self.seal(d)
 
-    def _state(self, online, boot, extra=None):
+    def _state(self, online, boot, conn, extra):
         d = {"online": online, "fw": self.fw, "board": self.board, "boot": boot,
-             "t": clock.now()}
-        if extra:
-            d.update(extra)
+             "t": clock.now(), "conn": conn[0], "conns": conn[1]}
+        d.update(extra)
         return self.seal(d)
 
-    def birth(self, boot, snap, last_seq, acked):
-        return self._state(True, boot, {"snap": snap,
-                                        "journal": {"last": last_seq, "acked": acked}})
+    def birth(self, boot, conn, snap, journal, alarms=()):
+        """conn: (this connection's nonce, how many connections this boot
+        has made): the will carries the same, so a host can tie the two and
+        order connections. journal: {"id", "last", "acked", "first",
+        "lost"}. alarms: what the kiosk holds that its journal may not be
+        able to carry."""
+        return self._state(True, boot, conn, {"snap": snap, "journal": journal,
+                                              "alarms": list(alarms)})
 
-    def death(self, boot, why="lost"):
-        return self._state(False, boot, {"why": why})
+    def death(self, boot, conn, why="lost"):
+        return self._state(False, boot, conn, {"why": why})
 
     def reply(self, op_id, state, info):
         d = {"id": op_id, "state": state, "t": clock.now()}
@@ -80,7 +87,7 @@ class Proto:
             d["info"] = info
         return self.seal(d)
 
-    def tele(self, boot, readings, heap, link):
+    def tele(self, boot, readings, heap, link, alarms=(), storage=None, journal=None):
         temp = {}
         rh = {}
         for name in readings:
@@ -88,11 +95,19 @@ class Proto:
             temp[name] = None if r[0] is None else centi(r[0])
             if len(r) > 1 and r[1] is not None:
                 rh[name] = centi(r[1])
-        return self.seal({"t": clock.now(), "boot": boot, "temp_centi": temp,
-                          "rh_centi": rh, "heap": heap, "link": link})
+        d = {"t": clock.now(), "boot": boot, "temp_centi": temp, "rh_centi": rh, "heap": heap,
+             "link": link, "alarms": list(alarms)}
+        if storage:
+            d["storage"] = storage
+        if journal:
+            d["journal"] = journal
+        return self.seal(d)
 
     def check_ack(self, payload):
-        """(upto, host time) of a valid host ack, or a rejection reason."""
+        """(upto, host time) of a valid host ack for this journal, or a
+        rejection reason. An ack names the journal it is for ("j"): one
+        for another journal (an old board's, before this one was wiped)
+        would acknowledge records the host never had."""
         if len(payload) > MAX_PAYLOAD:
             return "oversized"
         try:
@@ -108,4 +123,6 @@ class Proto:
         if (not isinstance(u, int) or isinstance(u, bool) or u < 0
                 or not isinstance(t, int) or isinstance(t, bool)):
             return "bad_schema"
+        if d.get("j") != self.jid:
+            return "wrong_journal"
         return u, t

@@ -10,6 +10,7 @@
 # birth, the outbox of journal events, host acks, commands through the
 # gate, replies and telemetry.
 import asyncio
+import binascii
 import gc
 import os
 import time
@@ -22,6 +23,7 @@ from kiosk.link.gate import Gate
 from kiosk.link.mqttio import Wire, pub_size
 from kiosk.link.outbox import Outbox
 from kiosk.link.proto import Proto
+from kiosk.link.refusals import Refusals
 from kiosk.contract import K_REFUSED
 
 _REPLIES = const(16)  # replies kept while they cannot be sent
@@ -53,13 +55,14 @@ class Link:
         key = cfg.key_bytes()
         self.j = journal
         self.ctl = ctl
-        self.p = Proto(cfg.kiosk_id, key, fw, board)
+        self.p = Proto(cfg.kiosk_id, key, fw, board, journal.id)
         self.wire = Wire(cfg.kiosk_id.encode(), self.ka, b.get("user"), b.get("password"),
                          rx_size, tx_size)
         self.wire.set_callback(self._on_msg)
         self.ms = self.wire.sock
         self.box = Outbox(journal, window, ack_timeout_ms)
-        self.gate = Gate(key, cfg.policies["command_max_age_s"], self.event, ctl.submit,
+        self.refusals = Refusals(self.event, journal)  # journals refusals within a budget
+        self.gate = Gate(key, cfg.policies["command_max_age_s"], self.refusals, ctl.submit,
                          self.reply, {"resend": self._resend}, seen_path)
         self.readings = readings
         # attach(seq) -> fields sent with record seq's first publish and
@@ -75,12 +78,14 @@ class Link:
         self._task = None  # the supervisor's record of _run, for its beats
         self._stopping = False
         self._birth = False
+        self.conn_id = ("", 0)  # this connection's nonce and number this boot: in its birth and its will
         self.up = False
         self.connects = self.drops = 0
         self.last_error = None
         self.max_stall_us = 0
         self.replies_dropped = 0
         self.rx_msgs = 0
+        self.retained_dropped = 0  # retained messages on cmd/ack, never acted on
 
     # -- what the rest of the firmware calls --------------------------------
     def start(self, supervisor=None):
@@ -103,7 +108,7 @@ class Link:
         if self.up:
             try:
                 self.ms.reset()
-                self.wire.publish(self.p.t_state, self.p.death(self.j.boot, why),
+                self.wire.publish(self.p.t_state, self.p.death(self.j.boot, self.conn_id, why),
                                   self.box.pid(), 1, True)
                 self.wire.disconnect()
                 self.conn.send(self.ms.txmv[:self.ms.tn])
@@ -150,7 +155,9 @@ class Link:
                 "last_error": self.last_error, "max_stall_us": self.max_stall_us,
                 "inflight": self.box.n, "sent": self.box.sent, "pubacks": self.box.pubacks,
                 "acked": self.j.acked, "pending": self.box.unacked(),
-                "rssi": net.rssi(), "clock_offset_s": clock.offset()}
+                "rssi": net.rssi(), "clock_offset_s": clock.offset(),
+                "refusals_coalesced": self.refusals.coalesced,
+                "retained_dropped": self.retained_dropped}
 
     # -- the tasks ---------------------------------------------------------------
     def _stall(self, t0):
@@ -176,6 +183,7 @@ class Link:
         self._task = task
         while not self._stopping:
             self._beat()
+            self._chores()
             t0 = time.ticks_us()
             ok = net.ready(self.wifi)
             if ok:
@@ -206,12 +214,19 @@ class Link:
             delay = min(delay * 2, self._bo[1])
             while wait > 0 and not self._stopping:
                 self._beat()
+                self._chores()
                 await asyncio.sleep_ms(min(wait, _NAP_MS))
                 wait -= _NAP_MS
 
     def _beat(self):
         if self._task:
             self._task.beat()
+
+    def _chores(self):
+        """Now and then, connected or not (allocation-free at rest):
+        coalesced refusals to the journal, the journal's own upkeep."""
+        self.refusals.tick()
+        self.j.tick()
 
     async def _session(self):
         """One connection, until it fails. True if it got as far as CONNACK."""
@@ -229,12 +244,16 @@ class Link:
                     raise Drop("connect_timeout")
                 await asyncio.sleep_ms(self.tick_ms)
             t0 = time.ticks_us()
-            self.wire.connect(self.p.t_state, self.p.death(self.j.boot))
+            # A fresh nonce ties this connection's birth to its will: an old
+            # will replayed later names another connection and is ignored.
+            self.conn_id = (binascii.hexlify(os.urandom(8)).decode(), self.conn_id[1] + 1)
+            self.wire.connect(self.p.t_state, self.p.death(self.j.boot, self.conn_id))
             self._rx_t = self._tx_t = time.ticks_ms()
             self._tele_t = time.ticks_add(self._rx_t, -self.tele_ms)
             self._stall(t0)
             while not self._stopping:
                 self._beat()
+                self._chores()
                 t0 = time.ticks_us()
                 busy = self._pump()
                 self._stall(t0)
@@ -315,10 +334,12 @@ class Link:
             if w.arg == 0x80:
                 raise Drop("subscribe_refused")
         elif k == mqttio.OVERSIZED:
-            if w.arg == self.p.t_cmd:
+            if w.retained and w.arg in (self.p.t_cmd, self.p.t_ack):
+                self.retained_dropped += 1
+            elif w.arg == self.p.t_cmd:
                 self.gate.refuse("oversized")
-            elif w.arg == self.p.t_ack:
-                self.event(K_REFUSED, {"why": "oversized", "topic": "ack"})
+            elif w.arg == self.p.t_ack and not w.retained:
+                self.refusals(K_REFUSED, {"why": "oversized", "topic": "ack"})
         return True
 
     def _make(self, fn, *args):
@@ -348,7 +369,8 @@ class Link:
                 return
             b = self._make(self._birth_msg)
             if b is None:  # the snapshot does not fit the heap: say so instead
-                b = self._make(p.birth, self.j.boot, {"error": "no_memory"}, self.j.last_seq, self.j.acked)
+                b = self._make(p.birth, self.j.boot, self.conn_id, {"error": "no_memory"},
+                               self._journal_info(), self.alarms())
             if b is None or not self._fits(p.t_state, b, 96):
                 return
             pid = box.pid()
@@ -378,7 +400,8 @@ class Link:
             box.sent += 1
         if time.ticks_diff(now, self._tele_t) >= self.tele_ms and ms.room() > 700:
             self._tele_t = now
-            t = self._make(p.tele, self.j.boot, self._readings(), gc.mem_free(), self.stats())
+            t = self._make(p.tele, self.j.boot, self._readings(), gc.mem_free(), self.stats(),
+                           self.alarms(), None, {"id": self.j.id, "last": self.j.last_seq})
             if t is not None and self._fits(p.t_tele, t):
                 w.publish(p.t_tele, t)
 
@@ -389,7 +412,18 @@ class Link:
             raise
         except Exception as e:
             snap = {"error": type(e).__name__}
-        return self.p.birth(self.j.boot, snap, self.j.last_seq, self.j.acked)
+        return self.p.birth(self.j.boot, self.conn_id, snap, self._journal_info(), self.alarms())
+
+    def _journal_info(self):
+        return self.j.info()
+
+    def alarms(self):
+        """Conditions the kiosk reports in every birth and telemetry, since
+        its journal may not be able to carry them."""
+        out = []
+        if self.gate.closed():
+            out.append("replay_memory_lost")
+        return out
 
     def _readings(self):
         try:
@@ -403,7 +437,12 @@ class Link:
     def _on_msg(self, topic, msg):
         """umqtt's callback, for each whole PUBLISH received."""
         try:
-            if topic == self.p.t_cmd:
+            if self.wire.retained and (topic == self.p.t_cmd or topic == self.p.t_ack):
+                # Commands and acks are never retained: a retained one is
+                # junk someone left on the broker, delivered again at every
+                # subscribe. Ignored (counted), never journaled again and again.
+                self.retained_dropped += 1
+            elif topic == self.p.t_cmd:
                 self.gate.handle(msg)
             elif topic == self.p.t_ack:
                 self._on_ack(msg)
@@ -417,8 +456,8 @@ class Link:
     def _on_ack(self, msg):
         r = self.p.check_ack(msg)
         if not isinstance(r, tuple) or r[0] > self.j.last_seq:
-            self.event(K_REFUSED, {"why": r if isinstance(r, str) else "bad_ack",
-                                   "topic": "ack"})
+            self.refusals(K_REFUSED, {"why": r if isinstance(r, str) else "bad_ack",
+                                      "topic": "ack"})
             return
         if self.box.host_ack(r[0]):
             clock.adjust(r[1], self.event)
@@ -433,6 +472,9 @@ class Link:
             return None
         if not self.box.resend(a, b):
             return self.gate.refuse("busy", cid, "resend")
-        self.reply(cid, "succeeded", {"from": a, "to": b})
+        # Say which of these records are gone for good, so the host stops
+        # asking for them (they are in every birth too).
+        lost = [[max(r[0], a), min(r[1], b)] for r in self.j.lost() if r[0] <= b and r[1] >= a]
+        self.reply(cid, "succeeded", {"from": a, "to": b, "j": self.j.id, "lost": lost})
         self._due = True
         return "succeeded"

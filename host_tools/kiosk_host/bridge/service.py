@@ -121,8 +121,8 @@ class Bridge:
         self._threads: list[threading.Thread] = []
         self._gaps: dict[str, float] = {}          # kiosk -> when the hole after acked was first seen
         self._resent: dict[str, float] = {}
-        self._journal_last: dict[str, int] = {}     # kiosk -> the newest seq its birth named
         self._ack_sent: dict[str, int] = {}
+        self._last: dict[str, tuple[str, int]] = {}    # kiosk -> (journal, newest seq) from its birth or telemetry
         self._sent_at: dict[str, float] = {}        # command id -> monotonic time it was published
         self._online: dict[str, bool] = {k["id"]: k["online"] for k in store.kiosks()}
         self._transient: dict[tuple[str, int], tuple[dict[str, Any], float]] = {}
@@ -319,8 +319,8 @@ class Bridge:
         return None
 
     def _process(self, batch: list[tuple[str, bytes, float]]) -> None:
-        evts: dict[str, list[dict[str, Any]]] = {}
-        arrived: dict[str, float] = {}
+        evts: dict[tuple[str, str], list[dict[str, Any]]] = {}   # (kiosk, journal) -> its events
+        arrived: dict[tuple[str, str], float] = {}
         tele: list[tuple[str, dict[str, Any]]] = []
         for topic, payload, t_in in batch:
             got = self.verify(topic, payload)
@@ -329,14 +329,17 @@ class Bridge:
             kiosk, kind, msg = got
             self.m_msgs.inc(1, kind)
             if kind == "evt":
-                if not isinstance(msg.get("s"), int) or msg["s"] < 1 or not isinstance(msg.get("k"), str):
+                j = msg.get("j", "")     # kiosks older than journal ids send none
+                if (not isinstance(msg.get("s"), int) or msg["s"] < 1 or not isinstance(msg.get("k"), str)
+                        or not isinstance(j, str) or len(j) > 64):
                     self._reject("bad_event")
                     continue
                 self._keep_transient(kiosk, msg)
-                evts.setdefault(kiosk, []).append(msg)
-                arrived.setdefault(kiosk, t_in)
+                evts.setdefault((kiosk, j), []).append(msg)
+                arrived.setdefault((kiosk, j), t_in)
             elif kind == "tele":
                 tele.append((kiosk, msg))
+                self._newest(kiosk, msg.get("journal"))
             elif kind == "state":
                 self._state(kiosk, msg)
             elif kind == "reply":
@@ -363,19 +366,21 @@ class Bridge:
             del self._transient[key]
         self._transient[(kiosk, msg["s"])] = ({"text": text}, now)
 
-    def _events(self, evts: dict[str, list[dict[str, Any]]], arrived: dict[str, float]) -> None:
+    def _events(self, evts: dict[tuple[str, str], list[dict[str, Any]]],
+                arrived: dict[tuple[str, str], float]) -> None:
         """Store every kiosk's events of this batch in one transaction (one
-        commit), then acknowledge each kiosk's stored prefix."""
+        commit), then acknowledge each kiosk journal's stored prefix."""
         batches = []
-        for kiosk, events in evts.items():
+        for (kiosk, j), events in evts.items():
             lost = []
             for e in events:
-                if (e.get("k") == contract.K_JOURNAL_OVERFLOW and isinstance(e.get("lost_from"), int)
-                        and isinstance(e.get("lost_to"), int)):
-                    lost.append((e["lost_from"], e["lost_to"]))
+                if (e.get("k") in (contract.K_JOURNAL_OVERFLOW, contract.K_JOURNAL_LOST)
+                        and isinstance(e.get("lost_from"), int) and isinstance(e.get("lost_to"), int)):
+                    why = "rotated" if e["k"] == contract.K_JOURNAL_OVERFLOW else str(e.get("why") or "unreadable")
+                    lost.append((e["lost_from"], e["lost_to"], why))
                 if e.get("k") == contract.K_TEMP and e.get("ev") == "excursion_start" and not e.get("replayed"):
                     self.m_excursions.inc()
-            batches.append((kiosk, events, lost))
+            batches.append((kiosk, j, events, lost))
         t0 = time.monotonic()
         transient = {k: v[0] for k, v in self._transient.items()}
         try:
@@ -391,16 +396,16 @@ class Bridge:
                 try:
                     results.update(self.store.add_batches([b], transient))
                 except Exception:
-                    log.exception("%s: could not store %d events; the kiosk will send them again", b[0], len(b[1]))
+                    log.exception("%s: could not store %d events; the kiosk will send them again", b[0], len(b[2]))
             if not results:
                 raise
         t1 = time.monotonic()
         self.m_store.observe(t1 - t0)
-        for kiosk, (new, acked, done) in results.items():
-            self._stored(kiosk, evts[kiosk], new, acked, done, t1 - arrived[kiosk])
+        for (kiosk, j), (new, acked, done) in results.items():
+            self._stored(kiosk, j, evts[(kiosk, j)], new, acked, done, t1 - arrived[(kiosk, j)])
 
-    def _stored(self, kiosk: str, events: list[dict[str, Any]], new: int, acked: int, done: list[dict[str, Any]],
-                lag: float) -> None:
+    def _stored(self, kiosk: str, j: str, events: list[dict[str, Any]], new: int, acked: int,
+                done: list[dict[str, Any]], lag: float) -> None:
         self.m_lag.observe(lag)
         self.m_stored.inc(new)
         self.m_dupes.inc(len(events) - new)
@@ -409,43 +414,47 @@ class Bridge:
         # Ack what is stored, also when nothing new arrived: a kiosk that sends
         # again has not heard the last ack.
         if acked:
-            self._ack(kiosk, acked)
+            self._ack(kiosk, acked, j)
         if max(e["s"] for e in events) > acked:
             self._gaps.setdefault(kiosk, time.monotonic())
         else:
             self._gaps.pop(kiosk, None)
         self._tell("evt", kiosk)
 
-    def _ack(self, kiosk: str, upto: int) -> None:
+    def _ack(self, kiosk: str, upto: int, j: str) -> None:
+        """Acknowledge a journal's prefix. The ack names the journal, so it can
+        never acknowledge another journal's records (a board wiped or replaced
+        starts again at seq 1 under a new id)."""
         key = self.keys.get(kiosk)
         if key is None or self.client is None:
             return
-        msg = protocol.sign(key, {"v": protocol.VERSION, "upto": upto, "t": int(time.time())})
+        msg = protocol.sign(key, {"v": protocol.VERSION, "upto": upto, "j": j, "t": int(time.time())})
         self.client.publish(f"kiosk/{kiosk}/ack", json.dumps(msg, separators=(",", ":"), ensure_ascii=False), qos=1)
         self._ack_sent[kiosk] = upto
         self.m_acks.inc()
 
+    def _newest(self, kiosk: str, journal: Any) -> None:
+        """A birth or telemetry says how far the kiosk's journal goes. Past
+        what was acknowledged, records were sent while no bridge listened
+        (a restart, an outage): ask for them now rather than wait for the
+        kiosk's own resend, whose wait grows to ten minutes."""
+        if not isinstance(journal, dict) or not isinstance(journal.get("last"), int):
+            return
+        j = journal.get("id") if isinstance(journal.get("id"), str) else ""
+        self._last[kiosk] = (j, journal["last"])
+        if journal["last"] > self._ack_sent.get(kiosk, 0):
+            self._gaps.setdefault(kiosk, time.monotonic())
+
     def _state(self, kiosk: str, msg: dict[str, Any]) -> None:
-        online = self.store.set_state(kiosk, msg)
+        self._newest(kiosk, msg.get("journal") if msg.get("online") else None)
+        online, done = self.store.set_state(kiosk, msg)
         self._online[kiosk] = online
+        for cmd in done:
+            self._finished(cmd)
         if online and msg.get("online"):
-            j = msg.get("journal") if isinstance(msg.get("journal"), dict) else {}
-            theirs = j.get("acked") if isinstance(j.get("acked"), int) else 0
-            ours = self.store.acked(kiosk)
-            if theirs > ours and self.store.first_after(kiosk, 0) is None:
-                # A kiosk new to this store, whose earlier records another
-                # store acknowledged: they will not come again.
-                log.warning("%s: records up to %d were acknowledged before this store knew the kiosk", kiosk, theirs)
-                ours = self.store.adopt_acked(kiosk, theirs)
+            j, ours = self.store.current(kiosk)
             if ours:
-                self._ack(kiosk, ours)     # also sets the kiosk's clock
-            last = j.get("last") if isinstance(j.get("last"), int) else 0
-            if last > ours:
-                # Records it published before this bridge listened (a bridge
-                # that starts after its kiosks): asked for once the grace
-                # passes, not after the kiosk's own ack timeout.
-                self._journal_last[kiosk] = last
-                self._gaps.setdefault(kiosk, time.monotonic())
+                self._ack(kiosk, ours, j)     # also sets the kiosk's clock
         self._tell("state", kiosk)
 
     def _reply(self, kiosk: str, msg: dict[str, Any]) -> None:
@@ -456,11 +465,35 @@ class Bridge:
         if self.rollouts.reply(kiosk, msg):
             return
         info = msg.get("info") if isinstance(msg.get("info"), dict) else {}
+        if state == "succeeded" and isinstance(info.get("lost"), list) and isinstance(info.get("j"), str):
+            self._lost(kiosk, info["j"], info["lost"])        # the answer to a resend
+            return
+        if state == "rejected" and info.get("reason") in contract.COPY_REFUSALS:
+            # A forged or replayed copy of the command was refused: that says
+            # nothing about how the command itself is doing.
+            if self.store.note_copy(cid, str(info["reason"]), kiosk):
+                self._tell("command", kiosk)
+            return
         r = self.store.update_command(cid, state, info.get("reason"), info, "reply", kiosk)
         if r and r[1]:
             self._finished(r[0])
         if r:
             self._tell("command", kiosk)
+
+    def _lost(self, kiosk: str, j: str, ranges: list[Any]) -> None:
+        """The kiosk says these records are gone (a resend could not find
+        them): custody gaps; the prefix moves past them."""
+        ranges = [r for r in ranges if isinstance(r, list) and len(r) == 2
+                  and all(isinstance(x, int) and not isinstance(x, bool) for x in r)]
+        if not ranges:
+            return
+        log.warning("%s: records %s of journal %s are gone from the kiosk", kiosk, ranges, j or "-")
+        acked, done = self.store.mark_lost(kiosk, j, ranges)
+        for cmd in done:
+            self._finished(cmd)
+        if acked:
+            self._ack(kiosk, acked, j)
+        self._tell("evt", kiosk)
 
     def _finished(self, cmd: dict[str, Any]) -> None:
         self.m_commands.inc(1, cmd["op"], cmd["state"])
@@ -491,7 +524,7 @@ class Bridge:
 
     def _expire_commands(self) -> None:
         for cmd in self.store.stale_commands(time.time() - STALE_GRACE_S):
-            if any(h.get("by") != "bridge" for h in cmd["history"]):
+            if any(h.get("by") not in ("bridge", "copy") for h in cmd["history"]):
                 continue         # the kiosk has it (queued behind another operation)
             r = self.store.update_command(cmd["command_id"], "timed_out", "no_answer",
                                           {"detail": "the kiosk did not take the command before it expired"}, "bridge")
@@ -511,17 +544,17 @@ class Bridge:
     def _ask_for_gaps(self) -> None:
         now = time.monotonic()
         for kiosk, since in list(self._gaps.items()):
-            acked = self.store.acked(kiosk)
-            nxt = self.store.first_after(kiosk, acked)
+            j, acked = self.store.current(kiosk)
+            nxt = self.store.first_after(kiosk, acked, j)
             if nxt is None:
-                last = self._journal_last.get(kiosk, 0)
-                if last <= acked:
+                hint = self._last.get(kiosk)
+                if not hint or hint[0] != j or hint[1] <= acked:
                     self._gaps.pop(kiosk, None)
-                    self._journal_last.pop(kiosk, None)
                     continue
-                # Nothing stored past the hole: ask for all the kiosk holds
-                # from there (it sends what it has; the birth's last seq is
-                # only where its journal stood when it connected).
+                # Nothing stored past the hole, but the kiosk's birth or
+                # telemetry says its journal goes further: ask for all it
+                # holds from there (it sends what it has; that newest seq is
+                # only where its journal stood when it said so).
                 nxt = acked + RESEND_MAX + 1
             if now - since < GAP_GRACE_S or now - self._resent.get(kiosk, 0) < RESEND_EVERY_S:
                 continue

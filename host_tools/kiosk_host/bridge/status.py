@@ -202,3 +202,53 @@ def alarms(status: dict[str, Any]) -> list[str]:
     if status.get("scanner_locked_until"):
         out.append("scanner locked out after wrong codes")
     return out
+
+
+# Alarms a kiosk carries in its births and telemetry, outside its journal
+# (which may be unable to carry them), as the API labels them.
+KIOSK_ALARMS = {
+    "storage_full": "storage full: the kiosk's flash is full; records beyond its reserve cannot be written",
+    "replay_memory_lost": "replay memory lost: the kiosk refuses commands until it has rebuilt it",
+}
+
+
+def kiosk_alarms(k: dict[str, Any]) -> list[str]:
+    """The alarm codes of the kiosk's newest birth or telemetry (by boot,
+    then time)."""
+    def when(m: dict[str, Any]) -> tuple[int, int]:
+        b, t = m.get("boot"), m.get("t")
+        return (b if isinstance(b, int) else -1, t if isinstance(t, int) else -1)
+    birth, tele = k.get("birth") or {}, k.get("tele") or {}
+    src = tele if tele and when(tele) >= when(birth) else birth
+    codes = src.get("alarms")
+    return [c for c in codes if isinstance(c, str)] if isinstance(codes, list) else []
+
+
+def custody(k: dict[str, Any]) -> dict[str, Any]:
+    """What threatens the chain of custody of one kiosk's records (the
+    `custody` object of the API): custody gaps (records the kiosk lost
+    before the store had them), the kiosk's own alarms (storage_full,
+    replay_memory_lost) and its records about command ids the bridge never
+    issued."""
+    codes = kiosk_alarms(k)
+    return {
+        "journal": k.get("journal"),
+        "gaps": [{f: g.get(f) for f in ("journal", "from", "to", "why", "noticed")} for g in k.get("gaps") or []],
+        "storage_full": "storage_full" in codes,
+        "kiosk_alarms": codes,
+        "unknown_commands": [{f: u.get(f) for f in ("id", "kind", "op", "seq", "t", "noticed")}
+                             for u in k.get("unknown_commands") or []],
+    }
+
+
+def custody_alarms(c: dict[str, Any]) -> list[str]:
+    """Custody alarms as labels, each starting with a fixed name ("custody
+    gap", "storage full", "replay memory lost", "unknown command") that
+    alerting can match."""
+    out = [f"custody gap: records {g['from']}-{g['to']} of journal {g.get('journal') or '-'} lost ({g.get('why')})"
+           for g in c.get("gaps", [])]
+    out += [KIOSK_ALARMS.get(code, f"kiosk alarm: {code}") for code in c.get("kiosk_alarms", [])]
+    for u in c.get("unknown_commands", []):
+        what = u.get("op") or u.get("kind")
+        out.append(f"unknown command: {u['id']} ({what}, record {u.get('seq')}) was never issued by the bridge")
+    return out

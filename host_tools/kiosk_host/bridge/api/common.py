@@ -70,7 +70,7 @@ def known(bridge: Bridge, kiosk_id: str) -> dict[str, Any]:
         if bridge.keys.get(kiosk_id) is not None:
             return {"id": kiosk_id, "online": False, "boot": None, "fw": None, "board": None, "birth": None,
                     "tele": None, "why": "never seen", "seen": None, "acked": 0, "journal_last": 0,
-                    "status": kstatus.empty()}
+                    "status": kstatus.empty(), "unknown_commands": [], "gaps": [], "journal": None}
         raise HTTPException(404, f"unknown kiosk {kiosk_id!r}")
     return k
 
@@ -106,6 +106,7 @@ def summary(k: dict[str, Any], active: list[dict[str, Any]] | None = None) -> di
     last_pickup = st.get("last_pickup")
     if last_pickup:
         last_pickup = dict(last_pickup, t_iso=iso(last_pickup.get("t")))
+    custody = kstatus.custody(k)
     return {
         "id": k["id"], "online": k["online"], "why_offline": None if k["online"] else k.get("why"),
         "boot": k["boot"], "fw": k["fw"], "board": k["board"],
@@ -115,8 +116,11 @@ def summary(k: dict[str, Any], active: list[dict[str, Any]] | None = None) -> di
         "doors": {n: {"door": d.get("door"), "bolt": d.get("bolt"), "alarms": d.get("alarms", []),
                       "secure": d.get("door") == "closed" and d.get("bolt") == "engaged" and not d.get("alarms")}
                   for n, d in st.get("doors", {}).items()},
-        # The kiosk's own alarms, and a door not secure that raised none (yet).
-        "alarms": kstatus.alarms(st) + [p["text"] for p in probs if p["code"] in health.UNRAISED],
+        # The kiosk's own alarms, its custody alarms, and a door not secure
+        # that raised none (yet).
+        "alarms": (kstatus.alarms(st) + kstatus.custody_alarms(custody)
+                   + [p["text"] for p in probs if p["code"] in health.UNRAISED]),
+        "custody": custody,
         "excursions_open": len(st.get("excursions", {})),
         "last_pickup": last_pickup,
         "service": st.get("service", False),
@@ -124,6 +128,7 @@ def summary(k: dict[str, Any], active: list[dict[str, Any]] | None = None) -> di
         "temperature_c": {n: r["c"] for n, r in latest.items()},
         "humidity_pct": {n: r["rh"] for n, r in latest.items() if r["rh"] is not None},
         "events_stored_upto": k["acked"], "journal_last": max(k["journal_last"] or 0, k["acked"] or 0),
+        "journal": k.get("journal"),
     }
 
 

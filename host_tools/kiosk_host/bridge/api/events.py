@@ -32,17 +32,22 @@ def router(bridge: Bridge) -> APIRouter:
                 dependencies=[allow("read")])
     def events(kiosk_id: str, after: int = Query(0, ge=0, le=SEQ_MAX, description="seq to start after (ascending order)"),
                before: Optional[int] = Query(None, ge=1, le=SEQ_MAX, description="newest first, below this seq"),
-               limit: int = Query(100, ge=1, le=1000), kind: Optional[str] = Query(None, max_length=32)):
-        known(bridge, kiosk_id)
+               limit: int = Query(100, ge=1, le=1000), kind: Optional[str] = Query(None, max_length=32),
+               journal: Optional[str] = Query(None, max_length=64, pattern=r"^[0-9a-f]*$",
+                                              description="a journal id (the kiosk's current journal if not given; "
+                                                          "an empty value for records from before journal ids)")):
+        k = known(bridge, kiosk_id)
+        j = k.get("journal") or "" if journal is None else journal
         if before is not None:
-            evs = store.events(kiosk_id, before, limit, kind, newest_first=True)
+            evs = store.events(kiosk_id, before, limit, kind, newest_first=True, journal=j)
             nxt = {"before": evs[-1]["seq"]} if len(evs) == limit else None
         else:
-            evs = store.events(kiosk_id, after, limit, kind)
+            evs = store.events(kiosk_id, after, limit, kind, journal=j)
             nxt = {"after": evs[-1]["seq"]} if len(evs) == limit else None
         for e in evs:
             e["t_iso"], e["stored_iso"] = iso(e["t"]), iso(e["stored"])
             e["explanation"] = explain_event(e["body"])
-        return {"kiosk": kiosk_id, "events": evs, "next": nxt}
+        return {"kiosk": kiosk_id, "journal": j, "events": evs, "next": nxt,
+                "journals": store.journals(kiosk_id)}
 
     return router
