@@ -345,3 +345,37 @@ def test_a_replayed_will_never_takes_a_live_kiosk_offline(site):
     finally:
         tap.loop_stop()
         tap.disconnect()
+
+
+def test_a_full_flash_still_records_refusals_alarms_and_its_own_state(site):
+    # Finding 4: with the flash full, a refused pickup carried no command id
+    # (the bridge reported timed_out), and a forced door produced no record,
+    # no event and no alarm.
+    kid, b = "kiosk-001", site.bridge
+    site.restock(kid, "rx-full", 5)
+    used = site.fleet.flash(kid, None)["used"]
+    site.fleet.flash(kid, used + 64)             # something else took the rest of the flash
+    try:
+        status, r = b.post(f"/api/kiosks/{kid}/pickups", {"order_id": "rx-full", "bin": 5})
+        assert status == 202
+        c = b.wait_command(r["command_id"], TERMINAL, 30)
+        assert c["state"] == "rejected" and c["reason"] == "storage_full", c
+        w = site.fleet.world(kid)["world"]["locks"]
+        assert not any(lk["energized"] for lk in w.values()), "nothing unlocks on a full flash"
+        site.fleet.door(kid, "service", "force")
+        k = wait_until(lambda: (lambda k: k if "forced" in k["doors"]["service"]["alarms"]
+                                and k["custody"]["storage_full"] else None)(b.kiosk(kid)),
+                       30, "the forced door and storage_full at the bridge")
+        assert any(a.startswith("storage full") for a in k["alarms"]), k["alarms"]
+        forced = [e["body"] for e in b.events(kid, "door") if e["body"].get("ev") == "door_forced"]
+        assert forced and [e for e in b.events(kid, "storage") if e["body"]["ev"] == "full"]
+        refusal = [e["body"] for e in b.events(kid, "refused") if e["body"].get("id") == r["command_id"]]
+        assert refusal and refusal[0]["why"] == "storage_full"
+    finally:
+        site.fleet.flash(kid, None)                # room again
+        site.fleet.door(kid, "service", "close")
+    k = wait_until(lambda: (lambda k: k if not k["custody"]["storage_full"] else None)(b.kiosk(kid)), 40,
+                   "storage_full cleared")
+    c = site.run(kid, "/pickups", {"order_id": "rx-full", "bin": 5}, door="pickup")
+    assert c["state"] == "succeeded"
+    site.stored_matches_flash(kid)

@@ -512,3 +512,72 @@ def test_an_unreadable_record_is_recorded_lost_once():
     j.ack(j.last_seq)
     j.close()
     assert Journal(segment_bytes=400, max_segments=8).lost() == []
+
+
+# -- a full flash ----------------------------------------------------------------
+
+def test_a_full_flash_keeps_its_reserve_for_the_records_and_says_so():
+    import simflash
+    import kiosk.core.journal as jm
+    simflash.install()
+    j = Journal(segment_bytes=300, max_segments=8)
+    for i in range(4):
+        j.append("door", {"i": i})
+    assert not j.full and os.stat(D + "/reserve")[6] == jm.RESERVE
+    size = simflash.state()["used"] + 50
+    simflash.set_size(size)   # nothing left but the reserve
+    try:
+        # Something else takes what was left: the next record uses the reserve.
+        with open("other.bin", "wb") as f:
+            try:
+                f.write(b"x" * 600)
+            except OSError:
+                pass
+        forced = j.append("door", {"door": "service", "ev": "door_forced"})
+        assert j.full and forced
+        recs = [json.loads(x) for _, x in j.iter_lines()]
+        assert recs[-2]["ev"] == "door_forced" and recs[-1]["k"] == "storage" and recs[-1]["ev"] == "full"
+        # The reserve lasts a while, then a record that cannot be written
+        # is counted, never silent, and nothing raises but OSError.
+        n = 0
+        while True:
+            try:
+                j.append("door", {"i": n, "pad": "p" * 40})
+            except OSError:
+                break
+            n += 1
+            assert n < 200
+        assert n >= 10, n
+        assert j.dropped == 1 and j.stats()["full"] and j.stats()["dropped"] == 1
+        # The host acknowledges: old segments go, but the reserve and the
+        # next records do not both fit: still full.
+        jm.ROOM_RETRY_MS = 0
+        j.ack(j.last_seq)
+        j.append("door", {"acked": True})
+        assert j.full
+        # Room comes back (a big file deleted): the reserve is held back
+        # again and the journal says so.
+        simflash.set_size(size + 4096)
+        seq = j.append("door", {"after": True})
+        assert not j.full, j.stats()
+        kinds = [json.loads(x) for _, x in j.iter_lines(seq - 1)]
+        assert kinds[0]["k"] == "storage" and kinds[0]["ev"] == "ok" and kinds[0]["dropped"] == 1
+        assert os.stat(D + "/reserve")[6] == jm.RESERVE
+    finally:
+        simflash.set_size(None)
+        jm.ROOM_RETRY_MS = 10000
+
+
+def test_a_journal_opens_on_a_full_flash():
+    import simflash
+    simflash.install()
+    j = Journal(segment_bytes=300)
+    j.append("boot")
+    j.close()
+    simflash.set_size(simflash.state()["used"])       # not a byte left
+    try:
+        j = Journal(segment_bytes=300)                # the boot counter takes the reserve's place
+        assert j.full and j.boot == 2
+        assert j.append("boot") == 2
+    finally:
+        simflash.set_size(None)

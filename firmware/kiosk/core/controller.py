@@ -75,7 +75,14 @@ class Controller:
 
     # -- journal first, then tell ----------------------------------------
     def event(self, kind, fields):
-        seq = self.journal.append(kind, signable(fields))
+        try:
+            seq = self.journal.append(kind, signable(fields))
+        except OSError:
+            # The flash is full past its reserve: the record is counted
+            # (journal.dropped) and the kiosk reports storage_full in its
+            # births and telemetry; it goes on, safe, and never stops
+            # guarding its doors for want of a record.
+            return None
         for cb in self.listeners:
             cb(seq)
         return seq
@@ -157,12 +164,18 @@ class Controller:
                 return SUCCEEDED
             if len(self.queue) >= _QUEUE_MAX:
                 raise Refused("busy")
+            if self.journal.full:
+                raise Refused("storage_full", "the flash is full: nothing moves or unlocks until there is room")
             if "scan" in args:   # a pickup answering a scan: only while that scan waits
                 self.scans.claim(args["scan"])
             op = Op(op_id, kind, args, self.journal.boot, by)
             self.queue.append(op)
             if kind in DOOR_CYCLE:   # on flash before the host hears "queued"
-                jobs.save_waiting(self.queue, self.journal.last_seq)
+                try:
+                    jobs.save_waiting(self.queue, self.journal.last_seq)
+                except OSError:
+                    self.queue.remove(op)
+                    raise Refused("storage_full", "the operation could not be kept on flash")
             self._tell(op, QUEUED)
             self._wake.set()
             return QUEUED
@@ -366,12 +379,15 @@ class Controller:
             f["by"] = op.by
         if op.cancelled_by:
             f["cancelled_by"] = op.cancelled_by
-        self.event(K_OP, f)
-        if op.kind in DOOR_CYCLE:
-            if op is self.op:
-                jobs.done()
-            else:   # cancelled while waiting
-                jobs.save_waiting(self.queue, self.journal.last_seq)
+        recorded = self.event(K_OP, f) is not None
+        if op.kind in DOOR_CYCLE and recorded:   # not on flash: the next boot closes it from op.json
+            try:
+                if op is self.op:
+                    jobs.done()
+                else:   # cancelled while waiting
+                    jobs.save_waiting(self.queue, self.journal.last_seq)
+            except OSError:   # a full flash: the next boot reads the journal and closes nothing twice
+                pass
         self._remember(op.id, state, reason)
         out = dict(info or {})
         if reason:
@@ -382,7 +398,15 @@ class Controller:
         """An operation reached a step: on flash (door cycles), then told."""
         op.step = step
         if op.kind in DOOR_CYCLE:
-            op.persist(self.journal.last_seq)
+            try:
+                op.persist(self.journal.last_seq)
+            except OSError:
+                # The flash is full. Before the door was seen open nothing
+                # has left: stop, safe (a step that cannot be kept must not
+                # be taken). After, the medicine may be out: go on, so its
+                # pickup record is journaled (the journal's reserve).
+                if not op.opened:
+                    raise OpFailed("storage_full")
         self._tell(op, IN_PROGRESS, {"step": step})
 
     async def until(self, cond, ms):

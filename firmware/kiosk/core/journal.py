@@ -15,10 +15,14 @@ import time
 import binascii
 from kiosk import files
 from micropython import const
-from kiosk.contract import K_JOURNAL_OVERFLOW, K_JOURNAL_LOST
+from kiosk.contract import K_JOURNAL_OVERFLOW, K_JOURNAL_LOST, K_STORAGE
 
 _HDR = b"#KJ1 "  # segment header: "#KJ1 <first seq> <boot> <journal id>\n"
 _LOST_MAX = const(16)  # lost ranges kept; beyond, the closest two are merged
+RESERVE = const(2048)  # flash held back for the records a full flash still needs
+_MARGIN = const(1024)  # room beyond the reserve before the flash counts as no longer full
+ROOM_RETRY_MS = 10000  # while full, how often to look for room again
+_ENOSPC = const(28)
 _MIN_LINE = const(30)  # shortest possible record line
 _TAIL = const(10)  # "\t" + 8 hex digits + "\n"
 _MAX_LINE = const(512)  # longest record line: bounds RAM when reading
@@ -72,6 +76,13 @@ def _header(line):
     return None
 
 
+def _rm(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def _new_id():
     return binascii.hexlify(os.urandom(8)).decode()
 
@@ -93,6 +104,10 @@ class Journal:
         self._torn = 0
         self._ser = []  # segment serial numbers, oldest first
         self._first = []  # first seq each segment holds (or would hold)
+        self.full = False  # the flash filled up: the reserve is in use (storage_full)
+        self.dropped = 0  # records that could not be written at all, since boot
+        self._full_told = False
+        self._room_t = 0
         try:
             os.mkdir(path)
         except OSError:
@@ -178,7 +193,7 @@ class Journal:
                 jid = None
         self.id = jid or _new_id()
         if jid is None:
-            files.replace(d + "/id", self.id + "\n")
+            self._keep(files.replace, d + "/id", self.id + "\n")
         self._lost = []
         if jid is None:
             files.remove(d + "/lost")  # a new seq space: nothing of it lost yet
@@ -190,7 +205,8 @@ class Journal:
         self._ack_n = 0
         self._ack_t = time.ticks_add(time.ticks_ms(), -self._ack_ms)
         self._boot = max(files.read_counter(d + "/boot"), boot) + 1
-        files.write_counter(d + "/boot", self._boot)
+        self._keep(files.write_counter, d + "/boot", self._boot)
+        self.full = self.full or not self._make_reserve()
         if self._ser and clean:
             path = self._seg(self._ser[-1])
             self._size = os.stat(path)[6]
@@ -198,7 +214,11 @@ class Journal:
         else:
             # A torn tail stays where it is; appending after it would glue
             # the next record to it, so start a fresh segment.
-            self._new_segment()
+            self._size = self._segb
+            try:
+                self._new_segment()
+            except OSError:  # a full flash: the first append makes room
+                pass
 
     # -- writing -------------------------------------------------------
 
@@ -207,12 +227,19 @@ class Journal:
         if self._f:
             self._f.close()
             self._f = None
-        f = open(self._seg(ser), "wb")
+        self._size = self._segb  # until the header is on flash, the next append tries again
+        path = self._seg(ser)
+        f = open(path, "wb")
         hdr = b"#KJ1 %d %d %s\n" % (self._last + 1, self._boot, self.id)
-        f.write(hdr)
-        f.flush()
-        if self._osync:
-            self._osync()
+        try:
+            f.write(hdr)
+            f.flush()
+            if self._osync:
+                self._osync()
+        except OSError:
+            f.close()
+            os.remove(path)
+            raise
         self._f = f
         self._size = len(hdr)
         self._ser.append(ser)
@@ -272,12 +299,117 @@ class Journal:
         self._last = seq
         return seq
 
-    def append(self, kind, fields=None):
-        """Write and sync one record; return its seq. Only report or
-        acknowledge the event after this returns."""
+    def _append(self, kind, fields):
         if self._size >= self._segb:
             self._new_segment()
         return self._write(kind, fields)
+
+    def append(self, kind, fields=None):
+        """Write and sync one record; return its seq. Only report or
+        acknowledge the event after this returns. When the flash is full,
+        acknowledged segments are deleted first, then the reserve is given
+        up (storage_full); a record that still cannot be written raises
+        OSError and is counted in `dropped`."""
+        self._room()
+        for step in (None, self._free_acked, self._use_reserve):
+            if step is not None and not step():
+                continue
+            try:
+                seq = self._append(kind, fields)
+            except OSError:
+                continue
+            if self.full and not self._full_told:
+                self._full_told = True
+                try:
+                    self._append(K_STORAGE, {"ev": "full", "dropped": self.dropped})
+                except OSError:
+                    pass
+            return seq
+        self.dropped += 1
+        raise OSError(_ENOSPC)
+
+    # -- a full flash ----------------------------------------------------
+    # The flash may fill up (other files, a firmware image on its way):
+    # records must still be written, above all the alarms and the losses. So
+    # the journal holds RESERVE bytes back in journal/reserve while the flash
+    # has room, and gives them up to its own records when it has none
+    # (storage_full, reported in births and telemetry outside the journal).
+
+    def _make_reserve(self, margin=0):
+        """True once the reserve is on flash (made if it is not) and, with
+        a margin, that many bytes more would fit beside it (tried with a
+        scratch file: the one free-space test every port has)."""
+        path = self._dir + "/reserve"
+        chunk = bytes(256)
+        try:
+            have = os.stat(path)[6] >= RESERVE
+        except OSError:
+            have = False
+        for p, n in ((None, 0) if have else (path, RESERVE), (self._dir + "/room", margin)):
+            if not n:
+                continue
+            try:
+                with open(p, "wb") as f:
+                    for _ in range(n // 256):
+                        f.write(chunk)
+            except OSError:
+                _rm(p)
+                return False
+            if p != path:
+                _rm(p)
+        return True
+
+    def _keep(self, write, path, value):
+        """A small file the journal needs at open, even on a full flash
+        (the reserve gives way for it); left unwritten if nothing can."""
+        try:
+            write(path, value)
+        except OSError:
+            self._use_reserve()
+            try:
+                write(path, value)
+            except OSError:
+                pass
+
+    def _use_reserve(self):
+        """Give the reserve up to the journal; False if it is gone already."""
+        if self.full:
+            return False
+        self.full = True
+        self._full_told = False
+        self._room_t = time.ticks_ms()
+        _rm(self._dir + "/reserve")
+        return True
+
+    def _free_acked(self):
+        """Delete the oldest segments whose records the host has (the
+        current one stays); True if any went."""
+        n = 0
+        while len(self._ser) > 1 and self._first[1] - 1 <= self._acked:
+            try:
+                os.remove(self._seg(self._ser[0]))
+            except OSError:
+                pass
+            self._ser.pop(0)
+            self._first.pop(0)
+            n += 1
+        return n > 0
+
+    def _room(self):
+        """While full, now and then: free what the host has, and if the
+        reserve can be held back again, the flash is no longer full."""
+        if not self.full or time.ticks_diff(time.ticks_ms(), self._room_t) < ROOM_RETRY_MS:
+            return
+        self._room_t = time.ticks_ms()
+        self._free_acked()
+        if not self._make_reserve(_MARGIN):
+            return
+        self.full = False
+        try:
+            self._append(K_STORAGE, {"ev": "ok", "dropped": self.dropped})
+        except OSError:  # room for the reserve, none beyond it: still full
+            self._use_reserve()
+            self._full_told = True
 
     # -- outbox --------------------------------------------------------
 
@@ -295,7 +427,12 @@ class Journal:
         return self._acked
 
     def _save_ack(self):
-        files.write_counter(self._dir + "/ack", self._acked)
+        try:
+            files.write_counter(self._dir + "/ack", self._acked)
+        except OSError:  # a full flash: kept in RAM, written when there is room
+            self._ack_t = time.ticks_ms()
+            self._room()
+            return
         self._saved = self._acked
         self._ack_n = 0
         self._ack_t = time.ticks_ms()
@@ -368,6 +505,14 @@ class Journal:
         """What a birth tells the host about this journal."""
         return {"id": self.id, "last": self._last, "acked": self._acked,
                 "first": self.first_seq(), "lost": self.lost()}
+
+    def tick(self):
+        """Call now and then (the link does, every few ms; it is cheap): the
+        ack pointer is persisted once acks have paused for ack_persist_ms,
+        and while the flash is full, room is looked for again."""
+        if self._acked != self._saved and time.ticks_diff(time.ticks_ms(), self._ack_t) >= self._ack_ms:
+            self._save_ack()
+        self._room()
 
     def flush(self):
         """Persist the ack pointer now (call before a planned reset and from
@@ -475,4 +620,5 @@ class Journal:
                 pass
         return {"segments": len(self._ser), "bytes": total, "first_seq": self.first_seq(),
                 "last_seq": self._last, "acked": self._acked, "pending": self.pending(),
-                "boot": self._boot, "torn_skipped": self._torn, "id": self.id, "lost": self.lost()}
+                "boot": self._boot, "torn_skipped": self._torn, "id": self.id, "lost": self.lost(),
+                "full": self.full, "dropped": self.dropped}

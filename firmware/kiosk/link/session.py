@@ -401,7 +401,8 @@ class Link:
         if time.ticks_diff(now, self._tele_t) >= self.tele_ms and ms.room() > 700:
             self._tele_t = now
             t = self._make(p.tele, self.j.boot, self._readings(), gc.mem_free(), self.stats(),
-                           self.alarms(), None, {"id": self.j.id, "last": self.j.last_seq})
+                           self.alarms(), {"full": self.j.full, "dropped": self.j.dropped},
+                           {"id": self.j.id, "last": self.j.last_seq})
             if t is not None and self._fits(p.t_tele, t):
                 w.publish(p.t_tele, t)
 
@@ -421,6 +422,8 @@ class Link:
         """Conditions the kiosk reports in every birth and telemetry, since
         its journal may not be able to carry them."""
         out = []
+        if self.j.full:
+            out.append("storage_full")
         if self.gate.closed():
             out.append("replay_memory_lost")
         return out

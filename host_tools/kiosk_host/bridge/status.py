@@ -231,10 +231,13 @@ def custody(k: dict[str, Any]) -> dict[str, Any]:
     replay_memory_lost) and its records about command ids the bridge never
     issued."""
     codes = kiosk_alarms(k)
+    storage = (k.get("tele") or {}).get("storage")
+    dropped = storage.get("dropped") if isinstance(storage, dict) else None
     return {
         "journal": k.get("journal"),
         "gaps": [{f: g.get(f) for f in ("journal", "from", "to", "why", "noticed")} for g in k.get("gaps") or []],
         "storage_full": "storage_full" in codes,
+        "records_not_written": dropped if isinstance(dropped, int) else 0,
         "kiosk_alarms": codes,
         "unknown_commands": [{f: u.get(f) for f in ("id", "kind", "op", "seq", "t", "noticed")}
                              for u in k.get("unknown_commands") or []],

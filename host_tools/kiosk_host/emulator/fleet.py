@@ -305,6 +305,17 @@ class Fleet:
         k.sticky["rtt_ms"] = r["rtt_ms"]
         return r
 
+    def flash(self, kiosk_id: str, size: int | None) -> dict[str, Any]:
+        """Give the kiosk's flash a size in bytes (None: no limit, the
+        default): a write past it fails as on a full flash (ENOSPC). Kept
+        across resets, as the chip is. Returns {size, used, free}."""
+        k = self.kiosk(kiosk_id)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise EmulatorError("flash size must be a number of bytes, or None")
+        r = k.command({"op": "flash", "size": size})
+        k.sticky["flash"] = size
+        return r
+
     def world(self, kiosk_id: str) -> dict[str, Any]:
         """The simulated world: doors and locks, carousel position, sensors,
         plus the kiosk's process state. world is None while powered off."""

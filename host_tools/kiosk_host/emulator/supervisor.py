@@ -246,6 +246,8 @@ class Kiosk:
         """What outlasts a reset in the physical world, into the new world."""
         s = self.sticky
         cmds: list[dict[str, Any]] = []
+        if s.get("flash") is not None:
+            cmds.append({"op": "flash", "size": s["flash"]})
         if not s["network"]:
             cmds.append({"op": "network", "up": False})
         if s["route"] != "ok" or s["rtt_ms"]:

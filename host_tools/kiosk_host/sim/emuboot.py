@@ -30,6 +30,7 @@ if _SIM_FW:
     sys.path.insert(0, _SIM_FW)
 import simworld  # noqa: E402 (imports the firmware's pin parser)
 import simctl  # noqa: E402
+import simflash  # noqa: E402
 
 SOFT = 20
 SOFT_RAW = 21
@@ -342,6 +343,7 @@ def _run_file(name, g, marked=True):
 
 def main():
     w = _world()
+    simflash.install()   # the flash has a size once the control channel gives it one
     simctl.start(w, os.getenv("KIOSK_SIM_CONTROL"), os.getenv("KIOSK_SIM_ID") or "kiosk")
     g = {"__name__": "__main__"}
     _run_file("boot.py", g, False)

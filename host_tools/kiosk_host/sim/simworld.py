@@ -286,6 +286,9 @@ class World:
             if b is None:
                 raise ValueError("no button %r (have %s)" % (cmd.get("name"), ", ".join(self.buttons) or "none"))
             return b.press(cmd.get("ms", 150))
+        if op == "flash":
+            import simflash
+            return simflash.set_size(cmd.get("size"))
         if op == "state":
             return self.state()
         raise ValueError("unknown op %r" % op)
