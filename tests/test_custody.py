@@ -379,3 +379,28 @@ def test_a_full_flash_still_records_refusals_alarms_and_its_own_state(site):
     c = site.run(kid, "/pickups", {"order_id": "rx-full", "bin": 5}, door="pickup")
     assert c["state"] == "succeeded"
     site.stored_matches_flash(kid)
+
+
+def test_the_emulators_control_port_takes_no_stranger_and_secrets_stay_private(site):
+    # Finding 10: any local process could connect to the emulator's control
+    # port and be taken for a kiosk (doors, sensors, power answered by it);
+    # config.json with the key and the bridge's store were world-readable.
+    import os
+    import socket
+    import stat
+    kid = "kiosk-002"
+    k = site.fleet.kiosk(kid)
+    for hello in ({"hello": kid}, {"hello": kid, "token": "0" * 32}, {"hello": kid, "token": None}):
+        s = socket.create_connection(("127.0.0.1", site.fleet.control_port), timeout=5)
+        try:
+            s.sendall(json.dumps(hello).encode() + b"\n")
+            assert s.recv(100) == b"", f"{hello} was taken for the kiosk"
+        finally:
+            s.close()
+    w = site.fleet.world(kid)["world"]          # the board's own world still answers
+    assert set(w["locks"]) == {"pickup", "service"}
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)   # noqa: E731
+    assert mode(k.flash / "config.json") == 0o600
+    assert mode(site.fleet.keys_dir / f"{kid}.key") == 0o600 and mode(site.fleet.keys_dir) == 0o700
+    db = site.bridge.db[len("sqlite:///"):]
+    assert mode(db) == 0o600, oct(mode(db))

@@ -95,7 +95,7 @@ def test_logs_follow_prints_records_as_they_are_journaled(rig):
     wait_for(lambda: _running(rig, kid), 10, "kiosk running after follow")
 
 
-def test_config_get_masks_secrets_and_set_is_validated(rig):
+def test_config_get_masks_secrets_and_set_is_validated(rig, tmp_path):
     kid = "kiosk-002"
     secret = rig.key(kid).hex()
     pty = rig.fleet.pty(kid)
@@ -110,10 +110,14 @@ def test_config_get_masks_secrets_and_set_is_validated(rig):
     assert r.returncode == 0, r.stderr
     assert kioskctl(pty, "config", "get", "policies.door_held_open_s").stdout.strip() == "90"
     new_key = "cd" * 32
-    r = kioskctl(pty, "config", "set", "key", new_key)
+    r = kioskctl(pty, "config", "set", "key", new_key)     # a secret on the command line: refused
+    assert r.returncode == 1 and "@FILE" in r.stderr and new_key not in r.stdout + r.stderr
+    (tmp_path / "new.key").write_text(new_key + "\n")
+    (tmp_path / "old.key").write_text(secret + "\n")
+    r = kioskctl(pty, "config", "set", "key", f"@{tmp_path / 'new.key'}")
     assert r.returncode == 0 and new_key not in r.stdout + r.stderr and "***" in r.stdout
     assert json.loads((rig.fleet.kiosk(kid).flash / "config.json").read_text())["key"] == new_key
-    r = kioskctl(pty, "config", "set", "key", secret)   # back, or the host stops trusting it
+    r = kioskctl(pty, "config", "set", "key", f"@{tmp_path / 'old.key'}")   # back, or the host stops trusting it
     assert r.returncode == 0
     r = kioskctl(pty, "config", "get", "nothing.here")
     assert r.returncode == 1 and "no setting nothing.here" in r.stderr
@@ -308,6 +312,22 @@ def test_provision_writes_identity_key_and_broker_then_the_kiosk_boots_with_them
     r = kioskctl(pty, "--stay", "provision", "--id", kid, "--keys", str(tmp_path), "--broker", "http://x")
     assert r.returncode == 1 and "mqtt://" in r.stderr
     assert json.loads((flash / "config.json").read_text())["kiosk_id"] == kid   # nothing written
+    # Credentials come from files, never from the command line (the process
+    # list shows every argument to every local user).
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret-from-a-file\n")
+    for bad in (["--broker", f"mqtt://{kid}:pw-on-argv@127.0.0.1:{rig.broker.port}"],
+                ["--broker", f"mqtt://127.0.0.1:{rig.broker.port}", "--wifi-ssid", "x", "--wifi-password", "pw"]):
+        r = kioskctl(pty, "--stay", "provision", "--id", kid, "--keys", str(rig.fleet.keys_dir), *bad)
+        assert r.returncode == 1 and "@FILE" in r.stderr, r.stderr
+    assert "password" not in json.loads((flash / "config.json").read_text()).get("broker", {})
+    r = kioskctl(pty, "--stay", "config", "set", "broker.password", "pw-on-argv")
+    assert r.returncode == 1 and "@FILE" in r.stderr
+    r = kioskctl(pty, "--stay", "provision", "--id", kid, "--keys", str(rig.fleet.keys_dir), "--board", "emulator",
+                 "--broker", f"mqtt://{kid}@127.0.0.1:{rig.broker.port}", "--broker-password", f"@{secret}")
+    assert r.returncode == 0 and "s3cret" not in r.stdout + r.stderr, r.stderr
+    broker = json.loads((flash / "config.json").read_text())["broker"]
+    assert broker["user"] == kid and broker["password"] == "s3cret-from-a-file"
     boot = rig.last_boot(kid)
     assert kioskctl(pty, "reboot").returncode == 0
     assert rig.wait_birth(kid, after_boot=boot)["boot"] == boot + 1   # signed with the provisioned key

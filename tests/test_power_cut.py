@@ -218,3 +218,48 @@ def test_power_cut_at_an_exact_instant(results, at):
     outcome, op, _ = _assert_after_boot(f"exact-{at}", results)
     want = _EXPECT_EXACT[at]
     assert outcome == want or (want == "released" and outcome == "succeeded"), (at, op)
+
+
+def _recover(flash: Path, doors: Path, n: int) -> tuple[list[str], int]:
+    proc = mpy.run_mp([HARNESS, "recover", doors, str(n)], cwd=flash, timeout=60)
+    return proc.stdout.splitlines(), proc.returncode
+
+
+def test_power_cuts_at_every_write_of_the_boot_that_closes_a_cut_pickup(tmp_path):
+    # A second cut during the boot that closes a released pickup, after each
+    # of that boot's writes in turn. The stock change once left the book on
+    # flash after the closing record and the operation's removal: a cut in
+    # between left a released bin marked stocked.
+    template = tmp_path / "template"
+    template.mkdir()
+    prep = mpy.run_mp([HARNESS, "prepare"], cwd=template, timeout=60)
+    assert prep.returncode == 0 and 'READY {"3": "RX-3"}' in prep.stdout, prep.stdout
+    doors = tmp_path / "doors.json"
+    lines = _cut_run(template, doors, "step", "waiting_close")    # the pickup released, then the cut
+    boot = int(next(x for x in lines if x.startswith("BOOT ")).split()[1])
+    probe = tmp_path / "probe"
+    shutil.copytree(template, probe)
+    out, rc = _recover(probe, doors, 10 ** 6)
+    writes = int(next(x for x in out if x.startswith("WRITES ")).split()[1])
+    assert rc == 0 and writes >= 5, out     # boot counter, boot record, the book, the records, the files
+
+    def one(n: int) -> dict:
+        flash = tmp_path / f"cut-{n}"
+        shutil.copytree(template, flash)
+        out, rc = _recover(flash, doors, n)
+        assert rc == -signal.SIGKILL and f"CUT recover-{n}" in out, (n, out)
+        return _check(flash, doors)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        reports = list(pool.map(one, range(1, writes + 1)))
+    for n, rep in enumerate(reports, 1):
+        where = f"cut after write {n} of {writes}"
+        assert rep["seq_increasing"] and rep["records"] == rep["last_seq"], (where, rep)
+        assert rep["boot"] == boot + 2 and not rep["op_file_left"], (where, rep)
+        terminal = [o for o in rep["ops"] if o["state"] in TERMINAL]
+        assert len(terminal) == 1 and terminal[0]["outcome"] == "released", (where, rep["ops"])
+        assert len(rep["pickups"]) == 1, (where, rep["pickups"])
+        assert "3" not in rep["stock"] and 3 not in rep["unverified"], (where, rep["stock"])
+        assert rep["stock_file"] == {"bins": rep["stock"], "unverified": rep["unverified"]}, (where, rep)
+        assert rep["energised"] == [] and rep["moved"] == 0 and rep["later"] == [], (where, rep)
+        assert rep["coils_off"] and rep["violations"] == [], (where, rep)

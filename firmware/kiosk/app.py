@@ -20,6 +20,7 @@ class App:
         from kiosk.core import journal, jobs, climate
         from kiosk.hw import stepper, lock, sensors, scanner, button
         from kiosk.core.controller import Controller
+        from kiosk.core.stock import Stock
         self.ended = None   # why the run ended: "ctrl-c", or the exception (bootsel reads it)
         self.cfg = config.load(cfg_path)
         self.board = boardmod.load("boards/%s.json" % self.cfg.board)
@@ -37,10 +38,16 @@ class App:
                                        max_segments=max(2, pol["journal_segments"]),
                                        clock=clock.now)   # host-corrected time
         self.journal.append(K_BOOT, {"cause": hal.reset_cause(), "fw": VERSION, "board": b["board"]})
-        # Close what a reset cut short (once: the journal is checked first),
-        # and only then forget it on flash.
+        # Close what a reset cut short, once (the journal is checked first):
+        # the stock book on flash first, then the records, and only then is
+        # the operation forgotten. A cut at any instant of this leaves the
+        # next boot to finish it, with nothing counted twice.
         gone = jobs.interrupted(self.journal)
-        for g in gone:
+        book = Stock()
+        closing = [(g, book.settle(g)) for g in gone]
+        for g, records in closing:
+            for kind, fields in records:
+                self.journal.append(kind, fields)
             rec = dict(g)
             rec["op"] = rec.pop("kind")
             rec.pop("recorded", None)
@@ -53,7 +60,7 @@ class App:
         self.wdt_ms = min(b["wdt_max_ms"], 8000)
         self.wdt = None
         self.ctl = Controller(b, self.cfg, self.journal, self.carousels, self.locks,
-                              self.sensors, self.climate, None, self.wdt_ms, recovered=gone,
+                              self.sensors, self.climate, None, self.wdt_ms,
                               scanner=scanner.from_board(b), buttons=button.from_board(b))
         self.link = self.ota = None
         try:

@@ -6,8 +6,9 @@ kiosk.service.debug module.
     kioskctl --port /dev/ttyACM0 status [--json]
     kioskctl --port PORT deploy [--from DIR] [--no-build] [--dry-run]
     kioskctl --port PORT logs [-n N] [--since SEQ] [--kind KIND] [-f]
-    kioskctl --port PORT config get [NAME] | config set NAME VALUE|@FILE
-    kioskctl --port PORT provision --id ID --keys DIR [--board B] [--broker URL] [--wifi-ssid S]
+    kioskctl --port PORT config get [NAME] | config set NAME VALUE|@FILE   (secrets: @FILE only)
+    kioskctl --port PORT provision --id ID --keys DIR [--board B] [--broker URL] [--broker-password @FILE]
+                                   [--wifi-ssid S] [--wifi-password @FILE]
     kioskctl --port PORT selftest | home | jog [--bins N] | unlock [--door DOOR] | reboot
 
 Connecting stops the firmware (Ctrl-C: locks de-energised, motors
@@ -27,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from . import build, layout, paths
 from .board_link import BoardError, BoardLink, NoBoard
@@ -185,11 +187,10 @@ def cmd_config(board: BoardLink, args) -> int:
         return 0
     if args.value is None:
         raise Failed("config set needs NAME and VALUE")
-    if args.value.startswith("@"):   # @FILE: the value from a file, kept out of shell history
-        try:
-            value: Any = Path(args.value[1:]).read_text().strip()
-        except OSError as e:
-            raise Failed(f"cannot read {args.value[1:]}: {e.strerror}") from None
+    if args.name.split(".")[-1] in SECRET_NAMES:
+        value: Any = _secret(args.value, args.name)
+    elif args.value.startswith("@"):   # @FILE: the value from a file, kept out of shell history
+        value = _secret(args.value, args.name)
     else:
         value = _parse_value(args.value)
     try:
@@ -199,6 +200,18 @@ def cmd_config(board: BoardLink, args) -> int:
     shown = "***" if args.name.split(".")[-1] in SECRET_NAMES else _fmt(value)
     print(f"{args.name} = {shown} (takes effect at the next boot)")
     return 0
+
+
+def _secret(arg: str, what: str) -> str:
+    """A secret from @FILE: never from the command line itself, where the
+    process list and the shell's history show it to others."""
+    if not arg.startswith("@"):
+        raise Failed(f"{what}: give secrets as @FILE (a file holding it), never on the command line, "
+                     "where the process list shows it")
+    try:
+        return Path(arg[1:]).read_text().strip()
+    except OSError as e:
+        raise Failed(f"cannot read {arg[1:]}: {e.strerror}") from None
 
 
 def _last_line(text: str) -> str:
@@ -367,8 +380,15 @@ def cmd_provision(board: BoardLink, args) -> int:
     from .emulator import EmulatorError, broker_config, ensure_key
     if not (0 < len(args.id) <= 32 and all(c.isdigit() or "a" <= c <= "z" or c == "-" for c in args.id)):
         raise Failed(f"kiosk id {args.id!r}: use 1-32 characters a-z, 0-9 and '-'")
+    if args.broker and urlparse(args.broker).password is not None:
+        raise Failed("--broker: the URL carries a password, and the process list shows it to every local user; "
+                     "give the user in the URL and the password as --broker-password @FILE")
     try:
         broker = broker_config(args.broker) if args.broker else None
+        if broker is not None and args.broker_password:
+            if "user" not in broker:
+                raise Failed("--broker-password needs a user in the broker URL (mqtts://USER@host:8883)")
+            broker["password"] = _secret(args.broker_password, "--broker-password")
         key = ensure_key(Path(args.keys), args.id)
         data: dict[str, Any] = {"kiosk_id": args.id, "key": key}
         if args.board:
@@ -380,7 +400,7 @@ def cmd_provision(board: BoardLink, args) -> int:
     if args.wifi_ssid:
         data["wifi"] = {"ssid": args.wifi_ssid}
         if args.wifi_password:
-            data["wifi"]["password"] = args.wifi_password
+            data["wifi"]["password"] = _secret(args.wifi_password, "--wifi-password")
     try:
         cfg = board.call(f"debug.provision(json.loads({json.dumps(json.dumps(data))}))")
     except BoardError as e:
@@ -421,9 +441,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--id", required=True, help="kiosk id (a-z, 0-9, '-')")
     s.add_argument("--keys", required=True, help="folder of <id>.key files (the key is made there if absent)")
     s.add_argument("--board", help="board definition name (pico2w, esp32s3, ...)")
-    s.add_argument("--broker", help="mqtt://[user:pass@]host:port or mqtts://host:8883?ca=/ca.pem")
+    s.add_argument("--broker", help="mqtt://[user@]host:port or mqtts://[user@]host:8883?ca=/ca.pem (no password)")
+    s.add_argument("--broker-password", metavar="@FILE", help="the broker password, from a file")
     s.add_argument("--wifi-ssid")
-    s.add_argument("--wifi-password")
+    s.add_argument("--wifi-password", metavar="@FILE", help="the Wi-Fi password, from a file")
     s = sub.add_parser("deploy", help="build, copy changed files, verify the manifest on the board")
     s.add_argument("--from", dest="src", help="a built flash tree (default: build it into build/firmware)")
     s.add_argument("--no-build", action="store_true", help="use build/firmware as it is")

@@ -11,6 +11,12 @@
 #                                        exact instant (see _EXACT)
 #   powercut_harness.py check DOORS      boot again, let the inputs settle,
 #                                        print one REPORT line (JSON)
+#   powercut_harness.py recover DOORS N  boot once more, and cut the power
+#                                        right after the Nth write to flash
+#                                        of the boot itself (the boot that
+#                                        closes what a cut left); prints
+#                                        WRITES n (how many it made) when
+#                                        it gets through
 #
 # DOORS is a file outside the flash where the run keeps the doors' physical
 # state (the simulated world starts with every door shut; a door a patient
@@ -250,6 +256,38 @@ async def check(doors_path):
     say("REPORT", json.dumps(report))
 
 
+async def recover(doors_path, n):
+    """Boot on a flash a cut left with an operation to close, and cut the
+    power again right after the boot's nth write to flash: a journal
+    record, a file replaced, a file removed."""
+    b = kit.board()
+    w = simworld.install(b)
+    for d, st in _doors_read(doors_path).items():
+        if st == "open":
+            w.handle({"op": "door", "door": d, "action": "force"})
+    from kiosk import files
+    from kiosk.core.journal import Journal
+    writes = [0]
+
+    def counted(fn):
+        def write(*args, **kw):
+            r = fn(*args, **kw)
+            writes[0] += 1
+            say("WRITE", writes[0], fn.__name__, args[0] if args and isinstance(args[0], str) else "")
+            if writes[0] == n:
+                cut("recover-%d" % n)
+            return r
+        return write
+
+    files.replace = counted(files.replace)
+    files.remove = counted(files.remove)
+    Journal.append = counted(Journal.append)
+    from kiosk.app import App
+    app = App()
+    say("WRITES", writes[0])
+    await app.stop()
+
+
 def main(argv):
     mode = argv[1] if len(argv) > 1 else ""
     if mode == "prepare":
@@ -258,8 +296,10 @@ def main(argv):
         asyncio.run(run(argv[2], argv[3] if len(argv) == 4 else None))
     elif mode == "check" and len(argv) == 3:
         asyncio.run(check(argv[2]))
+    elif mode == "recover" and len(argv) == 4:
+        asyncio.run(recover(argv[2], int(argv[3])))
     else:
-        raise SystemExit("usage: powercut_harness.py prepare | run DOORS [AT] | check DOORS")
+        raise SystemExit("usage: powercut_harness.py prepare | run DOORS [AT] | check DOORS | recover DOORS N")
 
 
 main(sys.argv)

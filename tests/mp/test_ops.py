@@ -92,6 +92,12 @@ def test_torn_or_foreign_files_close_nothing_and_raise_nothing():
     assert jobs.interrupted(j) == []
 
 
+def _settle(st, rec, event):
+    """As the boot does: the book on flash first, then its records."""
+    for kind, fields in st.settle(rec):
+        event(kind, fields)
+
+
 def test_a_cut_retrieval_or_scanned_pickup_settles_the_stock_book_once():
     from kiosk.core.stock import Stock
     j = Journal("journal")
@@ -110,7 +116,7 @@ def test_a_cut_retrieval_or_scanned_pickup_settles_the_stock_book_once():
     op.step, op.opened = "waiting_close", True
     op.persist(j.last_seq)
     (rec,) = jobs.interrupted(j)
-    st.recover(rec, event)
+    _settle(st, rec, event)
     assert got == [("retrieve", {"id": "x", "order": "RX-1", "bin": 3, "recovered": True})]
     assert st.order_in(3) is None
     jobs.forget()
@@ -118,14 +124,14 @@ def test_a_cut_retrieval_or_scanned_pickup_settles_the_stock_book_once():
     op = jobs.Op("y", "retrieve", {"order": "RX-2", "bin": 4}, boot=1)
     op.step = "waiting_open"
     op.persist(j.last_seq)
-    st.recover(jobs.interrupted(j)[0], event)
+    _settle(st, jobs.interrupted(j)[0], event)
     assert 4 in st.unverified and st.order_in(4) == "RX-2"
     jobs.forget()
     # A pickup answering a scan keeps the scan in its recovered record.
     op = jobs.Op("p", "pickup", {"order": "RX-3", "bin": 5, "scan": 41}, boot=1)
     op.step, op.opened = "verifying", True
     op.persist(j.last_seq)
-    st.recover(jobs.interrupted(j)[0], event)
+    _settle(st, jobs.interrupted(j)[0], event)
     assert got[-1] == ("pickup", {"id": "p", "order": "RX-3", "bin": 5, "recovered": True, "scan": 41})
     # A restock cut while scanning its label never unlocked: nothing changes.
     jobs.forget()
@@ -135,5 +141,5 @@ def test_a_cut_retrieval_or_scanned_pickup_settles_the_stock_book_once():
     (rec,) = jobs.interrupted(j)
     assert rec["outcome"] == "not_released"
     n = len(got)
-    st.recover(rec, event)
+    _settle(st, rec, event)
     assert len(got) == n and st.order_in(9) is None and 9 not in st.unverified

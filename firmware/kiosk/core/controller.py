@@ -37,7 +37,7 @@ def _check_arg(name, v, typ):
 
 class Controller:
     def __init__(self, board, cfg, journal, carousels, locks, sensors, climate, wdt=None, wdt_ms=8000,
-                 recovered=None, scanner=None, buttons=None):
+                 scanner=None, buttons=None):
         self.board = board
         self.cfg = cfg
         self.policies = cfg.policies
@@ -69,8 +69,6 @@ class Controller:
         self._motion = None
         self._runner_task = None
         self.stopped = False
-        for g in recovered or ():
-            self.stock.recover(g, self.event)
         self.scans = Scans(self.policies, self.event)
 
     # -- journal first, then tell ----------------------------------------

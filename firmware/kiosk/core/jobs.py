@@ -4,7 +4,7 @@
 # a reset the controller can say how it ended, and never runs it again.
 import json
 from kiosk import files
-from kiosk.contract import QUEUED, FAILED, DOOR_CYCLE, STOCK_MOVES
+from kiosk.contract import QUEUED, FAILED, DOOR_CYCLE, STOCK_MOVES, K_STOCK
 
 CURRENT = "op.json"     # the door-cycle operation in progress
 WAITING = "queue.json"  # door-cycle operations accepted and not yet begun
@@ -95,7 +95,7 @@ def _journaled(journal, rec):
                 d = json.loads(line)
             except ValueError:
                 continue
-            if d.get("id") == want:
+            if d.get("id") == want or d.get("after") == want:   # a stock record names it as after
                 kinds.append(d.get("k"))
     finally:
         lines.close()
@@ -113,14 +113,16 @@ def _closing(rec, journal):
     kind = rec.get("kind")
     step = rec.get("step")
     # Its pickup (restock, retrieve) record is journaled once the stock
-    # changed: close it without journaling that a second time.
-    recorded = kind in STOCK_MOVES and kind in kinds
-    if rec.get("opened") or recorded:
+    # changed: close it without journaling that a second time. Likewise a
+    # bin already marked uncertain for it (a cut during an earlier closing).
+    moved = kind in STOCK_MOVES and kind in kinds
+    if rec.get("opened") or moved:
         outcome = "released"
     elif step in _NOT_RELEASED or step is None:
         outcome = "not_released"
     else:
         outcome = "unknown"
+    recorded = moved or (kind in STOCK_MOVES and outcome == "unknown" and K_STOCK in kinds)
     out = {"id": rec["id"], "kind": kind, "args": rec.get("args"),
            "state": FAILED, "reason": "reset", "step": step, "outcome": outcome,
            "boot": rec.get("boot")}

@@ -45,20 +45,23 @@ class Stock:
             self.unverified.remove(b)
         self.save()
 
-    def recover(self, gone, event):
+    def settle(self, gone):
         """Settle the book after a reset cut an operation short (gone, from
-        kiosk.core.jobs.interrupted): medicine a pickup or a retrieval
+        kiosk.core.jobs.interrupted), saved on flash, and return the
+        records to journal about it: medicine a pickup or a retrieval
         released left its bin; an unknown outcome leaves the bin refused
-        for pickup until a technician verifies it. An operation whose
-        pickup, restock or retrieve record was journaled already changed
-        the book. event(kind, fields) journals."""
+        for pickup until a technician verifies it. The book is saved
+        before anything is journaled and the operation forgotten (as the
+        live operations do), so a cut anywhere in the closing leaves the
+        next boot to close it again, with the book already right. An
+        operation whose record was journaled already changed the book."""
         kind = gone.get("kind")
         if kind not in STOCK_MOVES or gone.get("recorded"):
-            return
+            return []
         args = gone.get("args") or {}
         b = args.get("bin")
         if not isinstance(b, int):
-            return
+            return []
         out = gone.get("outcome")
         if kind != "restock" and out == "released":
             self.bins.pop(str(b), None)
@@ -67,8 +70,12 @@ class Stock:
                 rec["scan"] = args["scan"]
             if gone.get("by"):
                 rec["by"] = gone["by"]
-            event(K_PICKUP if kind == "pickup" else K_RETRIEVE, rec)
-        elif out != "not_released" and b not in self.unverified:
-            self.unverified.append(b)
-            event(K_STOCK, {"bin": b, "ev": "unverified", "after": gone["id"]})
+            records = [(K_PICKUP if kind == "pickup" else K_RETRIEVE, rec)]
+        elif out != "not_released":
+            if b not in self.unverified:
+                self.unverified.append(b)
+            records = [(K_STOCK, {"bin": b, "ev": "unverified", "after": gone["id"]})]
+        else:
+            return []
         self.save()
+        return records

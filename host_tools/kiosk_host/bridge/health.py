@@ -20,6 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from . import status as kstatus
+
 SEVERITIES = ("ok", "attention", "offline", "alarm")
 BAND_C = (20.0, 25.0)       # USP controlled room temperature
 LIMITS_C = (15.0, 30.0)     # allowed excursions
@@ -43,7 +45,8 @@ MOTOR_FAULTS = ("not_homed", "busy", "home_not_found", "home_stuck", "position_l
 CODES = ("offline", "door_forced", "door_held_open", "bolt_not_engaged", "door_open", "door_unlocked",
          "door_unknown", "door_in_use", "excursion", "excursion_to_review", "motor_fault", "lock_fault",
          "other_fault", "sensor_fault", "temperature_out_of_limits", "temperature_out_of_band", "reading_stale",
-         "pickups_held", "bins_to_verify", "service_session", "broker_down")
+         "pickups_held", "bins_to_verify", "service_session", "broker_down",
+         "custody_gap", "storage_full", "replay_memory_lost", "unknown_command")
 
 
 def rank(severity: str) -> int:
@@ -141,7 +144,31 @@ def problems(k: dict[str, Any], active: list[dict[str, Any]] | None = None,
                       "bins to verify after a reset: " + ", ".join(str(b) for b in st["unverified"])))
     if st.get("service"):
         out.append(_p("service_session", "attention", "service session open: pickups wait until it ends"))
+    out += custody_problems(kstatus.custody(k))
     out.sort(key=lambda p: -rank(p["level"]))
+    return out
+
+
+def custody_problems(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """What threatens the chain of custody (status.custody): records lost
+    before the store had them, a full flash, a replay memory lost, records
+    about commands the bridge never issued (someone else holds the key)."""
+    out = []
+    for g in c.get("gaps", []):
+        out.append(_p("custody_gap", "alarm", f"custody gap: records {g['from']}-{g['to']} of journal "
+                                              f"{g.get('journal') or '-'} lost ({g.get('why')})",
+                      f"{g.get('journal') or '-'}:{g['from']}-{g['to']}", g.get("noticed")))
+    if c.get("storage_full"):
+        n = c.get("records_not_written") or 0
+        out.append(_p("storage_full", "alarm", "storage full: the kiosk's flash is full"
+                      + (f"; {n} records could not be written" if n else "; its reserve holds the records for now")))
+    if "replay_memory_lost" in c.get("kiosk_alarms", []):
+        out.append(_p("replay_memory_lost", "attention", "replay memory lost: the kiosk refuses commands for a few "
+                                                         "minutes"))
+    for u in c.get("unknown_commands", []):
+        out.append(_p("unknown_command", "alarm", f"unknown command: {u['id']} ({u.get('op') or u.get('kind')}) was "
+                                                  "never issued by the bridge: someone else holds the kiosk's key",
+                      u["id"], u.get("noticed")))
     return out
 
 

@@ -103,8 +103,13 @@ REASONS: dict[str, tuple[str, str]] = {
     "bad_id": ("The kiosk refused the command's id.", "Call support with the code."),
     "oversized": ("The command was too large for the kiosk.", "Call support with the code."),
     "internal": ("The kiosk failed while checking the command.", "Call support with the code."),
-    "memory_lost": ("The kiosk lost its memory of the commands it has seen, so it refuses commands for now.",
-                    "Wait while it rebuilds it from its journal; if it persists, call support (see its alarms)."),
+    "memory_lost": ("The kiosk lost its memory of the commands it has seen (an unreadable file), so it refuses "
+                    "every command that could have been sent before.",
+                    "Send it again in about five minutes; if the alarm stays, call support."),
+    "wrong_journal": ("The kiosk refused an acknowledgement meant for another of its journals.",
+                      "Nothing to do: the bridge acknowledges the kiosk's current journal."),
+    "coalesced": ("The kiosk refused many messages at once and recorded them as one count.",
+                  "Check the kiosk's event log and the broker: someone may be sending it junk."),
     "storage_full": ("The kiosk's storage is full: it refuses what it could not record.",
                      "Check that the kiosk is online so its records reach the bridge; call service if it stays full."),
 }

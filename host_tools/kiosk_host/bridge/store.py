@@ -127,11 +127,8 @@ def _older(msg: dict[str, Any], boot: int, last: int, held: dict[str, Any], held
 
 def _private(path: Path) -> None:
     """The store holds the pharmacy's records: readable by its owner only
-    (the file, its WAL and shared-memory files, and the folder it is in)."""
-    try:
-        os.chmod(path.parent, 0o700)
-    except OSError:
-        pass
+    (the file, its WAL and shared-memory files; a folder made for it is
+    0700, an existing one is left as it is)."""
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         try:
             os.chmod(p, 0o600)
@@ -170,7 +167,8 @@ class Store:
             # sqlite:///relative/path or sqlite:////absolute/path, as SQLAlchemy writes them
             path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else url
             if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if not Path(path).parent.exists():
+                    Path(path).parent.mkdir(parents=True, mode=0o700)
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             try:
                 self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)

@@ -77,7 +77,7 @@ def broker_config(url: str, keepalive_s: int = 30) -> dict[str, Any]:
 
 def ensure_key(keys_dir: Path, kiosk_id: str) -> str:
     """The kiosk's HMAC key (hex), created with mode 0600 when absent."""
-    keys_dir.mkdir(parents=True, exist_ok=True)
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = keys_dir / f"{kiosk_id}.key"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -85,11 +85,10 @@ class Fleet:
         except (ValueError, OSError):
             sock.close()
             return
-        k = self._by_id.get(hello.get("hello"))
-        if k is None:
+        k = self._by_id.get(hello.get("hello")) if isinstance(hello, dict) else None
+        if k is None or not k.attach(sock, reader, hello.get("token")):
             sock.close()
             return
-        k.attach(sock, reader)
 
     def _watch(self) -> None:
         """Follow the kiosks' retained state (birth/death) on the broker, for

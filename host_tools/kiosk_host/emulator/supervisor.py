@@ -4,8 +4,10 @@ them."""
 
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -46,6 +48,7 @@ class Kiosk:
         self.lock = threading.RLock()        # one control command at a time
         self.state_lock = threading.Lock()   # process start and stop
         self.connected = threading.Event()
+        self.token = ""                      # this boot's control-channel token (start() draws it)
         self.sticky: dict[str, Any] = {"doors": {}, "sensors": {}, "faults": {}, "network": True,
                                        "route": "ok", "rtt_ms": 0}
         self._restarts: list[float] = []
@@ -94,7 +97,13 @@ class Kiosk:
         cfg = {"kiosk_id": self.id, "board": self.fleet.board, "key": key,
                "broker": broker_config(self.fleet.broker_url, self.fleet.keepalive_s),
                "policies": self.fleet.policies}
-        (self.flash / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+        # The key is a secret: the file is its owner's only, as on a board's
+        # flash nobody else can read.
+        path = self.flash / "config.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(cfg, indent=1) + "\n")
+        os.chmod(path, 0o600)
 
     # -- process ----------------------------------------------------------
     def _env(self, raw: bool) -> dict[str, str]:
@@ -103,6 +112,7 @@ class Kiosk:
             [str(paths.SIM_BUILD_DIR), str(self.flash), str(self.flash / "lib"), ".frozen"])
         env["KIOSK_SIM_CONTROL"] = f"127.0.0.1:{self.fleet.control_port}"
         env["KIOSK_SIM_ID"] = self.id
+        env["KIOSK_SIM_TOKEN"] = self.token    # only this process may say it is this kiosk
         env["KIOSK_SIM_FIRMWARE"] = str(paths.FIRMWARE_BUILD_DIR)   # the world's own board parser
         env["KIOSK_SIM_UID"] = self.id
         env["KIOSK_SIM_STATE"] = str(self.dir / "reset-cause")
@@ -119,6 +129,7 @@ class Kiosk:
             self.want_power = True
             self.connected.clear()
             self._drop_channel()
+            self.token = secrets.token_hex(16)   # this boot's: a process of an earlier one cannot use it
             cmd = mpy.mp_command(["-m", BOOT], self.fleet.heap)
             self.proc = subprocess.Popen(cmd, cwd=self.flash, env=self._env(raw), stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -211,10 +222,20 @@ class Kiosk:
             self.channel = None
             self.reader = None
 
-    def attach(self, sock: socket.socket, reader) -> None:
+    def attach(self, sock: socket.socket, reader, token: Any) -> bool:
+        """The kiosk's process reports to the control port with its boot's
+        token (passed in its environment, which only its owner can read):
+        anything else that connects and claims the kiosk is refused, so no
+        other local process can stand in for the board's world."""
+        if not self.token or not isinstance(token, str) \
+                or not hmac.compare_digest(token.encode(), self.token.encode()) or not self.running():
+            return False
         with self.lock:
+            if self.connected.is_set():
+                return False       # one channel per boot
             self.channel, self.reader = sock, reader
         self.connected.set()
+        return True
 
     def _send(self, cmd: dict[str, Any]) -> Any:
         with self.lock:

@@ -344,7 +344,8 @@ def _run_file(name, g, marked=True):
 def main():
     w = _world()
     simflash.install()   # the flash has a size once the control channel gives it one
-    simctl.start(w, os.getenv("KIOSK_SIM_CONTROL"), os.getenv("KIOSK_SIM_ID") or "kiosk")
+    simctl.start(w, os.getenv("KIOSK_SIM_CONTROL"), os.getenv("KIOSK_SIM_ID") or "kiosk",
+                 token=os.getenv("KIOSK_SIM_TOKEN"))
     g = {"__name__": "__main__"}
     _run_file("boot.py", g, False)
     if os.getenv("KIOSK_EMU_RAW") != "1":

@@ -21,11 +21,11 @@ def _send(s, data):
         mv = mv[s.send(mv):]
 
 
-def _serve(world, host, port, kiosk_id):
+def _serve(world, host, port, kiosk_id, token):
     try:
         s = socket.socket()
         s.connect(socket.getaddrinfo(host, port)[0][-1])
-        _send(s, json.dumps({"hello": kiosk_id}).encode() + b"\n")
+        _send(s, json.dumps({"hello": kiosk_id, "token": token}).encode() + b"\n")
     except Exception as e:  # no supervisor: run without a channel
         print("simctl: no control channel:", e)
         _go[0] = True
@@ -54,13 +54,14 @@ def _serve(world, host, port, kiosk_id):
             _send(s, json.dumps(reply).encode() + b"\n")
 
 
-def start(world, address, kiosk_id, wait_ms=10000):
-    """address: "host:port" of the supervisor, or None for no channel.
-    Returns once the supervisor said go (or after wait_ms)."""
+def start(world, address, kiosk_id, wait_ms=10000, token=None):
+    """address: "host:port" of the supervisor, or None for no channel;
+    token: this boot's, from the supervisor (it refuses a channel without
+    it). Returns once the supervisor said go (or after wait_ms)."""
     if not address:
         return
     host, port = address.rsplit(":", 1)
-    _thread.start_new_thread(_serve, (world, host, int(port), kiosk_id))
+    _thread.start_new_thread(_serve, (world, host, int(port), kiosk_id, token))
     t0 = time.ticks_ms()
     while not _go[0] and time.ticks_diff(time.ticks_ms(), t0) < wait_ms:
         time.sleep_ms(5)
