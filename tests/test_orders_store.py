@@ -32,7 +32,7 @@ class Kiosk:
     def event(self, k: str, transient: dict | None = None, **f) -> int:
         self.s += 1
         e = {"s": self.s, "b": 1, "t": int(time.time()), "k": k, **f}
-        self.st.add_batches([(self.id, [e], [])], {(self.id, self.s): transient} if transient else None)
+        self.st.add_batches([(self.id, "", [e], [])], {(self.id, self.s): transient} if transient else None)
         return self.s
 
     def scan(self, text: str) -> int:
