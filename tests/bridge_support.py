@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from link_support import free_port, wait_port  # noqa: E402
+from link_support import free_port, port_open  # noqa: E402
 
 from kiosk_host.bridge.people import ROLES, People  # noqa: E402
 from kiosk_host.bridge.store import Store  # noqa: E402
@@ -126,7 +126,11 @@ class BridgeProc:
         self.starts += 1
         log = open(self.root / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        wait_port(self.port, 20)
+        # On a loaded machine its imports alone can take tens of seconds:
+        # wait as long as it is alive, up to a minute.
+        proc = self.proc
+        wait_until(lambda: proc.poll() is not None or port_open(self.port), 60, f"{self.name} listening")
+        assert proc.poll() is None, f"{self.name} exited ({proc.returncode}): {self.log()}"
         if connected:
             wait_until(lambda: self.get("/healthz", ok_only=False)[0] == 200, 20, f"{self.name} connected to the broker")
         return self
