@@ -10,17 +10,50 @@ repeated or left unlocked.
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.request
+from typing import Any
 
-import pytest
+import uvicorn
+from fastapi import FastAPI
 
 from bridge_support import wait_until
+from kiosk_host.emulator.routes import sim_router
+from link_support import free_port
 from torture import Rig, Worker, _cut
 
 
-def _far_bin(rig: Rig, kid: str) -> int:
+def _sim_world_over_http(rig: Rig, kid: str) -> dict[str, Any]:
+    """GET /api/sim/{kid} from the control routes as `emulate --control`
+    serves them, over loopback HTTP."""
+    app = FastAPI()
+    app.include_router(sim_router(rig.fleet))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 20, "the control routes up")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/sim/{kid}", timeout=15) as r:
+            assert r.status == 200
+            return json.loads(r.read())
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _carousel(rig: Rig, kid: str) -> dict[str, Any]:
     b = json.loads((rig.fleet.kiosk(kid).flash / "boards" / f"{rig.fleet.board}.json").read_text())
-    return b["carousels"][0]["bins"] // 2 + 1
+    return b["carousels"][0]
+
+
+def _far_bin(rig: Rig, kid: str) -> int:
+    return _carousel(rig, kid)["bins"] // 2 + 1
+
+
+def _spb(rig: Rig, kid: str) -> int:
+    return _carousel(rig, kid)["steps_per_bin"]
 
 
 def _restock(w: Worker, b: int, order: str, cut_at: str | None = None) -> str | None:
@@ -51,9 +84,10 @@ def _run(tmp_path, board: str) -> None:
         cid = w.cmd("/pickups", {"order_id": "rx-far", "bin": far})
         w.door_cycle("pickup", time.monotonic() + 90)
         assert w.wait_cmd(cid, 90) == "succeeded"
-        world = rig.fleet.world(kid)["world"]
+        world = _sim_world_over_http(rig, kid)["world"]
         car = world["carousels"]["A"]
         move = [m for m in car["move_log"] if m["kind"] == "move"][-1]
+        assert move["steps"] >= 2 * _spb(rig, kid), car["move_log"]    # the far bin: a long move
         assert move["worst_step_gap_ratio"] is not None and car["worst_step_gap_ratio"] == move["worst_step_gap_ratio"]
         assert world["violations"] == [], world["violations"]
         # A power cut while the carousel brings a bin for a restock.
