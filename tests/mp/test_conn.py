@@ -2,6 +2,8 @@
 # non-blocking connect to a broker on loopback completes and carries bytes
 # both ways, and reads with nothing to read return 0, never an error.
 # Under the esp32 personality connect() reports EINPROGRESS as newlib's 119.
+# DNS (which holds the whole VM on a board) is asked once per name, again
+# only when the link gives up on the address, and never for a literal IP.
 import asyncio
 import os
 import usocket     # the VM's own sockets: the broker's side of the test
@@ -58,3 +60,29 @@ async def _round_trip():
 
 def test_a_non_blocking_connect_completes_and_moves_bytes():
     asyncio.run(_round_trip())
+
+
+def test_the_broker_is_looked_up_once_and_a_literal_address_never_again():
+    import socket
+    real = socket.getaddrinfo
+    asked = []
+
+    def counting(host, port, *a):
+        asked.append(host)
+        return real(host, port, *a)
+
+    srv, port = _listener()
+    socket.getaddrinfo = counting
+    try:
+        for host in ("localhost", "127.0.0.1"):
+            conn = Conn(host, port)
+            for _ in range(3):       # reconnects reuse the answer
+                conn.open()
+                conn.close()
+            conn.forget()            # the link gave up on the address
+            conn.open()
+            conn.close()
+    finally:
+        socket.getaddrinfo = real
+        srv.close()
+    assert asked == ["localhost", "localhost", "127.0.0.1"], asked

@@ -26,6 +26,19 @@ def der(cert):
     return binascii.a2b_base64(b"".join(b64))
 
 
+def _is_ip(host):
+    """A literal IPv4 or IPv6 address: nothing for DNS to look up."""
+    if ":" in host:
+        return True
+    parts = host.split(".")
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not p or not p.isdigit() or int(p) > 255:
+            return False
+    return True
+
+
 class Closed(Exception):
     """The other end closed the connection."""
 
@@ -41,8 +54,10 @@ class Conn:
         self._addr = None
 
     def open(self):
-        """Start connecting. DNS is the one call that may block on a board,
-        so the answer is kept (forget() drops it)."""
+        """Start connecting. DNS is the one call that may block on a board
+        (the whole VM waits in C: seconds with an unreachable DNS server),
+        so the answer is kept (forget() drops it); a literal IP address is
+        never looked up again."""
         if self._addr is None:
             self._addr = socket.getaddrinfo(self.host, self.port)[0][-1]
         s = socket.socket()
@@ -61,7 +76,10 @@ class Conn:
         self._poll.register(s, select.POLLOUT)
 
     def forget(self):
-        self._addr = None
+        """Look the broker's name up again at the next open() (it may have
+        moved); an IP address stays."""
+        if not _is_ip(self.host):
+            self._addr = None
 
     def connected(self):
         """True once TCP is up (and TLS set going), False while connecting.
