@@ -63,6 +63,7 @@ def code_size() -> str:
 def main() -> int:
     subprocess.run([sys.executable, "-m", "kiosk_host.build"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
+    load_before = os.getloadavg()
     sections = [("Code size of the .mpy build", "python -m kiosk_host.build (build/firmware/manifest.json)", code_size(), 0.0)]
     failed = []
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
@@ -82,7 +83,7 @@ def main() -> int:
         title = _title(script)
         sections.append((title, " ".join([".venv/bin/python", str(script.relative_to(ROOT))] + ARGS.get(script.name, [])),
                          text, time.monotonic() - t0))
-    write(sections)
+    write(sections, (load_before, os.getloadavg()))
     print(f"wrote {OUT.relative_to(ROOT)}")
     if failed:
         print("failed: " + ", ".join(failed), file=sys.stderr)
@@ -99,7 +100,9 @@ def _title(script: Path) -> str:
     return script.stem
 
 
-def write(sections) -> None:
+def write(sections, load: tuple[tuple[float, float, float], tuple[float, float, float]]) -> None:
+    """load: the 1, 5 and 15 minute load averages before and after the runs
+    (a shared machine's figures that depend on CPU time are lower)."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmarks",
@@ -112,6 +115,7 @@ def write(sections) -> None:
         "",
         f"- date: {now}",
         f"- machine: {machine()}",
+        "- load average (1, 5, 15 min) before the runs: %.2f %.2f %.2f; after: %.2f %.2f %.2f" % (*load[0], *load[1]),
         "",
     ]
     for title, cmd, text, secs in sections:

@@ -121,3 +121,16 @@ class Replies:
     async def final(self, op_id, ms=20000):
         await wait_for(lambda: self.last(op_id)[0] in ("succeeded", "failed", "timed_out", "rejected", "cancelled"), ms)
         return self.last(op_id)
+
+
+async def flash_writer(stop, every_ms=120):
+    """Flash writes until stop[0]: 4 KiB each, a new block each time (on a
+    board personality each stalls the CPU: an erase, then the programs).
+    Returns how many."""
+    from kiosk import files
+    n = 0
+    while not stop[0]:
+        files.replace("blob.bin", bytes(4096))
+        n += 1
+        await asyncio.sleep_ms(every_ms)
+    return n

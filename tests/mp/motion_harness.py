@@ -5,25 +5,15 @@
 # line: the move's worst_step_gap_ratio as the simulated carousel timed it,
 # where it landed against where it should, any fault, and the stalls.
 #   micropython motion_harness.py BOARD EVERY_MS
-# Only names every firmware version since the port personalities has, so
-# the benchmark can run it on an earlier commit's tree.
+# Only firmware names every version since the port personalities has, so
+# the benchmark can run it on an earlier commit's tree (kit is this one's).
 import sys
 import json
 import asyncio
 import kit
 import port
 import simworld
-from kiosk import files
 from kiosk.hw import stepper
-
-
-async def _writer(stop, every_ms):
-    n = 0
-    while not stop[0]:
-        files.replace("blob.bin", bytes(4096))
-        n += 1
-        await asyncio.sleep_ms(every_ms)
-    return n
 
 
 async def main(name, every_ms):
@@ -42,7 +32,7 @@ async def main(name, every_ms):
         return
     target = cfg["bins"] // 2
     stop = [False]
-    t = asyncio.create_task(_writer(stop, every_ms)) if every_ms else None
+    t = asyncio.create_task(kit.flash_writer(stop, every_ms)) if every_ms else None
     try:
         await car.move_to_bin(target)
     except stepper.StepperFault as e:

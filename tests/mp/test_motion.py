@@ -7,7 +7,6 @@
 import asyncio
 import kit
 import simworld
-from kiosk import files
 from kiosk.hw import stepper
 
 
@@ -18,16 +17,6 @@ def _carousel(name):
     return b, w, c
 
 
-async def _writer(stop, every_ms=120):
-    """Flash writes all along the move: 4 KiB each, a new block each time."""
-    n = 0
-    while not stop[0]:
-        files.replace("blob.bin", bytes(4096))
-        n += 1
-        await asyncio.sleep_ms(every_ms)
-    return n
-
-
 async def _far_move(name):
     b, w, c = _carousel(name)
     sim = w.carousels["A"]
@@ -36,7 +25,7 @@ async def _far_move(name):
     spb = b["carousels"][0]["steps_per_bin"]
     bins = b["carousels"][0]["bins"]
     stop = [False]
-    t = asyncio.create_task(_writer(stop))
+    t = asyncio.create_task(kit.flash_writer(stop))   # all along the move
     await c.move_to_bin(bins // 2)
     stop[0] = True
     await t
