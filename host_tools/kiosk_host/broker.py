@@ -41,6 +41,9 @@ def mosquitto_exe() -> str | None:
     return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
 
 
+MAX_PACKET = 65536   # bytes, as deploy/mosquitto/mosquitto.conf
+
+
 class LocalBroker:
     """start() runs the broker in its own process; url is mqtt://127.0.0.1:PORT.
     `kind` is "mosquitto" or "amqtt" (forced with prefer=, else mosquitto
@@ -65,8 +68,10 @@ class LocalBroker:
         log = open(self.workdir / f"{self.kind}.log", "ab")
         if self.kind == "mosquitto":
             conf = self.workdir / "mosquitto.conf"
+            # Kiosk payloads are a few kB (docs/protocol.md): a client that
+            # sends a far larger packet is cut off before it reaches anyone.
             lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
-                     "max_queued_messages 10000"]
+                     "max_queued_messages 10000", f"max_packet_size {MAX_PACKET}"]
             if os.geteuid() == 0:
                 lines.append("user root")   # else it drops to `mosquitto`, who may not read this folder
             conf.write_text("\n".join(lines) + "\n")
