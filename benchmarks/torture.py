@@ -1,9 +1,9 @@
-"""`make torture`: the long power-cut and outage runs (tests/torture.py says
-what is checked), with every count printed. Exits non-zero on the first
-broken promise: an event lost or duplicated, a pickup repeated, a door left
+"""`make torture`: the long power-cut, outage and custody runs
+(tests/torture.py says what is checked), with every count printed. Exits
+non-zero on the first broken promise: an event lost or duplicated, a pickup repeated, a door left
 unlocked, a safety violation in the simulated world.
 
-    .venv/bin/python benchmarks/torture.py --cuts 500 --outages 100 --kiosks 4 --seed 1
+    .venv/bin/python benchmarks/torture.py --cuts 500 --outages 100 --custody 50 --kiosks 4 --seed 1
 """
 
 from __future__ import annotations
@@ -18,21 +18,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from torture import Problem, Rig, outage_run, power_cut_run  # noqa: E402
+from torture import Problem, Rig, custody_run, outage_run, power_cut_run  # noqa: E402
 
 SHOWN = ["power_cuts", "boots_checked", "outages", "outages_broker", "outages_bridge", "outages_broker_and_bridge",
          "outages_network", "orders_created", "restocks_requested", "codes_scanned", "temperature_changes",
          "pickups_released", "ops_cut_short", "events_checked", "orders_checked", "webhooks_checked", "events_lost",
          "pickups_repeated", "orders_dispensed_twice", "order_transitions_lost", "webhooks_lost",
-         "doors_left_unlocked", "violations", "max_link_stall_us"]
+         "doors_left_unlocked", "violations", "max_link_stall_us",
+         "custody_ack_flood", "custody_corrupt", "custody_wipe", "custody_full_flash", "custody_recovery_cut",
+         "junk_acks", "records_corrupted", "journals_wiped", "flash_filled", "recovery_boots_cut",
+         "events_reported_lost", "events_duplicated"]
 ALWAYS = ("events_lost", "pickups_repeated", "orders_dispensed_twice", "order_transitions_lost", "webhooks_lost",
           "doors_left_unlocked", "violations")
+CUSTODY_ALWAYS = ("events_lost", "events_duplicated", "pickups_repeated", "doors_left_unlocked", "violations")
 
 
-def show(title: str, out: dict, seconds: float) -> None:
+def show(title: str, out: dict, seconds: float, always: tuple[str, ...] = ALWAYS) -> None:
     print(f"\n{title} ({seconds:.0f} s)")
     for k in SHOWN:
-        if k in out or k in ALWAYS:
+        if k in out or k in always:
             print(f"  {k:<28} {out.get(k, 0)}")
 
 
@@ -40,6 +44,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cuts", type=int, default=500, help="power cuts in all (spread over the kiosks)")
     p.add_argument("--outages", type=int, default=100, help="broker/bridge/network outages")
+    p.add_argument("--custody", type=int, default=50,
+                   help="custody faults (ack floods, corrupt records, wiped journals, full flash, recovery-boot cuts)")
     p.add_argument("--kiosks", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", help="also write the counts to this file")
@@ -47,7 +53,8 @@ def main() -> int:
     results = {}
     ok = True
     with tempfile.TemporaryDirectory(prefix="kiosk-torture-") as tmp:
-        for name, run, n in (("power cuts", power_cut_run, a.cuts), ("outages", outage_run, a.outages)):
+        for name, run, n in (("power cuts", power_cut_run, a.cuts), ("outages", outage_run, a.outages),
+                             ("custody", custody_run, a.custody)):
             if n <= 0:
                 continue
             rig = Rig(Path(tmp) / name.replace(" ", "_"), kiosks=a.kiosks)
@@ -64,7 +71,9 @@ def main() -> int:
             finally:
                 rig.close()
             results[name] = out
-            show(f"{name}: seed {a.seed}, {a.kiosks} kiosks", out, time.monotonic() - t0)
+            # The custody run checks the journals, not orders or webhooks.
+            show(f"{name}: seed {a.seed}, {a.kiosks} kiosks", out, time.monotonic() - t0,
+                 CUSTODY_ALWAYS if run is custody_run else ALWAYS)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
     print("\ntorture: " + ("every check held" if ok else "FAILED"))

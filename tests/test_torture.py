@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from torture import Rig, outage_run, power_cut_run
+from torture import CUSTODY_FAULTS, Rig, custody_run, outage_run, power_cut_run
 
 
 @pytest.fixture
@@ -33,3 +33,16 @@ def test_broker_bridge_and_network_outages_lose_nothing(rig):
     assert out.get("orders_dispensed_twice", 0) == 0 and out.get("order_transitions_lost", 0) == 0
     assert out["orders_checked"] > 0 and out["webhooks_checked"] > 0
     assert out["max_link_stall_us"] >= 0, "the kiosks reported their longest control-loop stall"
+
+
+def test_custody_faults_lose_nothing_without_a_loss_record(rig):
+    # One of each: an ack flood with the bridge down, a corrupt record, a
+    # wiped journal on a re-provisioned board, a full flash, a cut during
+    # the boot that closes a cut operation.
+    out = custody_run(rig, rounds=len(CUSTODY_FAULTS), seed=5, log=lambda *a: None)
+    assert all(out[f"custody_{f}"] == 1 for f in CUSTODY_FAULTS), out
+    assert out["junk_acks"] == 600 and out["records_corrupted"] == 1 and out["journals_wiped"] == 1
+    assert out["flash_filled"] == 1 and out["recovery_boots_cut"] == 1
+    assert out["events_lost"] == 0 and out["events_duplicated"] == 0 and out["pickups_repeated"] == 0
+    assert out["events_reported_lost"] >= 1 and out["events_checked"] > 30, out
+    assert out.get("doors_left_unlocked", 0) == 0

@@ -3,8 +3,9 @@ bridge (orders created and stocked with their label check, released,
 their codes scanned at the kiosk and dispensed) and temperature logging,
 while their power is cut at random instants (power-cut torture), or while
 the broker and the bridge are killed and the kiosks' network drops (outage
-torture). Seeded: the same seed gives the same schedule of operations and
-cut instants.
+torture). The custody torture (at the end of this file) forces doors
+instead and hits one kiosk at a time with a custody fault. Seeded: the
+same seed gives the same schedule of operations and cut instants.
 
 Checked after every cut and at the end:
 - doors locked after boot: no lock energised when the kiosk comes back;
@@ -474,3 +475,208 @@ def outage_run(rig: Rig, outages: int, seed: int, log=print) -> dict[str, int]:
             stalls.append(link["max_stall_us"])
     out["max_link_stall_us"] = max(stalls) if stalls else -1
     return out
+
+
+# -- custody torture ------------------------------------------------------------
+# Faults aimed at the chain of custody (docs/security.md, "Custody under
+# attack"), one at a time on a random kiosk, while doors are forced so that
+# every fault meets records the host does not have yet:
+#   ack_flood      the bridge down, junk on kiosk/<id>/ack
+#   corrupt        one record the host lacks damaged on the flash (bad CRC)
+#   wipe           the board re-provisioned with its id and key, flash wiped
+#   full_flash     the flash full while a door is forced
+#   recovery_cut   an operation cut short, then the boot that closes it cut
+# Counted at the end, per journal the kiosk ever had: a record on flash
+# that the store lacks and no loss record covers is `events_lost`; a seq
+# stored twice or stored unlike the flash is `events_duplicated`; a command
+# with two outcomes is `pickups_repeated`. Losses the kiosk reported (and
+# the bridge shows as custody gaps) are counted apart, as `events_reported_lost`.
+CUSTODY_FAULTS = ("ack_flood", "corrupt", "wipe", "full_flash", "recovery_cut")
+JUNK_ACKS = [b"", b"{", b"[]", b'{"v":1}', b'{"v":1,"upto":1000000000,"t":1,"sig":"' + b"0" * 64 + b'"}']
+
+
+class Custody:
+    """The custody faults on one rig, and what each kiosk's journals held."""
+
+    def __init__(self, rig: Rig, seed: int):
+        self.rig = rig
+        self.rng = random.Random(f"{seed}:custody")
+        self.old: dict[str, list[tuple[str, dict[int, dict[str, Any]]]]] = {k: [] for k in rig.fleet.ids}
+
+    def flash(self, kid: str) -> Path:
+        return self.rig.fleet.kiosk(kid).flash
+
+    def key(self, kid: str) -> str:
+        return (self.rig.root / "keys" / f"{kid}.key").read_text().strip()
+
+    def forced(self, kid: str, n: int = 1) -> None:
+        for _ in range(n):
+            self.rig.fleet.door(kid, "service", "force")
+            time.sleep(1.2)
+            self.rig.fleet.door(kid, "service", "close")
+            time.sleep(1.2)
+
+    def stored(self, kid: str, timeout: float = 60) -> dict[str, Any]:
+        """The kiosk online at the bridge with its whole journal stored."""
+        return wait_until(lambda: (lambda k: k if k and k["online"] and k["events_stored_upto"] >= max(
+            journal_records(self.flash(kid)), default=0) else None)(self.rig.kiosk(kid)),
+            timeout, f"{kid}'s journal in the store", every=0.2)
+
+    def reboot(self, kid: str) -> None:
+        boot = (self.rig.kiosk(kid) or {}).get("boot") or 0
+        self.rig.fleet.power(kid, True)
+        wait_until(lambda: (lambda k: k and k["online"] and k["boot"] != boot)(self.rig.kiosk(kid)), 60,
+                   f"{kid} back after its reboot", every=0.2)
+        self.rig.check_locked_after_boot(kid)
+
+    # -- the faults -----------------------------------------------------------
+    def ack_flood(self, kid: str) -> None:
+        import paho.mqtt.client as mqtt
+        self.rig.bridge.stop()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"flood-{kid}-{time.monotonic_ns()}")
+        c.max_inflight_messages_set(100)
+        c.connect("127.0.0.1", self.rig.broker.port)
+        c.loop_start()
+        try:
+            self.forced(kid)
+            sent = [c.publish(f"kiosk/{kid}/ack", JUNK_ACKS[i % len(JUNK_ACKS)] + b" " * (i % 7), qos=1)
+                    for i in range(600)]
+            for m in sent:
+                m.wait_for_publish(20)
+            self.rig.count("junk_acks", len(sent))
+            self.forced(kid)
+        finally:
+            c.loop_stop()
+            c.disconnect()
+            self.rig.bridge.start()
+
+    def corrupt(self, kid: str) -> None:
+        had = self.stored(kid)["events_stored_upto"]
+        self.rig.bridge.stop()
+        try:
+            self.forced(kid, 2)
+            self.rig.fleet.power(kid, False)
+            new = sorted(s for s in journal_records(self.flash(kid)) if s > had)
+            victim = new[len(new) // 2]
+            for seg in (self.flash(kid) / "journal").glob("*.log"):
+                data = seg.read_bytes()
+                at = data.find(b'{"s":%d,' % victim)
+                if at >= 0:
+                    seg.write_bytes(data[:at + 12] + bytes([data[at + 12] ^ 1]) + data[at + 13:])
+                    self.rig.count("records_corrupted")
+        finally:
+            self.rig.bridge.start()
+        self.reboot(kid)
+
+    def wipe(self, kid: str) -> None:
+        # The field guide's replacement: the old board's records are in the
+        # store first (it reported them), then a new board takes its id and key.
+        import shutil
+        k = self.stored(kid)
+        self.old[kid].append((k["journal"], journal_records(self.flash(kid))))
+        self.rig.fleet.power(kid, False)
+        shutil.rmtree(self.flash(kid))
+        self.rig.fleet.kiosk(kid).provision(self.key(kid))
+        self.rig.fleet.power(kid, True)
+        wait_until(lambda: (lambda x: x and x["online"] and x["journal"] != k["journal"])(self.rig.kiosk(kid)),
+                   60, f"{kid}'s new board online", every=0.2)
+        self.rig.check_locked_after_boot(kid)
+        self.rig.count("journals_wiped")
+
+    def full_flash(self, kid: str) -> None:
+        # The flash shrunk to what it holds: the journal first frees what
+        # the host already has (acknowledged segments), so shrink again
+        # until nothing is left to free and the kiosk says it is full.
+        full = lambda: (lambda x: x and x["custody"]["storage_full"])(self.rig.kiosk(kid))  # noqa: E731
+        try:
+            for _ in range(8):
+                used = self.rig.fleet.flash(kid, None)["used"]
+                self.rig.fleet.flash(kid, used + 64)
+                self.forced(kid)
+                try:
+                    wait_until(full, 15, f"{kid}'s full flash at the bridge", every=0.2)
+                    break
+                except AssertionError:
+                    continue
+            else:
+                raise Problem(f"{kid}: a full flash never reached the bridge as storage_full")
+            self.rig.count("flash_filled")
+        finally:
+            self.rig.fleet.flash(kid, None)
+
+    def recovery_cut(self, kid: str) -> None:
+        status, r = self.rig.bridge.request("POST", f"/api/kiosks/{kid}/commands", {"op": "home", "args": {}})
+        time.sleep(self.rng.uniform(0.05, 1.0))
+        _cut(self.rig, kid)
+        self.rig.fleet.power(kid, True)
+        time.sleep(self.rng.uniform(0.02, 1.2))    # into the boot that closes the operation
+        _cut(self.rig, kid)
+        self.rig.count("recovery_boots_cut")
+        self.reboot(kid)
+
+    # -- the accounting ---------------------------------------------------------
+    def events_of(self, kid: str, journal: str) -> list[dict[str, Any]]:
+        out, after = [], 0
+        while True:
+            page = self.rig.bridge.get(f"/api/kiosks/{kid}/events?after={after}&limit=1000&journal={journal}")
+            out += page["events"]
+            if not page["next"]:
+                return out
+            after = page["next"]["after"]
+
+    def account(self, kid: str) -> Counter:
+        out: Counter = Counter()
+        k = self.stored(kid, 120)
+        journals = self.old[kid] + [(k["journal"], journal_records(self.flash(kid)))]
+        ids: Counter = Counter()
+        for journal, recs in journals:
+            gaps = [(g["from"], g["to"]) for g in k["custody"]["gaps"] if g["journal"] == journal]
+            events = self.events_of(kid, journal)
+            seqs = Counter(e["seq"] for e in events)
+            stored = {e["seq"]: e["body"] for e in events}
+            out["events_duplicated"] += sum(n - 1 for n in seqs.values() if n > 1)
+            out["events_duplicated"] += sum(1 for s, r in recs.items() if s in stored and signed_fields(stored[s]) != r)
+            top = max(list(stored) + list(recs), default=0)
+            covered = {s for a, z in gaps for s in range(a, z + 1)}
+            silent = [s for s in range(1, top + 1) if s not in stored and s not in covered]
+            out["events_lost"] += len(silent)
+            out["events_reported_lost"] += len(covered - set(stored))
+            out["events_checked"] += len(stored)
+            ids.update(e["body"]["id"] for e in events if e["body"]["k"] in ("op", "pickup"))
+            if silent:
+                raise Problem(f"{kid}: journal {journal} seqs {silent[:10]} lost with no loss record")
+        again = [i for i, n in ids.items() if n > 1]
+        out["pickups_repeated"] += len(again)
+        if again:
+            raise Problem(f"{kid}: commands with two outcomes: {again[:5]}")
+        if k["custody"]["gaps"] and not any(a.startswith("custody gap") for a in k["alarms"]):
+            raise Problem(f"{kid}: custody gaps without an alarm: {k['custody']['gaps'][:3]}")
+        return out
+
+
+def custody_run(rig: Rig, rounds: int, seed: int, log=print) -> dict[str, int]:
+    """rounds faults, each of CUSTODY_FAULTS in turn, on a random kiosk."""
+    c = Custody(rig, seed)
+    for kid in rig.fleet.ids:
+        rig.settled(kid)
+    for i in range(rounds):
+        fault = CUSTODY_FAULTS[i % len(CUSTODY_FAULTS)]
+        kid = c.rng.choice(rig.fleet.ids)
+        getattr(c, fault)(kid)
+        rig.count(f"custody_{fault}")
+        rig.settled(kid, 30)
+        if (i + 1) % 10 == 0:
+            log(f"{i + 1} custody faults")
+    out: Counter = Counter()
+    for kid in rig.fleet.ids:
+        rig.settled(kid, 30)
+        out.update(c.account(kid))
+        rig.check_world(kid)
+        w = rig.fleet.world(kid)["world"]
+        if any(lk["energized"] for lk in w["locks"].values()):
+            rig.count("doors_left_unlocked")
+            raise Problem(f"{kid}: a lock energised at the end")
+    out.update(rig.counts)
+    for k in ("doors_left_unlocked", "violations"):
+        out.setdefault(k, 0)
+    return dict(out)
