@@ -126,6 +126,7 @@ async def _up(policies=FAST):
     hal.reset = lambda: resets.append(time.ticks_ms())
     r = Replies(app.link)
     app.ota.quiet_ms = 500
+    app.link.up = True      # connected (no broker here): a switch needs the host for the trial
     app.ctl.start()
     app.ota.start(app.ctl.supervisor)
     assert await kit.wait_for(app.ctl.settled, 5000)
@@ -201,6 +202,11 @@ async def _waits_for_idle():
     await asyncio.sleep_ms(1500)
     assert not resets and not _ota_records(app, "switching")
     ctl.submit("svc-end", "service_end", {})
+    # Idle, but the link is down: no switch either (the trial could not confirm).
+    app.link.up = False
+    await asyncio.sleep_ms(1500)
+    assert not resets
+    app.link.up = True
     assert await kit.wait_for(lambda: resets, 3000)
     # A patient's door open: not idle either (checked on the controller itself).
     w.handle({"op": "door", "door": "pickup", "action": "force"})
@@ -209,7 +215,7 @@ async def _waits_for_idle():
     await app.stop()
 
 
-def test_the_switch_waits_until_the_kiosk_is_idle():
+def test_the_switch_waits_until_the_kiosk_is_idle_and_connected():
     asyncio.run(_waits_for_idle())
 
 
@@ -426,6 +432,7 @@ def _as_trial(trial_s=60):
 async def _trial_confirms():
     _as_trial()
     app, w, r, resets = await _up()
+    app.link.up = False
     (tr,) = _ota_records(app, "trial")
     assert tr["version"] == "0.1.0" and tr["from"] == "1.0.0" and tr["slot"] == "b" and tr["deadline_s"] == 60
     await asyncio.sleep_ms(600)
@@ -449,6 +456,7 @@ def test_a_trial_confirms_itself_once_healthy_and_acknowledged():
 async def _trial_deadline():
     _as_trial(trial_s=1)
     app, w, r, resets = await _up()
+    app.link.up = False
     assert await kit.wait_for(lambda: resets, 4000)
     (f,) = _ota_records(app, "trial_failed")
     assert f["why"].startswith("link down"), f

@@ -565,9 +565,11 @@ class Updater:
     def _maybe_switch(self, st):
         """Restart into the staged firmware once the kiosk has been idle a
         while: no operation running or waiting, nothing moving, doors shut
-        and locked, no service session, no patient's scan waiting. The check
-        and the restart happen in one step, so nothing can start between."""
-        if not self.ctl.idle():
+        and locked, no service session, no patient's scan waiting; and while
+        the link is up, since the trial needs the host to confirm it. The
+        check and the restart happen in one step, so nothing can start
+        between."""
+        if not self.ctl.idle() or not self.link.up:
             self.quiet = None
             return
         now = time.ticks_ms()
