@@ -54,11 +54,12 @@ bench: $(TEST_STAMP) mpylibs build
 	$(VPY) benchmarks/run_all.py
 
 # Long fault-injection runs: 500 power cuts, 100 broker/bridge/network
-# outages and 50 custody faults (ack floods, corrupt records, wiped
-# journals, full flash, cuts in the recovery boot) on emulated kiosks
-# behind a real bridge; prints every count.
-# Short versions run in `make test` (tests/test_torture.py).
-TORTURE_ARGS ?= --cuts 500 --outages 100 --custody 50 --kiosks 4 --seed 1
+# outages, 50 custody faults (ack floods, corrupt records, wiped journals,
+# full flash, cuts in the recovery boot) and 72 power cuts during firmware
+# updates on emulated kiosks behind a real bridge; prints every count.
+# Short versions of all but the update cuts run in `make test`
+# (tests/test_torture.py).
+TORTURE_ARGS ?= --cuts 500 --outages 100 --custody 50 --ota-cuts 72 --kiosks 4 --seed 1
 torture: $(TEST_STAMP) mpylibs build
 	$(VPY) benchmarks/torture.py $(TORTURE_ARGS)
 

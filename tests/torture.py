@@ -29,6 +29,7 @@ tests/test_torture.py runs short ones inside `make test`.
 from __future__ import annotations
 
 import http.client
+import json
 import random
 import threading
 import time
@@ -103,6 +104,14 @@ class Rig:
         wait_until(lambda: (lambda k: k and all(d.get("door") == "closed" and d.get("bolt") == "engaged"
                                                  for d in k["doors"].values()) and len(k["doors"]) == 2)(
             self.kiosk(kid)), timeout, f"{kid}'s doors settled")
+
+    def shut_doors(self, kid: str) -> None:
+        """A door someone held open when the power went is shut again."""
+        for door in ("pickup", "service"):
+            try:
+                self.fleet.door(kid, door, "close")
+            except EmulatorError:
+                pass
 
     # -- checks ----------------------------------------------------------------
     def check_locked_after_boot(self, kid: str) -> None:
@@ -187,6 +196,20 @@ class Rig:
         if not all(ok for _, ok in self.pharmacy.got):
             raise Problem("a webhook's signature did not verify")
         return n
+
+    def check_no_switch_mid_operation(self, kid: str) -> None:
+        """A firmware switch restarts the kiosk only when it is idle: the
+        boot after a `switching` record closes no operation cut short
+        (read from the store: the flash may have rotated old records away)."""
+        recs = [e["body"] for e in self.bridge.events(kid)]
+        switched_from = {r["b"] for r in recs if r["k"] == "ota" and r.get("ev") == "switching"}
+        for r in recs:
+            # The boot that switched ended right after its `switching` record
+            # (the restart, or at worst a cut in between): nothing ran then.
+            if r["k"] == "op" and r.get("reason") == "reset" and r["b"] - 1 in switched_from:
+                self.count("switches_mid_operation")
+                raise Problem(f"{kid}: the switch of boot {r['b'] - 1} cut operation {r.get('id')} short")
+        self.count("switches_checked", len(switched_from))
 
     def check_world(self, kid: str) -> None:
         w = self.fleet.world(kid)["world"]
@@ -381,12 +404,7 @@ def power_cut_run(rig: Rig, cuts_per_kiosk: int, seed: int, log=print) -> dict[s
                 rig.fleet.power(kid, True)
                 rig.wait_online(kid, boot)
                 rig.check_locked_after_boot(kid)
-                # a door someone held open when the power went is shut again
-                for door in ("pickup", "service"):
-                    try:
-                        rig.fleet.door(kid, door, "close")
-                    except EmulatorError:
-                        pass
+                rig.shut_doors(kid)
                 if (i + 1) % 10 == 0:
                     log(f"{kid}: {i + 1} cuts")
         except BaseException as e:  # reported by the caller
@@ -680,3 +698,211 @@ def custody_run(rig: Rig, rounds: int, seed: int, log=print) -> dict[str, int]:
     for k in ("doors_left_unlocked", "violations"):
         out.setdefault(k, 0)
     return dict(out)
+
+
+# -- firmware updates under power cuts (docs/ota.md) ------------------------------
+OTA_PHASES = ("transfer", "switch", "trial")
+
+
+def build_releases(root: Path, versions: tuple[str, ...]) -> dict[str, bytes]:
+    """A release (.tar.gz of `python -m kiosk_host.build --version V`) per version."""
+    import io
+    import subprocess
+    import sys
+    import tarfile
+
+    out = {}
+    for v in versions:
+        tree = root / f"release-{v}"
+        r = subprocess.run([sys.executable, "-m", "kiosk_host.build", "--out", str(tree), "--version", v],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            t.add(str(tree), arcname=".")
+        out[v] = buf.getvalue()
+    return out
+
+
+def _boot_state(flash: Path) -> dict[str, Any]:
+    """The boot selector's state on a kiosk's flash (firmware/bootsel.py)."""
+    for name in ("boot.json", "boot.json.tmp"):
+        try:
+            return json.loads((flash / "fw" / name).read_text())
+        except (OSError, ValueError):
+            pass
+    return {}
+
+
+def _journal(flash: Path) -> dict[int, dict[str, Any]]:
+    for _ in range(5):
+        try:
+            return journal_records(flash)
+        except (OSError, ValueError):   # a segment rotated away while read: again
+            time.sleep(0.05)
+    return {}
+
+
+def _ota_records(flash: Path, release: str, after: int = 0) -> list[str]:
+    """The `ev` of the kiosk's update records for release journaled after
+    seq `after`, in order."""
+    recs = _journal(flash)
+    return [recs[s]["ev"] for s in sorted(recs)
+            if s > after and recs[s]["k"] == "ota" and recs[s].get("release") == release]
+
+
+def cut_phase(flash: Path, release: str, after: int) -> str:
+    """Where the update to release stood when the power went, from what the
+    flash holds (the kiosk is off, so it holds still): `transfer` (offered,
+    files arriving or being checked), `switch` (staged and waiting for idle,
+    `switching` written, or the trial armed but not started), `trial` (the
+    selector started the new firmware, not yet confirmed), or `before`/
+    `after` when the cut missed the update altogether. Only the records
+    after seq `after` count: the same release may have come before."""
+    evs = _ota_records(flash, release, after)
+    st = _boot_state(flash)
+    if "confirmed" in evs or "current" in evs:
+        return "after"
+    if st.get("trial") and st.get("trying") and st.get("release") == release:
+        return "trial"
+    if "trial" in evs or "trial_failed" in evs or "rolled_back" in evs:
+        return "after" if not st.get("trial") else "trial"
+    if st.get("trial") or "staged" in evs or "switching" in evs:
+        return "switch"
+    if "staging" in evs or "resumed" in evs:
+        return "transfer"
+    return "before"
+
+
+def ota_cut_run(rig: Rig, cuts_per_kiosk: int, seed: int, log=print) -> dict[str, int]:
+    """Each kiosk works (pickups, restocks, temperatures) while releases are
+    rolled out to it, one after the other, and its power is cut at a random
+    instant of the transfer, around the switch, or during the trial boot.
+    After every cut the kiosk runs the old or the new firmware, never
+    neither: it comes back online, its birth, its journal and its flash
+    agree on which, and the rollout ends confirmed (the update survived the
+    cut) or rolled back (the trial did not), never failed. At the end, on
+    top of the power-cut checks: no switch ever cut an operation short."""
+    from bridge_support import http
+
+    releases = build_releases(rig.root, ("1.0.1", "1.0.2"))
+    ids: dict[str, str] = {}
+    for v, data in releases.items():
+        status, r = http("POST", rig.bridge.url + "/api/releases", raw=data, token=rig.bridge.tokens["admin"],
+                         headers={"content-type": "application/octet-stream"})
+        if status != 201:
+            raise Problem(f"release {v} refused: {r}")
+        ids[v] = r["release_id"]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def work(kid: str) -> None:
+        w = Worker(rig, kid, seed + 2)
+        try:
+            while not stop.is_set():
+                if w.powered():
+                    w.one_operation()
+                time.sleep(w.rng.uniform(0.5, 3.0))   # idle moments: the kiosk may switch then
+        except BaseException as e:
+            errors.append(e)
+
+    def rollout_state(rid: str) -> dict[str, Any] | None:
+        try:
+            status, ro = rig.bridge.request("GET", f"/api/rollouts/{rid}")
+        except NOT_THERE:
+            return None
+        return ro if status == 200 else None
+
+    def wait_for(pred, timeout: float, every: float = 0.1) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            time.sleep(every)
+        return False
+
+    def kiosk_loop(kid: str) -> None:
+        rng = random.Random(f"{seed}:{kid}:ota")
+        try:
+            for i in range(cuts_per_kiosk):
+                t0 = time.monotonic()
+                k = rig.wait_online(kid, 0)
+                old = k["fw"]
+                new = "1.0.2" if old == "1.0.1" else "1.0.1"
+                flash = rig.fleet.kiosk(kid).flash
+                seq0 = max(_journal(flash), default=0)     # what came before this update
+                status, r = rig.bridge.request("POST", "/api/rollouts", {"release_id": ids[new], "kiosks": [kid],
+                                                                       "canary": 0}, who="admin")
+                if status != 202:
+                    raise Problem(f"{kid}: rollout of {new} refused: {r}")
+                rid = r["rollout_id"]
+                phase = OTA_PHASES[i % len(OTA_PHASES)]
+
+                def at(*states):
+                    return lambda: (lambda ro: ro is not None and ro["kiosks"][kid] in states)(rollout_state(rid))
+                if phase == "transfer":
+                    wait_for(at("transferring", "staged", "rebooting", "confirmed"), 60)
+                    time.sleep(rng.uniform(0.0, 2.0))
+                elif phase == "switch":
+                    wait_for(at("staged", "rebooting", "confirmed"), 60)
+                    time.sleep(rng.uniform(3.0, 8.0))        # the switch comes after 5 s of idle
+                else:
+                    # The selector has spent the try and started the new
+                    # firmware, which confirms itself a few tenths of a
+                    # second later in the emulator: cut before it can.
+                    wait_for(lambda: (lambda st: st.get("trying") and st.get("release") == ids[new])(
+                        _boot_state(flash)), 120, every=0.005)
+                    time.sleep(rng.uniform(0.0, 0.15))
+                _cut(rig, kid)
+                rig.count("power_cuts")
+                where = cut_phase(flash, ids[new], seq0)
+                rig.count(f"ota_cuts_{where}")
+                if where == "switch" and "switching" in _ota_records(flash, ids[new], seq0):
+                    rig.count("ota_cuts_switch_after_switching")   # the restart under way
+                boot = (rig.kiosk(kid) or {}).get("boot") or 0
+                rig.fleet.power(kid, True)
+                rig.wait_online(kid, boot, 90)
+                rig.check_locked_after_boot(kid)
+                if not wait_for(lambda: (rollout_state(rid) or {}).get("state") in ("completed", "halted"), 240):
+                    raise Problem(f"{kid}: the rollout of {new} never ended: {rollout_state(rid)}")
+                ro = rollout_state(rid)
+                end = ro["kiosks"][kid]
+                if end not in ("confirmed", "rolled_back"):
+                    rig.count("ota_failed")
+                    raise Problem(f"{kid}: the update to {new} ended {end}: {ro['detail'][kid]}")
+                rig.count(f"ota_{end}")
+                rig.count(f"ota_{where}_{end}")
+                want = new if end == "confirmed" else old
+                wait_until(lambda: (lambda k: k and k["online"] and k["fw"] == want)(rig.kiosk(kid)), 60,
+                           f"{kid} online on {want}")
+                st = _boot_state(rig.fleet.kiosk(kid).flash)
+                manifest = (rig.fleet.kiosk(kid).flash / "fw" / st.get("active", "?") / "manifest.txt")
+                head = manifest.read_text().split("\n")[:2] if manifest.exists() else []
+                if st.get("trial") or head != ["kiosk-slot 1", f"version {want}"]:
+                    rig.count("ota_neither")
+                    raise Problem(f"{kid}: the flash says {st} / {head}, the kiosk runs {want}")
+                rig.count("ota_old_or_new")
+                rig.shut_doors(kid)
+                log(f"{kid}: update cut {i + 1}: {old} -> {new}, cut aimed at the {phase}, came {where}, "
+                    f"ended {end} ({time.monotonic() - t0:.0f} s)")
+        except BaseException as e:
+            errors.append(e)
+
+    workers = [threading.Thread(target=work, args=(kid,), daemon=True) for kid in rig.fleet.ids]
+    loops = [threading.Thread(target=kiosk_loop, args=(kid,), daemon=True) for kid in rig.fleet.ids]
+    for t in workers + loops:
+        t.start()
+    for t in loops:
+        t.join()
+    stop.set()
+    for t in workers:
+        t.join(60)
+    if errors:
+        raise errors[0]
+    for kid in rig.fleet.ids:
+        rig.settled(kid)
+        rig.check_no_switch_mid_operation(kid)
+    out = rig.final_checks()
+    out.update(rig.counts)
+    return out
