@@ -242,6 +242,43 @@ def test_the_transfer_waits_while_the_carousel_moves():
     asyncio.run(_transfer_pauses_while_an_operation_runs())
 
 
+async def _next_window_once_the_carousel_stops():
+    _running_slot()
+    app, w, r, resets = await _up()
+    ctl = app.ctl
+    man, parts = release(_files())
+    moving = [False]
+    real = ctl.moving
+    ctl.moving = lambda: moving[0] or real()
+
+    def wants():
+        return [i for s, i in r.of("c3b") if i.get("step") == "transferring"]
+    assert app.link.gate.handle(command("ota", offer("rel-3b", man, parts), "c3b")) == "in_progress"
+    assert await kit.wait_for(lambda: wants(), 3000)
+    # A window arrives while the carousel turns: it goes to flash, and the
+    # next is not asked for while the move lasts.
+    moving[0] = True
+    host = Host(app, "rel-3b", parts, r, "c3b", size=200)
+    host.pump()
+    assert host.sent == 8 and app.ota.got == 8
+    await asyncio.sleep_ms(400)
+    assert len(wants()) == 1
+    # The move ends: the next window is asked for then, not when the line
+    # would have been quiet for the retry time (3 s).
+    moving[0] = False
+    t0 = time.ticks_ms()
+    assert await kit.wait_for(lambda: len(wants()) == 2, 2500), wants()
+    assert time.ticks_diff(time.ticks_ms(), t0) < 1000
+    assert 200 < len(man) <= 400     # the manifest took 2 chunks, kiosk/app.mpy the 6 others
+    assert (wants()[1]["file"], wants()[1]["offset"]) == (1, 6 * 200), wants()
+    assert await host.until(lambda: _staged(app) or resets)
+    await app.stop()
+
+
+def test_the_next_window_is_asked_for_as_soon_as_the_carousel_stops():
+    asyncio.run(_next_window_once_the_carousel_stops())
+
+
 async def _resume():
     _running_slot()
     app, w, r, resets = await _up()
