@@ -491,6 +491,8 @@ class Updater:
                 await self._resume(st, task)
                 if st["state"] == "receiving":
                     self._want()
+            elif self.got >= _WINDOW:
+                self._want()      # the window came in while busy: the next one now
             elif self.asked is None or time.ticks_diff(time.ticks_ms(), self.asked) >= self.retry:
                 if self.asked is not None:
                     self.retry = min(self.retry * 2, _RETRY_MAX_MS)
