@@ -864,7 +864,9 @@ def ota_cut_run(rig: Rig, cuts_per_kiosk: int, seed: int, log=print) -> dict[str
                 rig.fleet.power(kid, True)
                 rig.wait_online(kid, boot, 90)
                 rig.check_locked_after_boot(kid)
-                if not wait_for(lambda: (rollout_state(rid) or {}).get("state") in ("completed", "halted"), 240):
+                # A kiosk doing pickup after pickup takes its time (it takes
+                # chunks between operations and switches only when idle).
+                if not wait_for(lambda: (rollout_state(rid) or {}).get("state") in ("completed", "halted"), 900):
                     raise Problem(f"{kid}: the rollout of {new} never ended: {rollout_state(rid)}")
                 ro = rollout_state(rid)
                 end = ro["kiosks"][kid]
