@@ -822,10 +822,22 @@ def ota_cut_run(rig: Rig, cuts_per_kiosk: int, seed: int, log=print) -> dict[str
             time.sleep(every)
         return False
 
+    def locked_after_boot(kid: str) -> None:
+        """The locks are off once the kiosk is back; a kiosk that restarts
+        into its staged firmware right away is checked after that boot."""
+        for _ in range(60):
+            try:
+                return rig.check_locked_after_boot(kid)
+            except EmulatorError:
+                time.sleep(0.5)
+        raise Problem(f"{kid}: its world could not be read for 30 s after it came back")
+
     def kiosk_loop(kid: str) -> None:
         rng = random.Random(f"{seed}:{kid}:ota")
         try:
             for i in range(cuts_per_kiosk):
+                if stop.is_set():
+                    return      # another kiosk failed: end now
                 t0 = time.monotonic()
                 k = rig.wait_online(kid, 0)
                 old = k["fw"]
@@ -863,11 +875,15 @@ def ota_cut_run(rig: Rig, cuts_per_kiosk: int, seed: int, log=print) -> dict[str
                 boot = (rig.kiosk(kid) or {}).get("boot") or 0
                 rig.fleet.power(kid, True)
                 rig.wait_online(kid, boot, 90)
-                rig.check_locked_after_boot(kid)
+                locked_after_boot(kid)
+                rig.shut_doors(kid)    # held open by someone when the power went: it would block the switch
                 # A kiosk doing pickup after pickup takes its time (it takes
                 # chunks between operations and switches only when idle).
-                if not wait_for(lambda: (rollout_state(rid) or {}).get("state") in ("completed", "halted"), 900):
+                if not wait_for(lambda: stop.is_set() or (rollout_state(rid) or {}).get("state") in (
+                        "completed", "halted"), 900):
                     raise Problem(f"{kid}: the rollout of {new} never ended: {rollout_state(rid)}")
+                if stop.is_set():
+                    return
                 ro = rollout_state(rid)
                 end = ro["kiosks"][kid]
                 if end not in ("confirmed", "rolled_back"):
@@ -889,7 +905,9 @@ def ota_cut_run(rig: Rig, cuts_per_kiosk: int, seed: int, log=print) -> dict[str
                 log(f"{kid}: update cut {i + 1}: {old} -> {new}, cut aimed at the {phase}, came {where}, "
                     f"ended {end} ({time.monotonic() - t0:.0f} s)")
         except BaseException as e:
+            log(f"{kid}: {e!r}")
             errors.append(e)
+            stop.set()
 
     workers = [threading.Thread(target=work, args=(kid,), daemon=True) for kid in rig.fleet.ids]
     loops = [threading.Thread(target=kiosk_loop, args=(kid,), daemon=True) for kid in rig.fleet.ids]
