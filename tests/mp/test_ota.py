@@ -219,14 +219,18 @@ def test_the_switch_waits_until_the_kiosk_is_idle_and_connected():
     asyncio.run(_waits_for_idle())
 
 
+def _hold_carousel(ctl, moving):
+    """The carousel turning for as long as the test says (moving[0])."""
+    real = ctl.moving
+    ctl.moving = lambda: moving[0] or real()
+    return moving
+
+
 async def _transfer_pauses_while_an_operation_runs():
     _running_slot()
     app, w, r, resets = await _up()
-    ctl = app.ctl
     man, parts = release(_files())
-    moving = [True]
-    real = ctl.moving
-    ctl.moving = lambda: moving[0] or real()   # the carousel turning, for as long as this test says
+    moving = _hold_carousel(app.ctl, [True])
     assert app.link.gate.handle(command("ota", offer("rel-3", man, parts), "c3")) == "in_progress"
     await asyncio.sleep_ms(1500)
     # The offer is taken, but nothing touches the flash while the carousel moves.
@@ -245,11 +249,8 @@ def test_the_transfer_waits_while_the_carousel_moves():
 async def _next_window_once_the_carousel_stops():
     _running_slot()
     app, w, r, resets = await _up()
-    ctl = app.ctl
     man, parts = release(_files())
-    moving = [False]
-    real = ctl.moving
-    ctl.moving = lambda: moving[0] or real()
+    moving = _hold_carousel(app.ctl, [False])
 
     def wants():
         return [i for s, i in r.of("c3b") if i.get("step") == "transferring"]
