@@ -140,7 +140,8 @@ def dashboard(rig: Rig, role: str):
             page.fill("#login-name", name)
             page.fill("#login-password", password)
             page.click("#login-submit")
-            expect(page.locator("#who")).to_have_text(f"{name} ({role})")
+            # A login's Argon2 check can take seconds on a loaded machine.
+            expect(page.locator("#who")).to_have_text(f"{name} ({role})", timeout=30_000)
             yield page
         finally:
             browser.close()
