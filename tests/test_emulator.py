@@ -216,7 +216,8 @@ def test_ctrl_c_on_the_pty_stops_with_locks_off_and_motor_disabled(rig):
         assert not any(lk["energized"] for lk in w["locks"].values())
         assert not any(c["enabled"] for c in w["carousels"].values())
         assert w["violations"] == []
-        assert rig.fleet.kiosk(kid).console.mode == "idle"
+        # The console notes the prompt as it passes it on: a moment after we see it.
+        wait_for(lambda: rig.fleet.kiosk(kid).console.mode == "idle", 5, "the console idle at the prompt")
         p.send(b"import kiosk.app\r")
         p.read_until(b">>> ")
         p.send(b"print('stopped', kiosk.app.kiosk.ctl.stopped, len(kiosk.app.kiosk.locks))\r")
