@@ -606,24 +606,27 @@ class Custody:
         self.rig.count("journals_wiped")
 
     def full_flash(self, kid: str) -> None:
-        # The flash shrunk to what it holds: the journal first frees what
-        # the host already has (acknowledged segments), so shrink again
-        # until nothing is left to free and the kiosk says it is full.
+        # The flash shrunk to what it holds, with the bridge away: the
+        # journal first frees what the host already has (acknowledged
+        # segments; with the host there that goes on as long as it acks),
+        # then gives up its reserve and says it is full. The bridge, back,
+        # must show it.
         full = lambda: (lambda x: x and x["custody"]["storage_full"])(self.rig.kiosk(kid))  # noqa: E731
+        self.rig.bridge.stop()
         try:
-            for _ in range(8):
+            for _ in range(3):
                 used = self.rig.fleet.flash(kid, None)["used"]
                 self.rig.fleet.flash(kid, used + 64)
                 self.forced(kid)
-                try:
-                    wait_until(full, 15, f"{kid}'s full flash at the bridge", every=0.2)
-                    break
-                except AssertionError:
-                    continue
-            else:
-                raise Problem(f"{kid}: a full flash never reached the bridge as storage_full")
+            self.rig.bridge.start()
+            try:
+                wait_until(full, 30, f"{kid}'s full flash at the bridge", every=0.2)
+            except AssertionError:
+                raise Problem(f"{kid}: a full flash never reached the bridge as storage_full") from None
             self.rig.count("flash_filled")
         finally:
+            if self.rig.bridge.proc is None:
+                self.rig.bridge.start()
             self.rig.fleet.flash(kid, None)
 
     def recovery_cut(self, kid: str) -> None:
