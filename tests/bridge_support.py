@@ -4,6 +4,7 @@ against the source of truth)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -119,9 +120,13 @@ class BridgeProc:
                 "--http", f"127.0.0.1:{self.port}", "--keys", str(self.keys), "--command-ttl", str(self.ttl)]
         if verbose:
             args.append("-v")
-        args += self.extra
         if self.share:
-            args += ["--share", self.share]
+            # The group as production keeps it: a secret in a private file,
+            # the same for every bridge given the same name.
+            group = self.root / "share-group"
+            group.write_text(hashlib.sha256(self.share.encode()).hexdigest()[:32] + "\n")
+            group.chmod(0o600)
+            args += ["--share-file", str(group)]
         args += self.extra
         self.starts += 1
         log = open(self.root / f"{self.name}.log", "ab")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import signal
 import socket
 import ssl
@@ -338,6 +339,49 @@ def test_shared_subscriptions_split_the_fleet_between_bridges(fleet, clients):
     assert b1.got("kiosk/kiosk-a/evt") and b2.got("kiosk/kiosk-a/evt")
     b1.wait(lambda: b1.got("kiosk/kiosk-a/reply") + b2.got("kiosk/kiosk-a/reply"), "reply")
     b1.wait(lambda: b1.got("kiosk/kiosk-a/tele") + b2.got("kiosk/kiosk-a/tele"), "tele")
+
+
+def _split(fleet, clients, group: str, thief_filters: list[str], n: int = 40) -> tuple[list[str], list[str]]:
+    """Two bridges in `group`, a kiosk's login (kiosk-b, as from a stolen
+    board) subscribed to thief_filters, n events from kiosk-a: (what the
+    bridges got between them, what was sent)."""
+    b1 = ok(clients("bridge-1", v5=True))
+    b2 = ok(clients("bridge-2", v5=True))
+    for b in (b1, b2):
+        assert not any(rc.is_failure for rc in b.subscribe(*[f"$share/{group}/kiosk/+/evt"]))
+    thief = ok(clients("kiosk-b", v5=True))
+    thief.subscribe(*thief_filters)
+    a = ok(clients("kiosk-a"))
+    sent = [mark(f"s{i}") for i in range(n)]
+    for p in sent:
+        a.publish("kiosk/kiosk-a/evt", p)
+    end = time.monotonic() + 5
+    while True:
+        got = [m.payload.decode() for b in (b1, b2) for m in b.got("kiosk/kiosk-a/evt")]
+        if len(got) >= n or time.monotonic() > end:
+            return got, sent
+        time.sleep(0.05)
+
+
+def test_a_kiosk_login_can_join_a_share_group_it_can_name(fleet, clients):
+    """Why the bridges' group is a secret: mosquitto checks a shared
+    SUBSCRIBE's filter without its `$share/GROUP/` prefix, so a kiosk's
+    login may join any group it can name, and the broker then drops the
+    other kiosks' events it hands that member (finding 7)."""
+    got, sent = _split(fleet, clients, "bridges", ["$share/bridges/kiosk/+/evt"])
+    assert len(got) < len(sent), "the broker kept the kiosk out of a guessable group (then a plain name would do)"
+
+
+def test_a_kiosk_login_cannot_join_the_bridges_secret_share_group(fleet, clients):
+    """What `kiosk-bridge serve --share-file` does: a random group name that
+    kiosks are never told. A stolen kiosk login guessing names and joining
+    its own groups takes nothing from the bridges: every event reaches them,
+    each once."""
+    group = secrets.token_urlsafe(24)
+    got, sent = _split(fleet, clients, group, ["$share/bridges/kiosk/+/evt", "$share/kiosk/kiosk/+/evt",
+                                               "$share/share/kiosk/+/evt", "$share/default/kiosk/+/evt",
+                                               "kiosk/+/evt", "#"])
+    assert sorted(got) == sorted(sent)
 
 
 def test_a_bridge_can_only_do_what_the_host_does(fleet, clients):

@@ -55,6 +55,34 @@ def broker_settings(url: str, credentials_file: str | None = None, env=os.enviro
     return {"host": u.hostname, "port": port, "tls": u.scheme == "mqtts", "ca": ca, "user": user, "password": password}
 
 
+SHARE_GROUP = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+
+
+def read_share_group(path: str) -> str:
+    """The bridges' shared-subscription group, a secret kept in a file.
+
+    mosquitto's ACL never sees the `$share/GROUP/` prefix of a SUBSCRIBE, so
+    any login that may read `kiosk/+/evt` through the group's filter, a
+    kiosk's included (the broker then drops what the kiosk may not read),
+    can join a group it can name and take part of the fleet's messages from
+    the bridges. A random name of 128 bits or more that kiosks are never
+    told closes that: it is as hard to guess as a password, and kiosks can
+    neither read `$SYS` nor list subscriptions. So it is kept like a
+    password: in a file no one else can read, never on the command line."""
+    try:
+        st = os.stat(path)
+        text = Path(path).read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the share group {path}: {e.strerror}") from None
+    if st.st_mode & 0o077:
+        raise ConfigError(f"the share group {path} is readable by others (mode {st.st_mode & 0o777:o}): "
+                          f"chmod 600 {path}")
+    if not SHARE_GROUP.match(text):
+        raise ConfigError(f"the share group in {path} must be 22 to 64 letters, digits, '-' or '_', random: "
+                          "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+    return text
+
+
 class Keys:
     """Per-kiosk HMAC keys: <dir>/<kiosk id>.key, 64 hex digits (what
     `kiosk-bridge emulate` and `kioskctl provision` write). Files are read

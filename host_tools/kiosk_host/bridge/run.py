@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from .alerts import Alerter, Rules
-from .config import ConfigError, Keys
+from .config import ConfigError, Keys, read_share_group
 from .people import ADMIN, PHARMACIST, PHARMACY_SYSTEM, TECHNICIAN, VIEWER, People, PeopleError, new_password
 from .service import Bridge
 from .store import Store, StoreError
@@ -129,8 +129,14 @@ def serve_main(argv: list[str] | None = None) -> int:
                    help="sqlite:///PATH (default kiosk-bridge.sqlite3) or postgresql://...")
     p.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT for the API and dashboard (default 127.0.0.1:8080)")
     p.add_argument("--keys", required=True, help="folder of per-kiosk keys <id>.key")
-    p.add_argument("--share", metavar="GROUP",
-                   help="share the work with other bridges through MQTT v5 shared subscriptions ($share/GROUP/...)")
+    share = p.add_mutually_exclusive_group()
+    share.add_argument("--share-file", metavar="FILE",
+                       help="share the work with other bridges through MQTT v5 shared subscriptions "
+                            "($share/GROUP/...), GROUP being the random secret in FILE (mode 600): a kiosk's "
+                            "broker login cannot join a group it cannot name (docs/bridge-scaling.md)")
+    share.add_argument("--share", metavar="GROUP",
+                       help="the same with a group named here: only where no kiosk shares the broker (a kiosk's "
+                            "login can join a group it can guess and take messages from the bridges)")
     p.add_argument("--command-ttl", type=int, default=60, help="seconds a command stays valid (default 60, at most 300)")
     p.add_argument("--alerts", metavar="FILE",
                    help="alert rules and channels (TOML, docs/alerts.md); default: every alert shown, sent nowhere")
@@ -169,8 +175,13 @@ def serve_main(argv: list[str] | None = None) -> int:
         if a.webhook:
             from .webhooks import read_secret
             secret = read_secret(a.webhook_secret)
+        group = read_share_group(a.share_file) if a.share_file else a.share
+        if a.share:
+            print(f"kiosk-bridge: --share {a.share}: a kiosk's broker login that guesses the group can join it and "
+                  "take part of the fleet's messages from the bridges; use --share-file with a random secret",
+                  file=sys.stderr, flush=True)
         store = Store(a.db)
-        bridge = Bridge(a.broker, store, Keys(a.keys), share=a.share, credentials_file=a.broker_credentials,
+        bridge = Bridge(a.broker, store, Keys(a.keys), share=group, credentials_file=a.broker_credentials,
                         command_ttl_s=a.command_ttl, webhook_url=a.webhook, webhook_secret=secret).start()
         bridge.alerter = Alerter(bridge, rules).start()
     except (ConfigError, StoreError) as e:
