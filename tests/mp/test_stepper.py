@@ -248,17 +248,57 @@ async def test_stall_without_index_caught_on_next_home_pass():
     _idle_ok(sim, car)
 
 
+async def _unless_host_late(scenario, tries=3):
+    """Run scenario(rigs), which appends its (sim, car) to rigs, again after
+    a failure the loaded host can explain. Where the port schedules pin
+    IRQs (ESP32) the firmware reads a home-switch edge's step count when its
+    callback runs, and stops a stalled motor from the stall flag's callback;
+    its checks allow the backend's lag for that. On a loaded host the VM
+    can wait tens of ms for a CPU while the simulated motor steps on, a
+    delay no board has, which the simulation measures: a home-switch
+    callback that started, or a stall-flag callback that took, longer than
+    the lag lasts at full speed. Any other failure, and the last try's,
+    stands."""
+    for k in range(tries):
+        rigs = []
+        try:
+            return await scenario(rigs)
+        except (AssertionError, S.StepperFault):
+            sim, car = rigs[-1]
+            lag_us = car._backend.lag * 1000000 // car._max_speed
+            late = max(sim.home_irq_late_us, sim.diag_irq["took_us"])
+            if k == tries - 1 or late <= lag_us:
+                raise
+            print("a scheduled callback held %d us by the host (lag %d us): again" % (late, lag_us))
+
+
 async def test_stall_flag_from_driver():
-    w, sim, car = _rig(0, diag=True)
-    await car.home()
-    sim.set_fault("stall", True, after=60)
-    moved = sim.steps
-    await _fails(car.move_to_bin(6), S.STALL)
-    # the flag stops the pulses at once, not at the end of the move (within
-    # a few steps where the port schedules the pin IRQ: the backend's lag)
-    assert sim.steps - moved <= 60 + max(2, car._backend.lag), sim.steps - moved
-    assert not car.homed and car.bin_at_door() is None
-    _idle_ok(sim, car)
+    async def jam(rigs):
+        w, sim, car = _rig(0, diag=True)
+        rigs.append((sim, car))
+        await car.home()
+        sim.home_irq_late_us = 0    # homing copes with late callbacks itself
+        sim.set_fault("stall", True, after=60)
+        moved = sim.steps
+        await _fails(car.move_to_bin(6), S.STALL)
+        # The flag stops the pulses at once, not at the end of the move:
+        # within the backend's lag of the moment the firmware's callback for
+        # it ran. Where the port schedules pin IRQs (ESP32) the simulation
+        # measures that moment (sim.diag_irq): on a loaded host the VM can
+        # wait tens of ms for a CPU while the simulated motor steps on, a
+        # delay no board has, so the steps of that wait are allowed on top;
+        # and the stop must come from the flag's own callback (no pulse
+        # after it returned).
+        d = sim.diag_irq
+        assert d["flag"] == moved + 61, (d, moved)     # the stall began at the 61st step
+        host = 0
+        if d["start"] >= 0:                            # a scheduled callback (no hard IRQ)
+            assert d["end"] == sim.steps, (d, sim.steps)
+            host = d["start"] - d["flag"]
+        assert sim.steps - moved <= 60 + max(2, car._backend.lag) + host, (sim.steps - moved, d)
+        assert not car.homed and car.bin_at_door() is None
+        _idle_ok(sim, car)
+    await _unless_host_late(jam)
 
 
 async def test_home_switch_faults():
@@ -326,17 +366,21 @@ async def test_slip_caught_passing_home():
     # through home (9 -> 1, not ending there) must notice the switch
     # missing (1 step lost in 10) or in the wrong place (1 in 20)
     for every, word in ((10, "without"), (20, "active")):
-        w, sim, car = _rig(0, index=False)
-        await car.home()
-        sim.slip_every = every
-        sim.set_fault("slip", True)
-        for b in (3, 6, 9):
-            await car.move_to_bin(b)
-        assert sim.position < car.position   # the drift nothing could see yet
-        e = await _fails(car.move_to_bin(1), S.POSITION_LOST)
-        assert word in e.detail, (every, e.detail)
-        assert sim.dropped_steps > 0 and not car.homed
-        _idle_ok(sim, car)
+        async def drift(rigs):
+            w, sim, car = _rig(0, index=False)
+            rigs.append((sim, car))
+            await car.home()
+            sim.home_irq_late_us = 0    # homing copes with late callbacks itself
+            sim.slip_every = every
+            sim.set_fault("slip", True)
+            for b in (3, 6, 9):
+                await car.move_to_bin(b)
+            assert sim.position < car.position   # the drift nothing could see yet
+            e = await _fails(car.move_to_bin(1), S.POSITION_LOST)
+            assert word in e.detail, (every, e.detail)
+            assert sim.dropped_steps > 0 and not car.homed
+            _idle_ok(sim, car)
+        await _unless_host_late(drift)
     # with the index sensor the first short move is caught at once
     w, sim, car = _rig(0)
     await car.home()

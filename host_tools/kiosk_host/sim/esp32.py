@@ -81,26 +81,30 @@ class RMT:
         _lock.acquire()
         _owner[0] = me
         try:
-            while self._on:
-                if time.ticks_diff(now, self._t) < 0:
-                    break
-                if self._pos >= self._len:      # the last pulse has ended
-                    self._on = False
-                    self._edge(self._idle, self._t)
-                    self._end = self._t
-                    break
-                if self._refill and port.held():
-                    simworld.world().violation("RMT transmission longer than its memory while a flash "
-                                               "operation held off the refill interrupt")
-                    self._refill = False
-                self._edge(self._level, self._t)
-                d = self._items[self._pos]
-                self._t = time.ticks_add(self._t, d * self._ns // 1000)
-                self._level ^= 1
-                self._pos += 1
+            self._play_to(now)
         finally:
             _owner[0] = None
             _lock.release()
+
+    def _play_to(self, now):
+        """_play's work, with the lock held."""
+        while self._on:
+            if time.ticks_diff(now, self._t) < 0:
+                break
+            if self._pos >= self._len:      # the last pulse has ended
+                self._on = False
+                self._edge(self._idle, self._t)
+                self._end = self._t
+                break
+            if self._refill and port.held():
+                simworld.world().violation("RMT transmission longer than its memory while a flash "
+                                           "operation held off the refill interrupt")
+                self._refill = False
+            self._edge(self._level, self._t)
+            d = self._items[self._pos]
+            self._t = time.ticks_add(self._t, d * self._ns // 1000)
+            self._level ^= 1
+            self._pos += 1
 
     def wait_done(self, timeout=0):
         t0 = time.ticks_ms()
@@ -159,11 +163,27 @@ class RMT:
         if v is None:
             return self._on
         if not v:
-            now = time.ticks_us()
-            self._play(now)
-            if self._on:
-                self._on = False
-                self._edge(self._idle, now)
+            # Stop at one instant, read under the lock: with the time read
+            # first, the service thread could play pulses past it before
+            # the stop (the VM descheduled in between on a loaded host),
+            # and the stop's edge would land before them (a pulse of
+            # negative length).
+            me = _thread.get_ident()
+            mine = _owner[0] == me      # called from a callback run inside our own play
+            if not mine:
+                _lock.acquire()
+                _owner[0] = me
+            try:
+                now = time.ticks_us()
+                if not mine:            # (inside our own play: played up to its time already)
+                    self._play_to(now)
+                if self._on:
+                    self._on = False
+                    self._edge(self._idle, now)
+            finally:
+                if not mine:
+                    _owner[0] = None
+                    _lock.release()
 
     def deinit(self):
         self._on = False

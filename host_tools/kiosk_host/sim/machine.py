@@ -108,7 +108,52 @@ class Signal:
 
 
 def _dispatcher(handler, hard):
-    return lambda pin: port.irq(handler, pin, hard)
+    if hard:
+        return lambda pin: port.irq(handler, pin, True)
+    return _Scheduled(handler)
+
+
+class _Scheduled:
+    """A pin handler delivered through the scheduler (every pin IRQ on the
+    ESP32), timed. On a board it runs when the VM next serves the
+    scheduler; here the VM is a Linux process that a loaded host can
+    deschedule for tens of ms while the simulated hardware (a service
+    thread in real time) goes on. In the simulation nothing else holds a
+    scheduled callback back for long (the VM serves the scheduler between
+    bytecodes and in every sleep and poll; port.stall() is counted in
+    port.stats), so how late it ran is the host's doing, and so is most of
+    the time a handler of a few lines takes. Each run is reported to the
+    world (World.irq_ran) with both, so models and tests can tell them from
+    the firmware's own reaction. Allocates nothing per edge."""
+
+    def __init__(self, handler):
+        self._handler = handler
+        self._edge_us = 0       # the oldest edge whose callback has not run yet
+        self._waiting = False
+        self._run_cb = self._run  # bound once: scheduling it allocates nothing
+
+    def __call__(self, pin):
+        if not self._waiting:
+            self._waiting = True
+            self._edge_us = simworld.world().now_us()
+        port.irq(self._run_cb, pin, False)
+
+    def _run(self, pin):
+        w = simworld.world()
+        for tick in _hardware:   # the hardware as it stands when the callback starts
+            tick()
+        t0 = time.ticks_us()
+        late = -1               # a second callback for edges already timed
+        if self._waiting:
+            self._waiting = False
+            late = time.ticks_diff(t0, self._edge_us)
+        w.irq_ran(pin._id, late, -1)
+        try:
+            self._handler(pin)
+        finally:
+            for tick in _hardware:
+                tick()
+            w.irq_ran(pin._id, late, time.ticks_diff(time.ticks_us(), t0))
 
 
 # -- timers: one service thread runs every armed timer and the watchdog ----

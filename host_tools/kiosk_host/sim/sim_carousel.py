@@ -75,9 +75,25 @@ class Carousel:
         self.max_speed = cfg["max_speed"]
         self.accel = cfg["accel"]
         self._judge_ramp = None
+        # How late the firmware's scheduled callbacks (every pin IRQ on the
+        # ESP32) ran after the home-switch edges that raised them, worst
+        # since it was last zeroed: on a loaded host the VM process waits
+        # for a CPU while the simulated motor keeps stepping, which a
+        # board's CPU never does (machine._Scheduled). Tests use it to tell
+        # that delay from the firmware's own.
+        self.home_irq_late_us = 0
+        # The stall flag's last rise, in steps pulsed: at the flag, when the
+        # first callback after it started, when that callback returned (-1:
+        # not yet), with how late it started and how long it took; so a
+        # test can see the firmware stop the pulses in the flag's own
+        # callback, however late the host let it run.
+        self.diag_irq = {"flag": -1, "start": -1, "end": -1, "late_us": -1, "took_us": -1}
         self._step.watch(self._on_step)
         self._dir.watch(self._on_dir)
         self._en.watch(self._on_enable)
+        world.watch_irq(self._home.num, self._on_home_irq)
+        if self._diag is not None:
+            world.watch_irq(self._diag.num, self._on_diag_irq)
         self._set_diag(False)
         self._update()
 
@@ -160,6 +176,22 @@ class Carousel:
         self.position = p
         self._update()
 
+    # -- the firmware's scheduled callbacks for the lines it reads ----------
+    def _on_home_irq(self, late_us, took_us):
+        if late_us > self.home_irq_late_us:
+            self.home_irq_late_us = late_us
+
+    def _on_diag_irq(self, late_us, took_us):
+        d = self.diag_irq
+        if d["flag"] < 0:
+            return
+        if took_us < 0 and d["start"] < 0:
+            d["start"] = self.steps
+            d["late_us"] = late_us
+        elif took_us >= 0 and d["end"] < 0 and d["start"] >= 0:
+            d["end"] = self.steps
+            d["took_us"] = took_us
+
     # -- the lines the firmware reads ---------------------------------------
     def _near(self, r, period):
         return r <= self.window or r >= period - self.window
@@ -180,6 +212,10 @@ class Carousel:
     def _set_diag(self, on):
         if self._diag is not None and on != self._diag_level:
             self._diag_level = on
+            if on:
+                d = self.diag_irq
+                d["flag"] = self.steps
+                d["start"] = d["end"] = d["late_us"] = d["took_us"] = -1
             self._diag.set(on)
 
     # -- model interface ----------------------------------------------------

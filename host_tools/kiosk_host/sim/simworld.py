@@ -79,6 +79,7 @@ class World:
         self.inputs = {}
         self.claimed = {}
         self.watchers = {}
+        self.irq_watchers = {}
         self.irqs = {}
         self.i2c_buses = {}
         self.onewire_buses = {}
@@ -132,6 +133,19 @@ class World:
 
     def watch(self, num, cb):
         self.watchers.setdefault(num, []).append(cb)
+
+    def watch_irq(self, num, cb):
+        """cb(late_us, took_us) when a scheduled callback for input pin num
+        starts (took_us -1) and returns; see irq_ran."""
+        self.irq_watchers.setdefault(num, []).append(cb)
+
+    def irq_ran(self, num, late_us, took_us):
+        """A scheduled pin callback started (took_us -1) or returned after
+        took_us; it started late_us after the edge that raised it (-1: a
+        further callback for an edge already timed). Called by `machine`
+        from the firmware's thread."""
+        for cb in self.irq_watchers.get(num, ()):
+            cb(late_us, took_us)
 
     def now_us(self):
         """When the output change being handled happened: the simulated
