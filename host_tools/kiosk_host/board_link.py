@@ -122,12 +122,19 @@ class BoardLink:
     def enter(self) -> None:
         """Stop whatever runs (Ctrl-C) and enter the raw REPL."""
         s = self.t.serial
+        data = b""
         try:
-            s.write(b"\r\x03")
-            time.sleep(0.05)
-            s.write(b"\r\x01")
-            data = self.t.read_until(1, RAW_BANNER, timeout=self.answer_timeout,
-                                     timeout_overall=self.answer_timeout * 2)
+            # Twice at most: a Ctrl-C that lands while the board is still
+            # starting (just reset, or restarted by the last command) can
+            # be lost, as on a board whose USB came up a moment before.
+            for tries in (1, 2):
+                s.write(b"\r\x03")
+                time.sleep(0.05)
+                s.write(b"\r\x01")
+                data += self.t.read_until(1, RAW_BANNER, timeout=self.answer_timeout / 2,
+                                          timeout_overall=self.answer_timeout)
+                if data.endswith(RAW_BANNER):
+                    break
         except OSError as e:
             raise NoBoard(f"{self.port}: {e}") from None
         if not data.endswith(RAW_BANNER):
