@@ -262,12 +262,7 @@ class Journal:
             self._add_lost(lo, hi)
             self._write(K_JOURNAL_OVERFLOW, {"lost_from": lo, "lost_to": hi})
         for i in range(drop):
-            try:
-                os.remove(self._seg(self._ser[0]))
-            except OSError:
-                pass
-            self._ser.pop(0)
-            self._first.pop(0)
+            self._drop_oldest()
 
     def _write(self, kind, fields):
         seq = self._last + 1
@@ -386,14 +381,14 @@ class Journal:
         current one stays); True if any went."""
         n = 0
         while len(self._ser) > 1 and self._first[1] - 1 <= self._acked:
-            try:
-                os.remove(self._seg(self._ser[0]))
-            except OSError:
-                pass
-            self._ser.pop(0)
-            self._first.pop(0)
+            self._drop_oldest()
             n += 1
         return n > 0
+
+    def _drop_oldest(self):
+        _rm(self._seg(self._ser[0]))
+        self._ser.pop(0)
+        self._first.pop(0)
 
     def _room(self):
         """While full, now and then: free what the host has, and if the
