@@ -130,3 +130,14 @@ def remove(path):
             os.remove(p)
         except OSError:
             pass
+
+
+def makedirs(path):
+    """Make path and the folders above it; those already there are fine."""
+    cur = ""
+    for part in path.split("/"):
+        cur = cur + "/" + part if cur else part
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass

@@ -9,6 +9,8 @@ import sys
 import bootsel
 
 
+# Not kiosk.files.makedirs: importing the kiosk package here would cache it
+# before the selector puts a slot first on sys.path, which is what is tested.
 def _mkdirs(p):
     cur = ""
     for part in p.split("/"):

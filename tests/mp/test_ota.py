@@ -12,7 +12,7 @@ import os
 import time
 import kit
 import bootsel
-from kiosk import clock
+from kiosk import clock, files
 from kiosk.hw import hal
 from kiosk.link import auth, ota
 
@@ -24,20 +24,10 @@ def _sha(b):
     return binascii.hexlify(hashlib.sha256(b).digest()).decode()
 
 
-def _mkdirs(p):
-    cur = ""
-    for part in p.split("/"):
-        cur = cur + "/" + part if cur else part
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
-
-
 def _running_slot(version="1.0.0"):
     """The firmware this test runs, installed as slot a (its manifest is
     what the updater reads of it)."""
-    _mkdirs("fw/a/kiosk")
+    files.makedirs("fw/a/kiosk")
     with open("fw/a/manifest.txt", "w") as f:
         f.write("kiosk-slot 1\nversion %s\n%s 1 kiosk/app.mpy\n" % (version, "0" * 64))
     bootsel.save({"active": "a"})
@@ -460,7 +450,7 @@ def test_the_host_can_drop_a_release_being_staged():
 def _as_trial(trial_s=60):
     """The flash as the selector leaves it when it starts a trial of b."""
     _running_slot("1.0.0")
-    _mkdirs("fw/b/kiosk")
+    files.makedirs("fw/b/kiosk")
     with open("fw/b/manifest.txt", "w") as f:
         f.write("kiosk-slot 1\nversion 0.1.0\n")
     bootsel.arm("b", trial_s)

@@ -75,16 +75,6 @@ def _hex(b):
     return binascii.hexlify(b).decode()
 
 
-def _mkdirs(path):
-    cur = ""
-    for part in path.split("/"):
-        cur = cur + "/" + part if cur else part
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
-
-
 def _size(path):
     try:
         return os.stat(path)[6]
@@ -449,7 +439,7 @@ class Updater:
             return
         self.entry = (self._new(), st["manifest"], st["msize"]) if i == 0 else self._line(i)
         path = self.entry[0]
-        _mkdirs(path[:path.rfind("/")])
+        files.makedirs(path[:path.rfind("/")])
         self.out = open(path + ".part", "ab" if offset else "wb")
         self.h = h or hashlib.sha256()
 
@@ -480,7 +470,7 @@ class Updater:
             return
         if s == "clearing":
             _rmtree(bootsel.path(st["slot"]))
-            _mkdirs(bootsel.path(st["slot"]))
+            files.makedirs(bootsel.path(st["slot"]))
             st["state"] = "receiving"
             self._save()
             self.n = self.done = 0

@@ -18,7 +18,6 @@ import utime as time
 import _thread
 import port
 import simworld
-import time as port_time
 
 SETUP_US = 40            # write_pulses(): wait returns, symbols converted, rmt_transmit() started
 MEM_SYMBOLS = 48         # symbols per RMT memory block on the S3
@@ -65,14 +64,7 @@ class RMT:
     def _edge(self, level, t):
         if self._pin is None:
             return
-        w = simworld.world()
-        w.edge_us = t
-        port_time.irq_ticks[0] = t
-        try:
-            w.write(self._pin, level)
-        finally:
-            w.edge_us = None
-            port_time.irq_ticks[0] = None
+        simworld.world().write_at(self._pin, level, t)
 
     def _play(self, now):
         me = _thread.get_ident()

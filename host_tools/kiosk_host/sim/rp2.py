@@ -224,15 +224,7 @@ class StateMachine:
         reads that time from ticks_us(), as it would within microseconds of
         the edge on the chip (time.py)."""
         if self._pin is not None:
-            w = simworld.world()
-            t = ticks_at(self._t_ns // 1000)
-            w.edge_us = t
-            port_time.irq_ticks[0] = t
-            try:
-                w.write(self._pin, v)
-            finally:
-                w.edge_us = None
-                port_time.irq_ticks[0] = None
+            simworld.world().write_at(self._pin, v, ticks_at(self._t_ns // 1000))
 
     def _feed(self):
         """The DMA channel paced by this machine's TX request tops the FIFO

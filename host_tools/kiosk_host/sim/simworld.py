@@ -114,6 +114,19 @@ class World:
             return 1 if pull == 1 else 0
         return level
 
+    def write_at(self, num, level, t):
+        """Drive a pin from simulated hardware (PIO, RMT) at the instant t
+        (ticks_us) its edge happened, which may be a little before now: an
+        IRQ the edge raises is timed from it (edge_us), and a hard handler
+        reads it from ticks_us() (sim/time.py), as on the chip."""
+        self.edge_us = t
+        time.irq_ticks[0] = t
+        try:
+            self.write(num, level)
+        finally:
+            self.edge_us = None
+            time.irq_ticks[0] = None
+
     def write(self, num, level):
         if self.outputs.get(num) == level:
             return

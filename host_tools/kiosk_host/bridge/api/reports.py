@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from ..people import Actor
 from ..service import Bridge
 from .auth import allow, may_see, visible
-from .common import known
+from .common import iso, known
 
 MAX_ROWS = 10000
 CSV_COLUMNS = ("at", "at_iso", "kiosk", "order_id", "event", "state", "actor", "patient_ref", "items", "detail")
@@ -38,17 +38,13 @@ def _local_midnight(day: dt.date) -> float:
     return dt.datetime.combine(day, dt.time()).timestamp()
 
 
-def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
         items = "; ".join(f"{i.get('name')} x{i.get('qty')} (NDC {i.get('ndc')})" for i in r["items"] or [])
-        w.writerow([f"{r['at']:.3f}", _iso(r["at"]), r["kiosk"], r["order_id"], r["event"], r["state"], r["actor"],
+        w.writerow([f"{r['at']:.3f}", iso(r["at"]), r["kiosk"], r["order_id"], r["event"], r["state"], r["actor"],
                     r["patient_ref"], items, json.dumps(r["detail"], sort_keys=True, separators=(",", ":"))])
     return out.getvalue()
 
@@ -95,7 +91,7 @@ def router(bridge: Bridge) -> APIRouter:
                             headers={"content-disposition": f'attachment; filename="{name}"',
                                      "cache-control": "no-store"})
         for r in rows:
-            r["at_iso"] = _iso(r["at"])
+            r["at_iso"] = iso(r["at"])
         return {"since": since, "until": until, "kiosk": kiosk, "movements": rows}
 
     return router
